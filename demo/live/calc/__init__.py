@@ -1,0 +1,1 @@
+"""A tiny calculator: the repository the demo patches."""

@@ -1,0 +1,1 @@
+"""patchgate: verify, promote, audit and roll back code patches as doit tasks."""

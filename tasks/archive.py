@@ -1,0 +1,57 @@
+"""Deterministic zips: sorted entries, fixed timestamps, links stored as links, never followed."""
+
+from __future__ import annotations
+
+import os
+import stat
+import zipfile
+from collections.abc import Iterable
+
+from tasks import git
+
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+# Never archived, wherever they appear (caches and environments are not part of a patch).
+EXCLUDED_DIRS = (".git", "venv", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache",
+                 "__pycache__")
+
+
+def excluded(path: str) -> bool:
+    parts = path.split("/")
+    return any(p in EXCLUDED_DIRS for p in parts) or path.endswith(".pyc")
+
+
+def _entry(name: str, mode: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, FIXED_TIME)
+    info.create_system = 3  # unix, so external_attr carries the file type and mode
+    info.external_attr = mode << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
+def write_zip(path: str, entries: Iterable[tuple[str, int, bytes]]) -> None:
+    """Write (name, unix mode, bytes) entries sorted by name, atomically."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with zipfile.ZipFile(tmp, "w") as zf:
+        for name, mode, data in sorted(entries):
+            zf.writestr(_entry(name, mode), data)
+    os.replace(tmp, path)
+
+
+def tree_entries(repo: str, changes: list[dict[str, str]], prefix: str) -> list[tuple[str, int, bytes]]:
+    """The changed files as they are in the verified tree, read from git objects, not the disk.
+
+    A symlink is stored as a link (its target text, mode 120000): nothing follows it.
+    """
+    out = []
+    for change in changes:
+        if change["status"] == "D" or excluded(change["path"]):
+            continue
+        mode = int(change["mode"], 8)
+        kind = stat.S_IFLNK | 0o777 if stat.S_ISLNK(mode) else stat.S_IFREG | (mode & 0o777)
+        out.append((f"{prefix}{change['path']}", kind, git.blob_bytes(repo, change["blob"])))
+    return out
+
+
+def file_entry(name: str, path: str) -> tuple[str, int, bytes]:
+    with open(path, "rb") as fh:
+        return name, stat.S_IFREG | 0o644, fh.read()

@@ -1,0 +1,216 @@
+"""patchgate.yaml: defaults, the file, command-line variables; validated, with the source of each value."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from doit import doit_cmd
+
+from tasks.errors import PatchgateError
+from tasks.schema import validate
+
+CONFIG_FILE = "patchgate.yaml"
+
+DEFAULT_GATES: list[dict[str, Any]] = [
+    {
+        "name": "ruff-format",
+        "command": ["ruff", "format", "--no-cache", "{files}"],
+        "files": ["*.py", "*.pyi"],
+        "fixes": True,
+    },
+    {"name": "ruff", "command": ["ruff", "check", "--no-cache", "{files}"], "files": ["*.py", "*.pyi"]},
+    {
+        "name": "mypy",
+        "command": ["mypy", "--cache-dir", "{cache}", "--no-error-summary", "{files}"],
+        "files": ["*.py", "*.pyi"],
+    },
+    {
+        "name": "pytest",
+        "command": ["{python}", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml={junit}"],
+        "files": ["*.py"],
+        "junit": True,
+    },
+]
+
+# key: (default, what it means). The README's configuration reference is this table.
+DEFAULTS: dict[str, tuple[Any, str]] = {
+    "live_repo": (".", "the repository being patched (relative to the project folder)"),
+    "branch": (None, "branch promote lands on; null: live's current branch"),
+    "remote": ("origin", "remote promote pushes to; null: no push (PUSH: SKIPPED)"),
+    "jail": ("bwrap", "bwrap: patches and gates run in bubblewrap; none: unjailed (trusted setups)"),
+    "jail_uid": (1000, "uid/gid the jail runs as when patchgate runs as root"),
+    "jail_binds": ([], "extra host paths bound read-only into the jail (e.g. a toolchain)"),
+    "tool_env": (None, "virtual environment the gate tools come from; null: patchgate's own"),
+    "patch_timeout": (300, "seconds a patch script or git apply may run"),
+    "gate_timeout": (600, "seconds a gate may run unless the gate sets its own timeout"),
+    "git_timeout": (120, "seconds a git command may run"),
+    "max_processes": (512, "process cap inside the jail (RLIMIT_NPROC)"),
+    "max_memory_mb": (4096, "address-space cap of each jailed process, MiB"),
+    "output_cap_mb": (10, "output kept per step; the rest is cut with a marker"),
+    "strip": (None, "strip level for unified diffs; null: inferred"),
+    "allow_undeclared": (False, "allow changed paths not declared in FILES"),
+    "allow_untouched": (False, "allow declared FILES the patch did not change"),
+    "allow_noop": (False, "allow a patch that changes nothing"),
+    "all_gates": (False, "run every gate, not only those whose files the patch changed"),
+    "keep_going": (False, "run all gates after a failure and report every failure"),
+    "allow_gates_fail": (False, "let verification pass with gate failures recorded"),
+    "baseline": (False, "judge only what the patch changed: compare gates with the base"),
+    "gates": (DEFAULT_GATES, "gate list: name, command, files, timeout, env, fixes, junit"),
+    "build_command": (None, "Atlas build command, run as the gate 'build'"),
+    "test_commands": ([], "Atlas test commands, run as the gates 'test-1', 'test-2', ..."),
+    "live_gates": ([], "gate names re-run on live after promotion, before the commit"),
+    "commit_message": ("patchgate: {issue}", "commit subject when promote gets no message="),
+    "co_authored_by": (None, "Co-authored-by trailer on promote commits"),
+    "operator": (None, "default operator name for promote and rollback"),
+    "require_push": (False, "a failed push fails the promotion"),
+    "live_changed": ("fail", "fail | overwrite_live | overwrite_workspace | rebase"),
+    "skip_up_to_date": (False, "promote even when the remote is ahead of live"),
+    "fast_forward": (True, "fast-forward live when it is only behind the remote"),
+    "keep": (False, "keep the workspace after a successful promotion"),
+    "audit_command": (None, "command run on live after a successful promotion (STAGE: AUDIT)"),
+}
+
+BOOLEAN_KEYS = tuple(k for k, (v, _) in DEFAULTS.items() if isinstance(v, bool))
+CHOICE_KEYS = {
+    "jail": ("bwrap", "none"),
+    "live_changed": ("fail", "overwrite_live", "overwrite_workspace", "rebase"),
+}
+INTEGER_KEYS = ("strip",)
+STRING_KEYS = ("operator", "branch", "remote")
+# Variables that are not configuration: they name what a command acts on.
+COMMAND_VARIABLES = (
+    "patch", "issue", "message", "sha", "confirm", "reason", "event", "last_good", "n",
+)
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Config:
+    root: str
+    values: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def live_repo(self) -> str:
+        return os.path.normpath(os.path.join(self.root, self.values["live_repo"]))
+
+    @property
+    def tool_bin(self) -> str:
+        env = self.values["tool_env"] or sys.prefix
+        return os.path.join(os.path.abspath(os.path.join(self.root, env)), "bin")
+
+
+def read_file(root: str) -> dict[str, Any]:
+    path = os.path.join(root, CONFIG_FILE)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise PatchgateError("CONFIG", f"{CONFIG_FILE}{where} is not valid YAML; fix it") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PatchgateError("CONFIG", f"{CONFIG_FILE} must be a mapping of keys to values")
+    for key in ("build_command", "audit_command"):
+        if isinstance(data.get(key), str):
+            data[key] = shlex.split(data[key])
+    if isinstance(data.get("test_commands"), list):
+        data["test_commands"] = [shlex.split(c) if isinstance(c, str) else c
+                                 for c in data["test_commands"]]
+    validate(data, "config.schema.json", "CONFIG", f"{CONFIG_FILE} is invalid at")
+    names = [g["name"] for g in data.get("gates", [])]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise PatchgateError("CONFIG", f"{CONFIG_FILE}: gates: duplicate gate name {dupes[0]!r}; "
+                             "give every gate its own name")
+    return data
+
+
+def parse_variable(key: str, raw: str) -> Any:
+    """A command-line value for a config key, or a one-line error that shows what is allowed."""
+    if key in BOOLEAN_KEYS:
+        word = raw.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise PatchgateError("PREFLIGHT", f"{key}={raw} is not a yes/no value; use {key}=1 or {key}=0")
+    if key in CHOICE_KEYS:
+        if raw not in CHOICE_KEYS[key]:
+            raise PatchgateError("PREFLIGHT", f"{key}={raw} is not one of {', '.join(CHOICE_KEYS[key])}")
+        return raw
+    if key in INTEGER_KEYS:
+        if not raw.isdigit():
+            raise PatchgateError("PREFLIGHT", f"{key}={raw} must be a whole number, e.g. {key}=1")
+        return int(raw)
+    return raw
+
+
+def command_line() -> dict[str, str]:
+    # doit keeps `name=value` arguments in this module-level dict; get_var gives no way to list them.
+    return dict(doit_cmd._CMDLINE_VARS or {})
+
+
+def variable(name: str, default: str | None = None) -> str | None:
+    value = command_line().get(name)
+    return default if value in (None, "") else value
+
+
+def load(root: str, cli: Mapping[str, str] | None = None) -> Config:
+    """The effective configuration: defaults, then patchgate.yaml, then command-line variables."""
+    cli = command_line() if cli is None else dict(cli)
+    values = {k: v for k, (v, _) in DEFAULTS.items()}
+    sources = dict.fromkeys(values, "default")
+    for key, value in read_file(root).items():
+        values[key], sources[key] = value, CONFIG_FILE
+    cli_keys = BOOLEAN_KEYS + tuple(CHOICE_KEYS) + INTEGER_KEYS + STRING_KEYS
+    for key, raw in cli.items():
+        if key in cli_keys:
+            values[key], sources[key] = parse_variable(key, raw), "command line"
+        elif key not in COMMAND_VARIABLES:
+            known = ", ".join(sorted(cli_keys + COMMAND_VARIABLES))
+            raise PatchgateError("PREFLIGHT", f"unknown variable {key}=; known variables: {known}")
+    return Config(os.path.abspath(root), values, sources)
+
+
+def effective_gates(cfg: Config) -> list[dict[str, Any]]:
+    """Configured gates plus the Atlas build/test commands as gates 'build' and 'test-N'."""
+    gates = [dict(g) for g in cfg["gates"]]
+    if cfg["build_command"]:
+        gates.append({"name": "build", "command": list(cfg["build_command"]), "files": ["*"],
+                      "atlas": "build"})
+    for i, command in enumerate(cfg["test_commands"], start=1):
+        gates.append({"name": f"test-{i}", "command": list(command), "files": ["*"],
+                      "atlas": "test"})
+    for gate in gates:
+        gate.setdefault("files", ["*"])
+        gate.setdefault("fixes", False)
+        gate.setdefault("junit", False)
+        gate.setdefault("env", {})
+        gate.setdefault("timeout", cfg["gate_timeout"])
+    return gates
+
+
+def show(cfg: Config) -> str:
+    """The effective configuration, one key a line, with where each value came from."""
+    width = max(len(k) for k in cfg.values)
+    lines = [f"# project: {cfg.root}", f"# live repository: {cfg.live_repo}"]
+    for key in DEFAULTS:
+        value = json.dumps(cfg.values[key])
+        lines.append(f"{key:<{width}}  {value}  ({cfg.sources[key]})")
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""doit demo: the lifecycle on an embedded demo repository, built from the files in demo/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from tasks import git, report
+from tasks.errors import PatchgateError
+from tasks.steps import step
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_SOURCE = os.path.join(PROJECT_DIR, "demo")
+DEMO_DIR = os.path.join("build", "demo")
+DODO = os.path.join(PROJECT_DIR, "dodo.py")
+
+
+def build_demo(target: str) -> None:
+    """A fresh demo project: live repository (one commit), a bare remote, patches, config."""
+    if os.path.exists(target):
+        shutil.rmtree(target)
+    os.makedirs(target)
+    live = os.path.join(target, "live")
+    shutil.copytree(os.path.join(DEMO_SOURCE, "live"), live)
+    shutil.copytree(os.path.join(DEMO_SOURCE, "patches"), os.path.join(target, "patches"))
+    shutil.copy(os.path.join(DEMO_SOURCE, "patchgate.yaml"), target)
+    remote = os.path.join(target, "remote.git")
+    git.run(target, "init", "-q", "--bare", "-b", "main", remote)
+    for args in (
+        ("init", "-q", "-b", "main"),
+        ("config", "user.name", "Demo Maintainer"),
+        ("config", "user.email", "maintainer@demo.invalid"),
+        ("config", "gc.auto", "0"),
+        ("add", "-A"),
+        ("commit", "-q", "-m", "calc: first version"),
+        ("remote", "add", "origin", remote),
+        ("push", "-q", "origin", "main"),
+    ):
+        git.run(live, *args, stage="DEMO")
+
+
+def patchgate(project: str, *args: str) -> int:
+    """Run one patchgate command on the demo project, output straight to the console."""
+    argv = [sys.executable, "-m", "doit", "-f", DODO, "-d", project, *args]
+    print(f"\n$ doit {' '.join(args)}", flush=True)
+    return subprocess.run(argv, check=False).returncode
+
+
+def run_demo(root: str, log: str) -> dict[str, Any]:
+    project = os.path.join(root, DEMO_DIR)
+    build_demo(project)
+    report.log(log, f"demo: built {project}")
+    expected = [
+        (("verify", "patch=patches/good_mean_empty.py"), 0),
+        (("verify", "patch=patches/bad_add_str.py"), 1),
+    ]
+    for args, want in expected:
+        code = patchgate(project, *args)
+        report.log(log, f"demo: doit {' '.join(args)} -> exit {code}")
+        if (code == 0) != (want == 0):
+            raise PatchgateError(
+                "DEMO", f"doit {' '.join(args)} exited {code}, expected "
+                f"{'success' if want == 0 else 'a failure'}; see the output above"
+            )
+    return {"summary": {"RESULT": "SUCCESS", "DEMO": os.path.relpath(project, root)}}
+
+
+def task_demo() -> Iterator[dict[str, Any]]:
+    """Run the lifecycle on an embedded demo repository (built fresh in build/demo/)."""
+    root = os.getcwd()
+    yield step("demo", "run", run_demo, [root, report.log_path(root, "demo")], root=root,
+               log=report.log_path(root, "demo"), stage="DEMO", doc="the embedded demo",
+               uptodate=[False])

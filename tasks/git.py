@@ -1,0 +1,148 @@
+"""The one place patchgate talks to git: argument tuples through proc.run, never a shell."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+
+from tasks import proc
+from tasks.errors import PatchgateError
+
+GIT_TIMEOUT = 120.0
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One path that differs between two trees: status A/M/D/T, new mode and blob id."""
+
+    status: str
+    path: str
+    mode: str
+    blob: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "status": self.status, "mode": self.mode, "blob": self.blob}
+
+
+def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = proc.clean_env(extra)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    return env
+
+
+def run(
+    repo: str,
+    *args: str,
+    check: bool = True,
+    stage: str = "GIT",
+    env: dict[str, str] | None = None,
+    input_bytes: bytes | None = None,
+    timeout: float = GIT_TIMEOUT,
+) -> proc.Completed:
+    # safe.directory: files written by the jail must not make git refuse the workspace.
+    argv = ("git", "-c", f"safe.directory={repo}", "-C", repo, *args)
+    done = proc.run(argv, env=env or git_env(), input_bytes=input_bytes, timeout=timeout)
+    if check and done.returncode != 0:
+        first = next((ln for ln in done.output.splitlines() if ln.strip()), "no output")
+        raise PatchgateError(stage, f"git {args[0]} failed in {repo}: {first.strip()}")
+    return done
+
+
+def out(repo: str, *args: str, **kw: object) -> str:
+    return run(repo, *args, **kw).output.strip()  # type: ignore[arg-type]
+
+
+def check_live_repo(path: str) -> None:
+    """A clear error when ``path`` is not a git repository with at least one commit."""
+    if not os.path.isdir(path):
+        raise PatchgateError(
+            "PREFLIGHT", f"live repository {path} does not exist; set live_repo in patchgate.yaml"
+        )
+    top = run(path, "rev-parse", "--show-toplevel", check=False)
+    if top.returncode != 0:
+        raise PatchgateError(
+            "PREFLIGHT", f"live repository {path} is not a git repository; run git init there "
+            "or set live_repo in patchgate.yaml"
+        )
+    if run(path, "rev-parse", "--verify", "-q", "HEAD^{commit}", check=False).returncode != 0:
+        raise PatchgateError(
+            "PREFLIGHT", f"live repository {path} has no commits; commit something first"
+        )
+
+
+def head(repo: str) -> str:
+    return out(repo, "rev-parse", "HEAD")
+
+
+def tree_of(repo: str, rev: str) -> str:
+    return out(repo, "rev-parse", f"{rev}^{{tree}}")
+
+
+def status(repo: str) -> str:
+    """Porcelain status with untracked files: what a user would call the state of their tree."""
+    return run(repo, "status", "--porcelain=v1", "-z", "--untracked-files=all").output
+
+
+def snapshot(repo: str, index: str) -> str:
+    """The tree id of the working tree as it is (tracked + untracked, ignored files excluded).
+
+    A private index file keeps the worktree's own index untouched; copying it first keeps
+    git's stat cache so only modified files are hashed.
+    """
+    env = git_env({"GIT_INDEX_FILE": index})
+    gitdir = out(repo, "rev-parse", "--git-dir")
+    own = os.path.join(repo, gitdir, "index")
+    if os.path.exists(own) and not os.path.exists(index):
+        with open(own, "rb") as src, open(index, "wb") as dst:
+            dst.write(src.read())
+    run(repo, "add", "-A", "--", ".", env=env)
+    return out(repo, "write-tree", env=env)
+
+
+def diff_trees(repo: str, old: str, new: str) -> list[Change]:
+    """Paths that differ between two trees (no rename detection: a rename is D + A)."""
+    raw = run(repo, "diff-tree", "-r", "-z", "--no-renames", old, new).output
+    fields = raw.split("\0")
+    changes = []
+    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+        if not meta.startswith(":"):
+            continue
+        _, new_mode, _, new_blob, status = meta[1:].split(" ")
+        changes.append(Change(status, path, new_mode, new_blob))
+    return changes
+
+
+def restore(repo: str, base: str, tree: str | None = None) -> None:
+    """Put the worktree at ``base`` exactly (tracked and untracked), then lay ``tree`` over it.
+
+    Only what differs is rewritten: reset --hard and clean touch changed paths only.
+    """
+    run(repo, "reset", "-q", "--hard", base)
+    run(repo, "clean", "-q", "-fd")
+    if tree is None:
+        return
+    changes = diff_trees(repo, tree_of(repo, base), tree)
+    present = [c.path for c in changes if c.status != "D"]
+    for c in changes:
+        if c.status == "D":
+            os.unlink(os.path.join(repo, c.path))
+    if present:
+        # checkout writes the files (links as links) and stages them; reset unstages again.
+        run(repo, "checkout", tree, "--", *present)
+        run(repo, "reset", "-q", "--", *present)
+
+
+def blob_bytes(repo: str, blob: str) -> bytes:
+    # proc.run decodes text; a blob is bytes, so this one read talks to git directly.
+    done = subprocess.run(
+        ("git", "-C", repo, "cat-file", "blob", blob),
+        env=git_env(),
+        capture_output=True,
+        timeout=GIT_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise PatchgateError("GIT", f"git cat-file could not read blob {blob} in {repo}")
+    return done.stdout

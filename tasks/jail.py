@@ -1,0 +1,449 @@
+"""The jail: every patch and gate runs in bubblewrap; the workspace is the only writable path.
+
+What the jail sees (everything else of the host does not exist inside):
+
+* read-only: /usr, /bin, /sbin, /lib*, /etc (minus what an ordinary user could not read there,
+  e.g. /etc/shadow), the tool environment and ``jail_binds``, and the Python installation a
+  virtual environment among them was made from (pyenv keeps it under /root; only that
+  directory of /root is bound);
+* writable: the workspace's ``repo/`` (``workdir``), ``extra_writable``, and a private /tmp
+  (HOME=/tmp) sized like the memory cap;
+* fresh /proc and /dev, no network, its own pid namespace, hostname ``patchgate``.
+
+Inside, the process runs as ``uid``/``gid`` with no capabilities and cannot create user
+namespaces. Run by root, that uid is host root for file ownership, so files the jail writes
+are root's (git outside does not see "dubious ownership"); it is also why secrets are hidden by
+not binding them rather than by permissions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import os
+import re
+import resource
+import shutil
+import signal
+import stat
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from tasks import proc
+from tasks.errors import PatchgateError
+
+MODES = ("bwrap", "none")
+NONE_WARNING = "jail: none — patches and gates run unjailed"
+INSTALL_FIX = "install it (apt-get install -y bubblewrap) or set jail: none in patchgate.yaml"
+MISSING = f"bubblewrap (bwrap) is not installed; {INSTALL_FIX}"
+NO_PROCESS_CAP = (
+    "jail: max_processes is not enforced: no writable pids cgroup "
+    "(as root, RLIMIT_NPROC does not apply); a fork bomb is stopped only by the step's timeout"
+)
+# System directories bound read-only at the same path; a symlink (merged /usr) stays a symlink.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+JAIL_HOME = "/tmp"
+HOSTNAME = "patchgate"
+PROBE_TIMEOUT = 15.0
+MIB = 1024 * 1024
+# Variables whose name says "credential" never enter a step, even when a caller passes them.
+CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|(^|_)(API_?)?KEYS?($|_)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class JailSpec:
+    mode: str  # "bwrap" | "none"
+    workdir: str  # absolute path of the workspace's repo/: the only writable path (+ extra_writable)
+    extra_writable: tuple[str, ...] = ()  # e.g. the workspace's cache dir for mypy
+    readonly: tuple[str, ...] = ()  # tool env (a venv directory) and jail_binds, same path inside
+    uid: int = 1000
+    max_processes: int = 512
+    max_memory_mb: int = 4096
+
+
+# --- preflight -------------------------------------------------------------------------------
+
+
+def bwrap_path() -> str:
+    """bwrap as found on the current PATH, or the preflight error naming the fix."""
+    found = shutil.which("bwrap", path=os.environ.get("PATH", os.defpath))
+    if found is None:
+        raise PatchgateError("PREFLIGHT", MISSING)
+    return found
+
+
+def preflight(mode: str) -> str | None:
+    """Check that the jail can start; a warning line to show, or None.
+
+    The probe starts a real (empty) jail once per process and bwrap binary.
+    """
+    if mode == "none":
+        return NONE_WARNING
+    if mode != "bwrap":
+        raise PatchgateError("PREFLIGHT", f"jail: {mode} is not one of {', '.join(MODES)}")
+    _probe(bwrap_path())
+    if _cgroup_parent() is None and os.geteuid() == 0:
+        return NO_PROCESS_CAP
+    return None
+
+
+@functools.cache
+def _probe(bwrap: str) -> None:
+    """Start the hardened jail with nothing in it; raise, quoting bwrap, if it cannot start."""
+    argv = [bwrap, *_base_args(1000, 64), "--remount-ro", "/", "--", "true"]
+    done = proc.run(argv, env={"PATH": "/usr/bin:/bin"}, timeout=PROBE_TIMEOUT, output_cap=4096)
+    if done.returncode == 0:
+        return
+    if done.returncode == 127:
+        raise PatchgateError("PREFLIGHT", MISSING)
+    lines = [line.strip() for line in done.output.splitlines() if line.strip()]
+    why = lines[-1] if lines else f"exit code {done.returncode}"
+    if done.timed_out:
+        why = f"no answer within {PROBE_TIMEOUT:.0f} s"
+    raise PatchgateError(
+        "PREFLIGHT",
+        f"bubblewrap (bwrap) cannot start a jail here ({why}); {INSTALL_FIX}",
+    )
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def command(argv: Sequence[str], spec: JailSpec) -> list[str]:
+    """The bwrap command line that runs ``argv`` jailed in ``spec.workdir``; for "none", ``argv``."""
+    if spec.mode == "none":
+        return list(argv)
+    if spec.mode != "bwrap":
+        raise PatchgateError("PREFLIGHT", f"jail: {spec.mode} is not one of {', '.join(MODES)}")
+    writable = [_absolute(p) for p in (spec.workdir, *spec.extra_writable)]
+    readonly = _readonly_paths(spec.readonly, writable)
+    covers = _tmp_covers([*readonly, *writable])
+    args = [bwrap_path(), *_base_args(_jail_uid(spec), spec.max_memory_mb)]
+    # All after the /tmp tmpfs, so paths under /tmp (a venv, a test's workspace) show through.
+    for path in covers:
+        args += ["--tmpfs", path]
+    for path in writable:
+        args += ["--bind", path, path]
+    for path in readonly:  # after the writable ones: a read-only path is never shadowed
+        args += ["--ro-bind", path, path]
+    args += _git_mask(writable[0])
+    # bwrap's own root tmpfs holds the mount points: read-only, so `../` is not writable and
+    # the root is no unbounded memory sink.
+    for path in ("/", *covers):
+        args += ["--remount-ro", path]
+    args += ["--chdir", writable[0], "--", *argv]
+    return args
+
+
+def _tmp_covers(paths: Sequence[str]) -> list[str]:
+    """Directories directly under /tmp that hold a bind point deeper down.
+
+    Their mount points would otherwise sit in the writable /tmp: a read-only tmpfs there keeps
+    `../` of a workspace under /tmp as unwritable as anywhere else.
+    """
+    covers: list[str] = []
+    for path in paths:
+        rel = os.path.relpath(path, "/tmp")
+        parts = rel.split(os.sep)
+        if rel.startswith("..") or len(parts) < 2:
+            continue
+        top = os.path.join("/tmp", parts[0])
+        if top not in paths and top not in covers:
+            covers.append(top)
+    return covers
+
+
+def _jail_uid(spec: JailSpec) -> int:
+    # Only root can choose; anyone else is mapped to their own uid.
+    return spec.uid if os.geteuid() == 0 else os.geteuid()
+
+
+def _base_args(uid: int, max_memory_mb: int) -> list[str]:
+    # As root, bwrap without --unshare-user --uid N --cap-drop ALL --disable-userns keeps its
+    # capabilities inside and `mount -o remount,rw /` works (measured: notes/machine.md).
+    return [
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--uid", str(uid),
+        "--gid", str(uid),
+        "--cap-drop", "ALL",
+        "--new-session",
+        "--die-with-parent",
+        "--hostname", HOSTNAME,
+        *_system_args(),
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--size", str(max_memory_mb * MIB),
+        "--tmpfs", "/tmp",
+    ]  # fmt: skip
+
+
+@functools.cache
+def _system_args() -> tuple[str, ...]:
+    args: list[str] = []
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    return (*args, *_unreadable_masks("/etc"))
+
+
+def _unreadable_masks(top: str) -> list[str]:
+    """Cover what an ordinary user could not read under ``top``.
+
+    The jail's uid is host root for file ownership, so owner-only files (/etc/shadow, ssh host
+    keys, ssl/private) would be readable: files become /dev/null, directories an empty tmpfs.
+    """
+    masks: list[str] = []
+    try:
+        entries = list(os.scandir(top))
+    except OSError:
+        return masks
+    for entry in sorted(entries, key=lambda e: e.name):
+        try:
+            mode = entry.stat(follow_symlinks=False).st_mode
+        except OSError:
+            continue
+        if stat.S_ISDIR(mode):
+            if mode & 0o005 != 0o005:
+                masks += ["--tmpfs", entry.path, "--remount-ro", entry.path]
+            else:
+                masks += _unreadable_masks(entry.path)
+        elif stat.S_ISREG(mode) and not mode & stat.S_IROTH:
+            masks += ["--ro-bind", "/dev/null", entry.path]
+    return masks
+
+
+def _absolute(path: str) -> str:
+    if not os.path.isabs(path):
+        raise PatchgateError("JAIL", f"jail: {path} is not an absolute path; pass absolute paths")
+    return os.path.normpath(path)
+
+
+def _contains(outer: str, inner: str) -> bool:
+    outer, inner = os.path.realpath(outer), os.path.realpath(inner)
+    return os.path.commonpath([outer, inner]) == outer
+
+
+def _readonly_paths(readonly: Sequence[str], writable: Sequence[str]) -> list[str]:
+    paths: list[str] = []
+    for given in readonly:
+        path = _absolute(given)
+        if not os.path.exists(path):
+            raise PatchgateError(
+                "PREFLIGHT",
+                f"jail: {path} (tool_env or jail_binds) does not exist; fix the path in patchgate.yaml",
+            )
+        paths.append(path)
+        prefix = _interpreter_prefix(path)
+        if prefix is not None:
+            paths.append(prefix)
+    paths = list(dict.fromkeys(paths))
+    for path in paths:
+        for inner in writable:
+            if _contains(path, inner):
+                raise PatchgateError(
+                    "PREFLIGHT",
+                    f"jail: the read-only bind {path} contains the workspace {inner} and would expose "
+                    "the live repository and patchgate's state; bind a narrower path in jail_binds",
+                )
+    return paths
+
+
+def _interpreter_prefix(venv: str) -> str | None:
+    """The installation a virtual environment was made from (``home =`` in pyvenv.cfg, one up)."""
+    try:
+        with open(os.path.join(venv, "pyvenv.cfg"), encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "home" and os.path.isabs(value.strip()):
+            return os.path.dirname(os.path.normpath(value.strip()))
+    return None
+
+
+def _git_mask(workdir: str) -> list[str]:
+    """Hide the workspace's git metadata, read-only.
+
+    A worktree's ``.git`` is a file pointing into the live repository's ``.git``: inside it is
+    /dev/null, so a patch can neither read where the gitdir is nor rewrite the pointer; git then
+    works as outside any repository (GIT_CEILING_DIRECTORIES stops the search at ``workdir``).
+    A ``.git`` directory (hooks, config that git outside would run) becomes an empty read-only dir.
+    """
+    dotgit = os.path.join(workdir, ".git")
+    if os.path.islink(dotgit):
+        return []
+    if os.path.isfile(dotgit):
+        return ["--ro-bind", "/dev/null", dotgit]
+    if os.path.isdir(dotgit):
+        return ["--tmpfs", dotgit, "--remount-ro", dotgit]
+    return []
+
+
+def jail_env(env: Mapping[str, str], spec: JailSpec) -> dict[str, str]:
+    """The allowlisted environment (proc.clean_env) plus ``env``, minus anything named like a credential."""
+    full = proc.clean_env()
+    if spec.mode == "bwrap":
+        full.update(
+            HOME=JAIL_HOME,
+            TMPDIR=JAIL_HOME,
+            GIT_CEILING_DIRECTORIES=os.path.dirname(os.path.normpath(spec.workdir)),
+        )
+    full.update(env)
+    return {k: v for k, v in full.items() if not CREDENTIAL_NAME.search(k)}
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def run(
+    argv: Sequence[str],
+    spec: JailSpec,
+    *,
+    env: Mapping[str, str],
+    timeout: float,
+    output_cap: int,
+    input_bytes: bytes | None = None,
+) -> proc.Completed:
+    """Run ``argv`` in the jail with cwd ``spec.workdir``.
+
+    ``env`` holds the step's own variables (e.g. a gate's ``env:``), layered on the allowlist.
+    On return, nothing the step started is still running.
+    """
+    cmd = command(argv, spec)
+    full_env = jail_env(env, spec)
+    if spec.mode == "none":
+        return proc.run(
+            cmd, cwd=spec.workdir, env=full_env, timeout=timeout, input_bytes=input_bytes,
+            output_cap=output_cap,
+        )  # fmt: skip
+    limits = {
+        resource.RLIMIT_AS: spec.max_memory_mb * MIB,  # per process; 64 GiB -> MemoryError
+        resource.RLIMIT_CORE: 0,  # no core files in the workspace
+    }
+    with _process_cap(spec.max_processes) as cgroup:
+        if cgroup is None:
+            # Effective only when not root: the kernel exempts uid 0, which the jail's uid is.
+            limits[resource.RLIMIT_NPROC] = spec.max_processes
+        return proc.run(
+            cmd, cwd=spec.workdir, env=full_env, timeout=timeout, input_bytes=input_bytes,
+            output_cap=output_cap, limits=limits, cgroup=cgroup,
+        )  # fmt: skip
+
+
+# --- the process cap -------------------------------------------------------------------------
+#
+# RLIMIT_NPROC does not stop a fork bomb here: run by root, the jail's uid maps to host uid 0,
+# and the kernel never applies RLIMIT_NPROC to uid 0's processes (measured: 200 forks with a
+# limit of 50). What works is a pids cgroup (v1 `pids` hierarchy or v2 with the pids controller):
+# the child joins a fresh cgroup with pids.max before it execs bwrap, so every process of the
+# jail counts, and nothing inside can leave it (no /sys, no capabilities). The cgroup also lists
+# what is left to kill when the step ends.
+
+_cgroup_names = itertools.count()
+
+
+@contextlib.contextmanager
+def _process_cap(max_processes: int) -> Iterator[str | None]:
+    parent = _cgroup_parent()
+    if parent is None:
+        yield None
+        return
+    path = os.path.join(parent, f"patchgate-{os.getpid()}-{next(_cgroup_names)}")
+    os.mkdir(path)
+    try:
+        with open(os.path.join(path, "pids.max"), "w", encoding="ascii") as fh:
+            fh.write(str(max_processes))
+        yield path
+    finally:
+        _empty_and_remove(path)
+
+
+def _empty_and_remove(path: str, patience: float = 5.0) -> None:
+    """SIGKILL whatever is left in the cgroup, then remove it."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            with open(os.path.join(path, "cgroup.procs"), encoding="ascii") as fh:
+                pids = [int(p) for p in fh.read().split()]
+        except FileNotFoundError:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if not pids:
+            try:
+                os.rmdir(path)
+                return
+            except OSError:
+                pass  # exiting processes still count for a moment
+        if time.monotonic() > deadline:
+            return  # left behind, empty or not: removed by the next sweep
+        time.sleep(0.005)
+
+
+@functools.cache
+def _cgroup_parent() -> str | None:
+    """A cgroup directory under which we can create children with pids.max, or None."""
+    for candidate in _cgroup_candidates():
+        probe = os.path.join(candidate, f"patchgate-{os.getpid()}-probe")
+        try:
+            os.mkdir(probe)
+        except OSError:
+            continue
+        usable = os.path.exists(os.path.join(probe, "pids.max"))
+        with contextlib.suppress(OSError):
+            os.rmdir(probe)
+        if usable:
+            _sweep(candidate)
+            return candidate
+    return None
+
+
+def _cgroup_candidates() -> list[str]:
+    """Our own pids cgroup, then the hierarchy's root (v1 pids first, then v2)."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as fh:
+            own = [line.rstrip("\n").split(":", 2) for line in fh]
+        with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+            mounts = [line.split() for line in fh]
+    except OSError:
+        return []
+    found: list[str] = []
+    for version in (1, 2):
+        for fields in mounts:
+            sep = fields.index("-")
+            fstype, options = fields[sep + 1], fields[sep + 3].split(",")
+            if not (version == 1 and fstype == "cgroup" and "pids" in options) and not (
+                version == 2 and fstype == "cgroup2"
+            ):
+                continue
+            root, mountpoint = fields[3], fields[4]
+            for _, controllers, path in (entry for entry in own if len(entry) == 3):
+                mine = "pids" in controllers.split(",") if version == 1 else controllers == ""
+                if mine and os.path.commonpath([root, path]) == root:
+                    found.append(os.path.join(mountpoint, os.path.relpath(path, root)))
+            found.append(mountpoint)
+    return [os.path.normpath(p) for p in dict.fromkeys(found)]
+
+
+def _sweep(parent: str) -> None:
+    """Remove cgroups left by patchgate processes that died before cleaning up."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(parent):
+            owner = name.split("-")
+            if len(owner) != 3 or owner[0] != "patchgate" or not owner[1].isdigit():
+                continue
+            try:
+                os.kill(int(owner[1]), 0)
+            except ProcessLookupError:
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(parent, name))
+            except PermissionError:
+                pass

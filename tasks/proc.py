@@ -1,0 +1,147 @@
+"""Every external command goes through ``run``: argument tuple, timeout, capped output, clean env."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+# Variables a child may inherit from the caller; everything else (tokens, keys) stays out.
+ENV_ALLOWLIST = ("PATH", "HOME", "USER", "LOGNAME", "TERM", "TMPDIR")
+# Pinned so a verdict does not drift between runs or machines.
+PINNED_ENV = {"TZ": "UTC", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0"}
+DEFAULT_OUTPUT_CAP = 10 * 1024 * 1024
+TRUNCATION_MARKER = "\n[patchgate: output truncated after {cap} bytes; {dropped} bytes dropped]\n"
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    output: str
+    duration: float
+    timed_out: bool = False
+    truncated: bool = False
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The caller's allowlisted variables, the pinned ones, then ``extra``."""
+    env = {k: os.environ[k] for k in ENV_ALLOWLIST if k in os.environ}
+    env.update(PINNED_ENV)
+    env.update(extra or {})
+    return env
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _child_setup(
+    limits: Mapping[int, int] | None, cgroup: str | None
+) -> Callable[[], None] | None:
+    """What the child does between fork and exec: join ``cgroup``, then set ``limits``.
+
+    Only C-level calls and a small write: safe enough after fork even with other threads.
+    """
+    if not limits and not cgroup:
+        return None
+    items = tuple((limits or {}).items())
+
+    def setup() -> None:
+        if cgroup:
+            with open(os.path.join(cgroup, "cgroup.procs"), "w", encoding="ascii") as fh:
+                fh.write("0")  # 0: the writing process itself
+        for res, value in items:
+            resource.setrlimit(res, (value, value))
+
+    return setup
+
+
+def _drain(stream: IO[bytes], cap: int, sink: list[bytes], dropped: list[int]) -> None:
+    """Keep the first ``cap`` bytes, count the rest: a child printing without end fills nothing."""
+    kept = 0
+    for chunk in iter(lambda: stream.read1(65536), b""):
+        room = cap - kept
+        if room > 0:
+            sink.append(chunk[:room])
+            kept += min(room, len(chunk))
+        dropped[0] += max(0, len(chunk) - max(room, 0))
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    input_bytes: bytes | None = None,
+    output_cap: int = DEFAULT_OUTPUT_CAP,
+    limits: Mapping[int, int] | None = None,
+    cgroup: str | None = None,
+) -> Completed:
+    """Run ``argv`` in its own process group; on timeout kill the whole group.
+
+    stdout and stderr are merged; at most ``output_cap`` bytes are kept, then a marker.
+    ``limits`` maps ``resource.RLIMIT_*`` to a value set (soft and hard) in the child before
+    exec; ``cgroup`` is a cgroup directory the child joins first (see ``tasks.jail``).
+    """
+    argv = tuple(argv)
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env) if env is not None else clean_env(),
+            stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_child_setup(limits, cgroup),
+        )
+    except FileNotFoundError:
+        return Completed(argv, 127, f"{argv[0]}: command not found\n", 0.0)
+    except PermissionError as exc:
+        return Completed(argv, 126, f"{argv[0]}: {exc.strerror}\n", 0.0)
+    assert proc.stdout is not None
+    sink: list[bytes] = []
+    dropped = [0]
+    reader = threading.Thread(target=_drain, args=(proc.stdout, output_cap, sink, dropped))
+    reader.start()
+    timed_out = False
+    try:
+        if input_bytes is not None and proc.stdin is not None:
+            with proc.stdin:
+                proc.stdin.write(input_bytes)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    except BaseException:  # Ctrl-C: take the children down with us
+        _kill_group(proc)
+        proc.wait()
+        raise
+    finally:
+        # Grandchildren left behind (a daemonised writer) must not outlive the step.
+        _kill_group(proc)
+        proc.wait()
+        reader.join()
+        proc.stdout.close()
+    output = b"".join(sink).decode("utf-8", errors="replace")
+    if dropped[0]:
+        output += TRUNCATION_MARKER.format(cap=output_cap, dropped=dropped[0])
+    return Completed(
+        argv,
+        -9 if timed_out else proc.returncode,
+        output,
+        time.monotonic() - start,
+        timed_out=timed_out,
+        truncated=bool(dropped[0]),
+    )

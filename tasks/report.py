@@ -1,0 +1,161 @@
+"""Run logs, patches/latest.log, and the summary block that ends every top-level command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from doit.exceptions import BaseFail, TaskError, UnmetDependency
+from doit.reporter import ConsoleReporter
+
+LOGS_DIR = os.path.join("patches", "logs")
+LATEST_LOG = os.path.join("patches", "latest.log")
+# One stamp per doit process: every log of this run carries it.
+RUN_STAMP = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def log_path(root: str, name: str) -> str:
+    return os.path.join(root, LOGS_DIR, f"{RUN_STAMP}_{name}.log")
+
+
+def log(path: str, text: str) -> None:
+    """Append ``text`` to a run log (created on first use); every step writes its output here."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text if text.endswith("\n") else text + "\n")
+
+
+def point_latest(root: str, path: str) -> None:
+    """patches/latest.log -> the newest log, replaced atomically."""
+    link = os.path.join(root, LATEST_LOG)
+    tmp = f"{link}.{os.getpid()}.tmp"
+    try:
+        os.symlink(os.path.relpath(path, os.path.dirname(link)), tmp)
+        os.replace(tmp, link)
+    except OSError:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def summary_lines(fields: dict[str, str]) -> list[str]:
+    order = ("RESULT", "STAGE", "REASON", "FILES", "COMMIT", "PUSH", "WARNING", "LOG")
+    keys = [k for k in order if k in fields] + [k for k in fields if k not in order]
+    return [f"{k}: {fields[k]}" for k in keys]
+
+
+@dataclass
+class Group:
+    """What one top-level unit (an issue's verify chain, an audit) did in this run."""
+
+    name: str
+    root: str
+    log: str
+    summary_file: str | None = None
+    summary: dict[str, str] | None = None
+    warning: str | None = None
+    failure: tuple[str, str] | None = None
+    detail: str | None = None
+    executed: list[str] = field(default_factory=list)
+
+
+def failure_reason(exc: BaseFail) -> str:
+    if isinstance(exc, TaskError):
+        # A bug, not bad input: one line here, the traceback in the log.
+        lines = [ln for ln in exc.get_msg().splitlines() if ln.strip()]
+        return f"internal error: {lines[-1].strip() if lines else exc}; see the log and report it"
+    return exc.get_msg().strip().splitlines()[0] if exc.get_msg().strip() else "failed"
+
+
+class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
+    """Progress lines as doit prints them; instead of tracebacks, the summary block."""
+
+    desc = "progress lines, then patchgate's summary block"
+
+    def __init__(self, outstream: IO[str], options: dict[str, Any]) -> None:
+        super().__init__(outstream, options)
+        self.groups: dict[str, Group] = {}
+
+    def _group(self, task: Any) -> Group | None:
+        meta = task.meta or {}
+        if "group" not in meta:
+            return None
+        group = self.groups.get(meta["group"])
+        if group is None:
+            group = Group(meta["group"], meta["root"], meta["log"], warning=meta.get("warning"))
+            self.groups[group.name] = group
+        if meta.get("summary"):
+            group.summary_file = meta["summary"]
+        return group
+
+    def execute_task(self, task: Any) -> None:
+        super().execute_task(task)
+        group = self._group(task)
+        if group is not None:
+            hook = task.meta.get("before_first_step")
+            if not group.executed and hook:
+                func, args = hook  # a module-level function and its args: meta is pickled
+                func(*args)
+            group.executed.append(task.name)
+
+    def skip_uptodate(self, task: Any) -> None:
+        super().skip_uptodate(task)
+        self._group(task)
+
+    def add_success(self, task: Any) -> None:
+        super().add_success(task)
+        group = self._group(task)
+        if group is not None and isinstance(task.result, dict) and "summary" in task.result:
+            group.summary = {k: str(v) for k, v in task.result["summary"].items()}
+
+    def add_failure(self, task: Any, exception: BaseFail) -> None:
+        self.failures.append({"task": task, "exception": exception})
+        group = self._group(task)
+        if group is None or group.failure is not None or isinstance(exception, UnmetDependency):
+            return
+        group.failure = (task.meta.get("stage", "INTERNAL"), failure_reason(exception))
+        if isinstance(exception, TaskError):
+            group.detail = exception.get_msg()
+
+    def runtime_error(self, msg: str) -> None:
+        self.write(f"RESULT: FAIL\nSTAGE: PREFLIGHT\nREASON: {msg.strip().splitlines()[-1]}\n")
+
+    def complete_run(self) -> None:
+        for group in self.groups.values():
+            fields = self._fields(group)
+            lines = summary_lines(fields)
+            self.write("\n" + "\n".join(lines) + "\n")
+            if group.detail:
+                log(group.log, group.detail)
+            log(group.log, "\n".join(lines))
+            point_latest(group.root, group.log)
+        if len(self.groups) > 1:
+            failed = sum(1 for g in self.groups.values() if self._fields(g)["RESULT"] == "FAIL")
+            self.write(f"\n{len(self.groups) - failed} passed, {failed} failed\n")
+        sys.stdout.flush()
+
+    def _fields(self, group: Group) -> dict[str, str]:
+        fields: dict[str, str] = {}
+        if group.failure is not None:
+            fields = {"RESULT": "FAIL", "STAGE": group.failure[0], "REASON": group.failure[1]}
+        elif group.summary is not None:
+            fields = dict(group.summary)
+        else:
+            fields = read_summary(group.summary_file)
+        if group.warning:
+            fields["WARNING"] = group.warning
+        fields["LOG"] = os.path.relpath(group.log, group.root)
+        return fields
+
+
+def read_summary(path: str | None) -> dict[str, str]:
+    """The summary a chain's final step wrote into its result file (key ``summary``)."""
+    if path is None or not os.path.exists(path):
+        return {"RESULT": "FAIL", "STAGE": "INTERNAL", "REASON": "the run produced no result file"}
+    with open(path, encoding="utf-8") as fh:
+        data: dict[str, Any] = json.load(fh)
+    return {k: str(v) for k, v in data.get("summary", {}).items()}
+

@@ -1,0 +1,49 @@
+"""The scope step: what the patch changed must be what it declared."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks import report
+from tasks.errors import PatchgateError
+from tasks.steps import read_json, write_json
+from tasks.workspace import Workspace
+
+SYMLINK_MODE = "120000"
+
+
+def judge(declared: list[str], changes: list[dict[str, Any]], rules: dict[str, bool]) -> list[str]:
+    """Every scope violation, worded for the REASON line; empty when the patch is in scope."""
+    changed = sorted(c["path"] for c in changes)
+    problems = []
+    undeclared = [p for p in changed if p not in declared]
+    untouched = [p for p in declared if p not in changed]
+    if not changed and not rules["allow_noop"]:
+        problems.append("the patch changed nothing; fix it, or pass allow_noop=1 for a dry run")
+    if undeclared and not rules["allow_undeclared"]:
+        problems.append(
+            f"changed but not declared in FILES: {', '.join(undeclared)}; "
+            "add them to FILES or stop touching them (allow_undeclared=1 overrides)"
+        )
+    if untouched and changed and not rules["allow_untouched"]:
+        problems.append(
+            f"declared in FILES but not changed: {', '.join(untouched)}; "
+            "drop them from FILES (allow_untouched=1 overrides)"
+        )
+    return problems
+
+
+def check_scope(ws_dir: str, source: str, rules: dict[str, bool], log: str) -> None:
+    """Action of the scope step, on the changes recorded by apply."""
+    ws = Workspace.at(ws_dir)
+    applied = read_json(source)
+    problems = judge(applied["files"], applied["changes"], rules)
+    links = [c["path"] for c in applied["changes"] if c["mode"] == SYMLINK_MODE]
+    verdict = {"verdict": "fail" if problems else "pass", "problems": problems,
+               "changed": [c["path"] for c in applied["changes"]], "symlinks": links,
+               "rules": rules}
+    write_json(ws.step_file("scope"), verdict, "step-result.schema.json")
+    for line in problems or ["scope: pass"]:
+        report.log(log, f"scope: {line}")
+    if problems:
+        raise PatchgateError("SCOPE", problems[0])

@@ -1,0 +1,306 @@
+"""doit verify patch=P: workspace, apply, scope, gates, result, archive — one chain per issue."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from doit.tools import config_changed
+
+from tasks import archive, config, git, jail, provenance, report
+from tasks.apply import apply_patch, kind_of, resolve_patch, script_files, unpack_zip
+from tasks.errors import PatchgateError
+from tasks.gates import GateInputs, run_gate
+from tasks.scope import check_scope, judge
+from tasks.steps import failed_creator, read_json, sha256_file, step, write_json
+from tasks.workspace import Workspace, ensure, is_intact
+
+RULES = ("allow_undeclared", "allow_untouched", "allow_noop")
+
+
+def settings_of(cfg: config.Config) -> dict[str, Any]:
+    """The plain values actions need (picklable for doit -P process)."""
+    keys = ("jail", "jail_uid", "jail_binds", "patch_timeout", "max_processes", "max_memory_mb",
+            "output_cap_mb", "strip", "all_gates", "keep_going", "allow_gates_fail", "baseline",
+            *RULES)
+    settings = {k: cfg[k] for k in keys}
+    settings["tool_env"] = os.path.dirname(cfg.tool_bin)
+    return settings
+
+
+def requested_patches(root: str, raw: str) -> list[str]:
+    """patch= as a path, a glob, or a comma-separated list of either; sorted, deduplicated."""
+    found: list[str] = []
+    for item in (p.strip() for p in raw.split(",") if p.strip()):
+        if glob.has_magic(item):
+            matches = sorted(glob.glob(os.path.join(root, item)))
+            if not matches:
+                raise PatchgateError("PREFLIGHT", f"patch={item} matches no file; check the pattern")
+            found += [resolve_patch(root, m) for m in matches]
+        else:
+            found.append(resolve_patch(root, item))
+    return sorted(set(found))
+
+
+def declared_files(patch: str) -> list[str]:
+    """FILES known before any work: a script's FILES; a diff's come from its headers in apply."""
+    kind = kind_of(patch)
+    if kind == "script":
+        return script_files(patch)
+    if kind == "zip":
+        # Checked now so an empty zip is refused before any work starts.
+        unpack_zip(patch, os.path.join(os.path.dirname(patch), ".patchgate-check"))
+    return []
+
+
+def capture_live(ws_dir: str, live_repo: str) -> None:
+    """Before the first step runs: live's HEAD and status, for the live guard."""
+    write_json(os.path.join(ws_dir, "live_guard.json"),
+               {"head": git.head(live_repo), "status": git.status(live_repo)})
+
+
+def check_live_guard(ws: Workspace, live_repo: str) -> None:
+    guard = ws.path("live_guard.json")
+    if not os.path.exists(guard):
+        return
+    before = read_json(guard)
+    os.unlink(guard)
+    now_head, now_status = git.head(live_repo), git.status(live_repo)
+    if (before["head"], before["status"]) != (now_head, now_status):
+        raise PatchgateError(
+            "VERIFY", f"the live repository changed during verification (HEAD {before['head'][:12]}"
+            f" -> {now_head[:12]}, status {'same' if before['status'] == now_status else 'changed'});"
+            " find out what touched it before trusting this run",
+        )
+
+
+def final_changes(ws: Workspace, gates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last source of truth for the workspace content: the last fixer that ran, else apply."""
+    source: dict[str, Any] = read_json(ws.step_file("apply"))
+    for gate in gates:
+        path = ws.gate_file(gate["name"])
+        if gate["fixes"] and os.path.exists(path):
+            source = read_json(path)
+    return source
+
+
+def build_result(ws: Workspace, gates: list[dict[str, Any]], stage: str = "", reason: str = "") -> dict[str, Any]:
+    meta = ws.read_meta()
+    gate_results: dict[str, Any] = {}
+    for gate in gates:
+        path = ws.gate_file(gate["name"])
+        if os.path.exists(path):
+            rec = read_json(path)
+            gate_results[gate["name"]] = {k: rec.get(k) for k in (
+                "verdict", "reason", "exit_code", "duration_seconds", "checked")}
+    build = gate_results.get("build", {}).get("verdict")
+    tests = [
+        {"command": " ".join(g["command"]), "exit_code": gate_results[g["name"]]["exit_code"],
+         "duration_seconds": gate_results[g["name"]]["duration_seconds"]}
+        for g in gates
+        if g.get("atlas") == "test" and gate_results.get(g["name"], {}).get("exit_code") is not None
+    ]
+    changes = final_changes(ws, gates) if os.path.exists(ws.step_file("apply")) else None
+    status = "fail" if stage else "pass"
+    files = sorted(c["path"] for c in changes["changes"]) if changes else []
+    summary = ({"RESULT": "FAIL", "STAGE": stage, "REASON": reason} if stage
+               else {"RESULT": "SUCCESS", "FILES": ", ".join(files) or "(none)"})
+    return {
+        "patch_id": patch_id(ws.issue, meta["patch_sha256"]),
+        "issue": ws.issue,
+        "patch": meta["patch"],
+        "base_sha": meta["base_sha"],
+        "patch_sha256": meta["patch_sha256"],
+        "build_status": "not_run" if build in (None, "skipped") else build,
+        "test_results": tests,
+        "gates": gate_results,
+        "verification_status": status,
+        "stage": stage or None,
+        "reason": reason or None,
+        "tree": changes["tree"] if changes else None,
+        "files": files,
+        "changes": changes["changes"] if changes else [],
+        "summary": summary,
+    }
+
+
+def patch_id(issue: str, patch_sha256: str) -> str:
+    return f"{issue}@{patch_sha256[:12]}"
+
+
+def record_verdict(ws: Workspace, result: dict[str, Any]) -> None:
+    write_json(ws.result, result, "verification-result.schema.json")
+    event: dict[str, Any] = {
+        "event": "verify_pass" if result["verification_status"] == "pass" else "verify_fail",
+        "patch_id": result["patch_id"], "issue": ws.issue, "build_status": result["build_status"],
+        "test_results": result["test_results"],
+        "gates": {k: v["verdict"] for k, v in result["gates"].items()},
+        "affected_files": result["files"],
+    }
+    if result["stage"]:
+        event.update(stage=result["stage"], reason=result["reason"])
+    provenance.append_event(ws.root, event)
+
+
+def conclude_failure(ws_dir: str, stage: str, reason: str) -> None:
+    """Any verify step that fails: result.json says fail, the log of events says verify_fail."""
+    ws = Workspace.at(ws_dir)
+    if not os.path.exists(ws.meta):
+        return
+    live = ws.read_meta()["live_repo"]
+    try:
+        check_live_guard(ws, live)
+    except PatchgateError as err:
+        stage, reason = err.stage, err.message
+    gates = config.effective_gates(config.load(ws.root, {}))
+    record_verdict(ws, build_result(ws, gates, stage, reason))
+
+
+def conclude(ws_dir: str, gates: list[dict[str, Any]], rules: dict[str, bool], log: str) -> None:
+    """Action of the final step: the live guard, the scope of fixer edits, result.json."""
+    ws = Workspace.at(ws_dir)
+    check_live_guard(ws, ws.read_meta()["live_repo"])
+    final = final_changes(ws, gates)
+    problems = judge(final["files"], final["changes"], rules)
+    if problems:
+        raise PatchgateError("SCOPE", f"after the fixing gates: {problems[0]}")
+    result = build_result(ws, gates)
+    failed = [g for g, r in result["gates"].items() if r["verdict"] == "fail"]
+    if failed:
+        first = result["gates"][failed[0]]["reason"]
+        if not result_allows_failures(rules):
+            raise PatchgateError("GATES", first)
+        report.log(log, f"verify: gates failed but allow_gates_fail=1: {', '.join(failed)}")
+    record_verdict(ws, result)
+    report.log(log, f"verify: pass; tree {result['tree']}")
+
+
+def result_allows_failures(rules: dict[str, bool]) -> bool:
+    return bool(rules.get("allow_gates_fail"))
+
+
+def build_archive(ws_dir: str, log: str) -> None:
+    """patched.zip: the run log, result.json and the changed files of the verified tree."""
+    ws = Workspace.at(ws_dir)
+    result = read_json(ws.result)
+    report.log(log, f"archive: {len(result['changes'])} changed path(s) of tree {result['tree']}")
+    entries = archive.tree_entries(ws.repo, result["changes"], "files/")
+    entries.append(archive.file_entry("result.json", ws.result))
+    entries.append(archive.file_entry("verify.log", log))
+    archive.write_zip(ws.archive, entries)
+    report.log(log, f"archive: {os.path.relpath(ws.archive, ws.root)} ({len(entries)} entries)")
+
+
+def chain(cfg: config.Config, patch: str, issue: str, base: str, warning: str | None) -> Iterator[dict[str, Any]]:
+    """The subtasks of one issue; staleness flows through file_dep on upstream targets."""
+    root, live = cfg.root, cfg.live_repo
+    ws = Workspace(root, issue)
+    group = f"issue_{issue}"
+    log = report.log_path(root, group)
+    common: dict[str, Any] = {"root": root, "log": log, "warning": warning,
+                              "before_first_step": (capture_live, (ws.dir, live))}
+    try:
+        declared = declared_files(patch)
+        patch_sha = sha256_file(patch)
+    except PatchgateError as err:
+        yield failed_creator(group, root, log, err, f"{issue}-preflight")
+        return
+    settings = settings_of(cfg)
+    rules = {k: cfg[k] for k in RULES}
+    gates = config.effective_gates(cfg)
+    fail_hook = conclude_failure
+    yield step(
+        group, f"{issue}-workspace", ensure, [ws.dir, live, base, patch, patch_sha, log], **common,
+        stage="WORKSPACE", doc="worktree of live at its HEAD (reused across attempts)",
+        targets=[ws.meta],
+        uptodate=[config_changed({"base": base, "live": live, "patch": patch, "sha": patch_sha}),
+                  is_intact(ws)],
+    )
+    apply_cfg = {k: settings[k] for k in ("strip", "jail", "tool_env", "jail_binds")}
+    yield step(
+        group, f"{issue}-apply", apply_patch, [ws.dir, patch, declared, settings, log],
+        **common, stage="APPLY", doc="apply the patch in the workspace, record what changed",
+        file_dep=[patch, ws.meta], targets=[ws.step_file("apply")],
+        uptodate=[config_changed(apply_cfg)], on_failure=fail_hook,
+    )
+    yield step(
+        group, f"{issue}-scope", check_scope, [ws.dir, ws.step_file("apply"), rules, log],
+        **common, stage="SCOPE", doc="the changed paths must be the declared FILES",
+        file_dep=[ws.step_file("apply")], targets=[ws.step_file("scope")],
+        uptodate=[config_changed(rules)], on_failure=fail_hook,
+    )
+    source, previous = ws.step_file("apply"), f"verify:{issue}-scope"
+    for gate in gates:
+        name = f"{issue}-gate-{gate['name']}"
+        yield step(
+            group, name, run_gate, [ws.dir, gate, source, settings, log], **common,
+            stage="GATES", doc=f"gate {gate['name']}: {' '.join(gate['command'])}",
+            targets=[ws.gate_file(gate["name"])], task_dep=[previous],
+            uptodate=[GateInputs(gate, source, ws.meta, settings)], on_failure=fail_hook,
+            )
+        previous = f"verify:{name}"
+        if gate["fixes"]:
+            source = ws.gate_file(gate["name"])
+    gate_files = [ws.gate_file(g["name"]) for g in gates]
+    yield step(
+        group, issue, conclude, [ws.dir, gates, {**rules, "allow_gates_fail":
+                                                  settings["allow_gates_fail"]}, log],
+        **common, stage="VERIFY", doc="the verification result: result.json",
+        # Not meta.json: a patch edit that yields the same tree must not rerun the verdict.
+        file_dep=[ws.step_file("apply"), ws.step_file("scope"), *gate_files],
+        targets=[ws.result], task_dep=[previous], on_failure=fail_hook,
+        uptodate=[config_changed({"allow_gates_fail": settings["allow_gates_fail"]})],
+    )
+    yield step(
+        group, f"{issue}-archive", build_archive, [ws.dir, log], **common, stage="ARCHIVE",
+        doc="patched.zip: log, result.json, changed files", summary=ws.result,
+        file_dep=[ws.result], targets=[ws.archive],
+    )
+
+
+def task_verify() -> Iterator[dict[str, Any]]:
+    """Verify patches in their workspaces: apply, scope, gates, result, archive.
+
+    patch=PATH|GLOB|A,B   patch file(s) under patches/ (.py script, .diff/.patch, .zip)
+    issue=ID              issue id (default: the patch file's stem; one patch only)
+    strip=N allow_undeclared=1 allow_untouched=1 allow_noop=1 all_gates=1 keep_going=1
+    allow_gates_fail=1 baseline=1 jail=none   (see `doit config`)
+    """
+    root = os.getcwd()
+    log = report.log_path(root, "verify")
+    try:
+        cfg = config.load(root)
+        raw = config.variable("patch")
+        if raw is None:
+            raise PatchgateError("PREFLIGHT", "verify needs patch=PATH (a file under patches/, "
+                                              "a glob or a comma-separated list)")
+        patches = requested_patches(root, raw)
+        issue = config.variable("issue")
+        if issue is not None and len(patches) > 1:
+            raise PatchgateError("PREFLIGHT", "issue= names one patch; drop it to verify several")
+        git.check_live_repo(cfg.live_repo)
+        warning = jail.preflight(cfg["jail"])
+        base = git.head(cfg.live_repo)
+    except PatchgateError as err:
+        yield failed_creator("verify", root, log, err)
+        return
+    for patch in patches:
+        stem = issue or os.path.splitext(os.path.basename(patch))[0]
+        try:
+            check_issue(stem)
+        except PatchgateError as err:
+            yield failed_creator("verify", root, log, err, f"{stem}-preflight")
+            continue
+        yield from chain(cfg, patch, stem, base, warning)
+
+
+ISSUE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_issue(issue: str) -> None:
+    if not ISSUE_ID.match(issue):
+        raise PatchgateError("PREFLIGHT", f"issue id {issue!r} may hold only letters, digits, "
+                                          "'-', '_' and '.'; pass issue=ID")

@@ -1,0 +1,136 @@
+"""The workspace of one issue: a persistent git worktree of live plus the state of its steps."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tasks import git, report
+from tasks.errors import PatchgateError
+from tasks.steps import read_json, write_json
+
+WORKSPACES_DIR = os.path.join("patches", "workspaces")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: str
+    issue: str
+
+    @classmethod
+    def at(cls, ws_dir: str) -> Workspace:
+        ws_dir = os.path.abspath(ws_dir)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(ws_dir)))
+        return cls(root, os.path.basename(ws_dir).removeprefix("issue_"))
+
+    @property
+    def dir(self) -> str:
+        return os.path.join(self.root, WORKSPACES_DIR, f"issue_{self.issue}")
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.dir, *parts)
+
+    @property
+    def repo(self) -> str:
+        return self.path("repo")
+
+    @property
+    def meta(self) -> str:
+        return self.path("meta.json")
+
+    @property
+    def result(self) -> str:
+        return self.path("result.json")
+
+    @property
+    def archive(self) -> str:
+        return self.path("patched.zip")
+
+    @property
+    def index(self) -> str:
+        return self.path("snapshot.index")
+
+    def step_file(self, name: str) -> str:
+        return self.path("steps", f"{name}.json")
+
+    def gate_file(self, name: str) -> str:
+        return self.path("gates", f"{name}.json")
+
+    def read_meta(self) -> dict[str, Any]:
+        meta: dict[str, Any] = read_json(self.meta)
+        return meta
+
+
+def is_intact(ws: Workspace) -> bool:
+    """The worktree exists and its .git pointer leads to a gitdir that still knows it."""
+    pointer = os.path.join(ws.repo, ".git")
+    if not os.path.isfile(pointer):
+        return False
+    with open(pointer, encoding="utf-8") as fh:
+        gitdir = fh.read().removeprefix("gitdir:").strip()
+    return os.path.isdir(gitdir)
+
+
+def ensure(ws_dir: str, live_repo: str, base: str, patch: str, patch_sha256: str, log: str) -> None:
+    """Action of the workspace step: reuse the worktree, move it to a new base, or create it."""
+    ws = Workspace.at(ws_dir)
+    os.makedirs(ws.dir, exist_ok=True)
+    previous = ws.read_meta() if os.path.exists(ws.meta) else {}
+    if is_intact(ws):
+        if previous.get("base_sha") != base:
+            report.log(log, f"workspace: base moved to {base[:12]}; checking it out in place")
+            git.restore(ws.repo, "HEAD")
+            git.run(ws.repo, "checkout", "-q", "--detach", base, stage="WORKSPACE")
+    else:
+        if os.path.lexists(ws.repo):
+            report.log(log, "workspace: worktree damaged; re-creating it")
+            shutil.rmtree(ws.repo)
+        git.run(live_repo, "worktree", "prune", stage="WORKSPACE")
+        report.log(log, f"workspace: git worktree add {ws.repo} at {base[:12]}")
+        git.run(live_repo, "worktree", "add", "-q", "--detach", ws.repo, base, stage="WORKSPACE")
+    if os.path.exists(ws.index):
+        os.unlink(ws.index)
+    write_json(
+        ws.meta,
+        {
+            "issue": ws.issue,
+            "live_repo": live_repo,
+            "base_sha": base,
+            "base_tree": git.tree_of(ws.repo, base),
+            "attempt": int(previous.get("attempt", 0)) + 1,
+            "patch": patch,
+            "patch_sha256": patch_sha256,
+            "created": previous.get("created") or datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+        "workspace-meta.schema.json",
+    )
+
+
+@contextmanager
+def attempt(ws: Workspace) -> Iterator[str]:
+    """Start from the base exactly; if anything goes wrong, put the base back (pre-commit style)."""
+    base = ws.read_meta()["base_sha"]
+    git.restore(ws.repo, base)
+    try:
+        yield base
+    except BaseException:
+        git.restore(ws.repo, base)
+        raise
+
+
+def ensure_tree(ws: Workspace, tree: str) -> None:
+    """Make the worktree hold exactly ``tree`` (undoing what an earlier step left behind)."""
+    if git.snapshot(ws.repo, ws.index) != tree:
+        git.restore(ws.repo, ws.read_meta()["base_sha"], tree)
+
+
+def require(ws: Workspace) -> None:
+    if not os.path.exists(ws.meta):
+        raise PatchgateError(
+            "PREFLIGHT", f"no workspace for issue {ws.issue}; run doit verify patch=... first"
+        )
