@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import posixpath
 import zipfile
@@ -83,15 +84,13 @@ def script_files(path: str) -> list[str]:
     except UnicodeDecodeError:
         raise PatchgateError("PREFLIGHT", f"patch {name} is not UTF-8 text") from None
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else []
-        if isinstance(node, ast.AnnAssign):
-            targets = [node.target]
+        if not isinstance(node, ast.Assign | ast.AnnAssign):
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         if any(isinstance(t, ast.Name) and t.id == "FILES" for t in targets):
             value: Any = None
-            try:
+            with contextlib.suppress(ValueError):
                 value = ast.literal_eval(node.value) if node.value is not None else None
-            except ValueError:
-                pass
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise PatchgateError(
                     "PREFLIGHT",
@@ -104,7 +103,9 @@ def script_files(path: str) -> list[str]:
     )
 
 
-def jail_spec(settings: dict[str, Any], ws: Workspace, readonly: Sequence[str] = ()) -> jail.JailSpec:
+def jail_spec(
+    settings: dict[str, Any], ws: Workspace, readonly: Sequence[str] = ()
+) -> jail.JailSpec:
     return jail.JailSpec(
         mode=settings["jail"],
         workdir=ws.repo,
@@ -143,8 +144,11 @@ def run_jailed(
 
 
 def _logged(log: str, title: str, done: proc.Completed) -> None:
-    report.log(log, f"$ {' '.join(done.argv[-6:])}\n{done.output}[{title}: exit {done.returncode}, "
-                    f"{done.duration:.2f}s]")
+    report.log(
+        log,
+        f"$ {' '.join(done.argv[-6:])}\n{done.output}[{title}: exit {done.returncode}, "
+        f"{done.duration:.2f}s]",
+    )
 
 
 def _last_line(output: str) -> str:
@@ -154,32 +158,41 @@ def _last_line(output: str) -> str:
 
 def run_script(settings: dict[str, Any], ws: Workspace, patch: str, log: str) -> None:
     python = os.path.join(settings["tool_env"], "bin", "python")
-    done = run_jailed(settings, ws, (python, patch), timeout=settings["patch_timeout"],
-                      readonly=(patch,))
+    done = run_jailed(
+        settings, ws, (python, patch), timeout=settings["patch_timeout"], readonly=(patch,)
+    )
     _logged(log, "patch script", done)
     if done.timed_out:
         raise PatchgateError(
-            "APPLY", f"patch script timed out after {settings['patch_timeout']}s and was killed; "
+            "APPLY",
+            f"patch script timed out after {settings['patch_timeout']}s and was killed; "
             "fix the patch or raise patch_timeout",
         )
     if done.returncode != 0:
         raise PatchgateError(
-            "APPLY", f"patch script failed (exit {done.returncode}): {_last_line(done.output)}; "
+            "APPLY",
+            f"patch script failed (exit {done.returncode}): {_last_line(done.output)}; "
             "fix the patch and verify again",
         )
 
 
 def _git_apply(settings: dict[str, Any], ws: Workspace, diff: str, *flags: str) -> proc.Completed:
     return run_jailed(
-        settings, ws, ("git", "apply", "--whitespace=nowarn", *flags, diff),
-        timeout=settings["patch_timeout"], readonly=(diff,),
+        settings,
+        ws,
+        ("git", "apply", "--whitespace=nowarn", *flags, diff),
+        timeout=settings["patch_timeout"],
+        readonly=(diff,),
     )
 
 
 def _has_ab_prefixes(diff: str) -> bool:
     with open(diff, encoding="utf-8", errors="replace") as fh:
-        names = [ln.split(None, 1)[1].split("\t")[0] for ln in fh
-                 if ln.startswith(("--- ", "+++ ")) and len(ln.split(None, 1)) == 2]
+        names = [
+            ln.split(None, 1)[1].split("\t")[0]
+            for ln in fh
+            if ln.startswith(("--- ", "+++ ")) and len(ln.split(None, 1)) == 2
+        ]
     return bool(names) and all(n == "/dev/null" or n.startswith(("a/", "b/")) for n in names)
 
 
@@ -201,8 +214,11 @@ def infer_strip(settings: dict[str, Any], ws: Workspace, diff: str, log: str) ->
             "APPLY", f"diff {name} applies at several strip levels ({levels}); pass strip=N"
         )
     first = _last_line(tried[1 if _has_ab_prefixes(diff) else 0].output)
-    raise PatchgateError("APPLY", f"diff {name} does not apply to the base: {first}; "
-                                  "regenerate it against the current live HEAD")
+    raise PatchgateError(
+        "APPLY",
+        f"diff {name} does not apply to the base: {first}; "
+        "regenerate it against the current live HEAD",
+    )
 
 
 def diff_files(settings: dict[str, Any], ws: Workspace, diff: str, strip: int) -> list[str]:
@@ -218,13 +234,16 @@ def apply_diff(settings: dict[str, Any], ws: Workspace, diff: str, log: str) -> 
     done = _git_apply(settings, ws, diff, f"-p{strip}")
     _logged(log, "git apply", done)
     if done.returncode != 0:
-        raise PatchgateError("APPLY", f"git apply {os.path.basename(diff)} failed: "
-                                      f"{_last_line(done.output)}; regenerate the diff")
+        raise PatchgateError(
+            "APPLY",
+            f"git apply {os.path.basename(diff)} failed: "
+            f"{_last_line(done.output)}; regenerate the diff",
+        )
     return files
 
 
 def unpack_zip(path: str, dest: str) -> list[str]:
-    """The zip's .patch/.diff members in sorted order, written flat (no path from the zip is used)."""
+    """The zip's .patch/.diff members, sorted, written flat: no path from the zip is used."""
     name = os.path.basename(path)
     try:
         with zipfile.ZipFile(path) as zf:
@@ -243,15 +262,35 @@ def unpack_zip(path: str, dest: str) -> list[str]:
         raise PatchgateError("PREFLIGHT", f"{name} is not a valid zip file") from None
 
 
+def lay_tree(ws: Workspace, carry: dict[str, Any], log: str) -> list[str]:
+    """Carry a verified tree's changes onto the new base (live_changed=overwrite_*)."""
+    kept = git.overlay(ws.repo, carry["base_tree"], carry["tree"], skip=carry["drop"])
+    dropped = ", ".join(carry["drop"]) or "none"
+    report.log(
+        log,
+        f"apply: carried {len(kept)} verified path(s) onto the new base; "
+        f"kept live's version of: {dropped}",
+    )
+    return [f for f in carry["files"] if f not in carry["drop"]]
+
+
 def apply_patch(
-    ws_dir: str, patch: str, declared: list[str], settings: dict[str, Any], log: str
+    ws_dir: str,
+    patch: str,
+    declared: list[str],
+    settings: dict[str, Any],
+    log: str,
+    carry: dict[str, Any] | None = None,
 ) -> None:
     """Action of the apply step: base, patch, snapshot; on any failure the base is put back."""
     ws = Workspace.at(ws_dir)
     kind = kind_of(patch)
     report.log(log, f"apply: {kind} {os.path.relpath(patch, ws.root)} in {ws.repo}")
     with attempt(ws) as base:
-        if kind == "script":
+        if carry is not None:
+            kind = "carry"
+            files = lay_tree(ws, carry, log)
+        elif kind == "script":
             run_script(settings, ws, patch, log)
             files = declared
         elif kind == "diff":
@@ -267,7 +306,11 @@ def apply_patch(
     # byte-identical, so doit reruns nothing downstream.
     write_json(
         ws.step_file("apply"),
-        {"method": kind, "files": sorted(set(files)), "tree": tree,
-         "changes": [c.as_dict() for c in changes]},
+        {
+            "method": kind,
+            "files": sorted(set(files)),
+            "tree": tree,
+            "changes": [c.as_dict() for c in changes],
+        },
         "step-result.schema.json",
     )

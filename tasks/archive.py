@@ -11,8 +11,15 @@ from tasks import git
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # Never archived, wherever they appear (caches and environments are not part of a patch).
-EXCLUDED_DIRS = (".git", "venv", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache",
-                 "__pycache__")
+EXCLUDED_DIRS = (
+    ".git",
+    "venv",
+    ".venv",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    "__pycache__",
+)
 
 
 def excluded(path: str) -> bool:
@@ -37,7 +44,9 @@ def write_zip(path: str, entries: Iterable[tuple[str, int, bytes]]) -> None:
     os.replace(tmp, path)
 
 
-def tree_entries(repo: str, changes: list[dict[str, str]], prefix: str) -> list[tuple[str, int, bytes]]:
+def tree_entries(
+    repo: str, changes: list[dict[str, str]], prefix: str
+) -> list[tuple[str, int, bytes]]:
     """The changed files as they are in the verified tree, read from git objects, not the disk.
 
     A symlink is stored as a link (its target text, mode 120000): nothing follows it.

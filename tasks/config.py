@@ -1,7 +1,9 @@
-"""patchgate.yaml: defaults, the file, command-line variables; validated, with the source of each value."""
+"""patchgate.yaml: defaults, the file and command-line variables, each value with its source."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shlex
@@ -10,13 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from doit import doit_cmd
 
 from tasks.errors import PatchgateError
-from tasks.schema import validate
+from tasks.schema import SCHEMA_DIR, validate
 
 CONFIG_FILE = "patchgate.yaml"
+CONFIG_CACHE = os.path.join("patches", ".state", "config-cache.json")
+# The schema's own content is part of what was validated: a new schema checks the file again.
+with open(os.path.join(SCHEMA_DIR, "config.schema.json"), "rb") as _schema:
+    SCHEMA_VERSION = hashlib.sha256(_schema.read()).hexdigest()
 
 DEFAULT_GATES: list[dict[str, Any]] = [
     {
@@ -25,7 +30,11 @@ DEFAULT_GATES: list[dict[str, Any]] = [
         "files": ["*.py", "*.pyi"],
         "fixes": True,
     },
-    {"name": "ruff", "command": ["ruff", "check", "--no-cache", "{files}"], "files": ["*.py", "*.pyi"]},
+    {
+        "name": "ruff",
+        "command": ["ruff", "check", "--no-cache", "{files}"],
+        "files": ["*.py", "*.pyi"],
+    },
     {
         "name": "mypy",
         "command": ["mypy", "--cache-dir", "{cache}", "--no-error-summary", "{files}"],
@@ -33,7 +42,15 @@ DEFAULT_GATES: list[dict[str, Any]] = [
     },
     {
         "name": "pytest",
-        "command": ["{python}", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml={junit}"],
+        "command": [
+            "{python}",
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--junitxml={junit}",
+        ],
         "files": ["*.py"],
         "junit": True,
     },
@@ -44,7 +61,10 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "live_repo": (".", "the repository being patched (relative to the project folder)"),
     "branch": (None, "branch promote lands on; null: live's current branch"),
     "remote": ("origin", "remote promote pushes to; null: no push (PUSH: SKIPPED)"),
-    "jail": ("bwrap", "bwrap: patches and gates run in bubblewrap; none: unjailed (trusted setups)"),
+    "jail": (
+        "bwrap",
+        "bwrap: patches and gates run in bubblewrap; none: unjailed (trusted setups)",
+    ),
     "jail_uid": (1000, "uid/gid the jail runs as when patchgate runs as root"),
     "jail_binds": ([], "extra host paths bound read-only into the jail (e.g. a toolchain)"),
     "tool_env": (None, "virtual environment the gate tools come from; null: patchgate's own"),
@@ -86,7 +106,15 @@ INTEGER_KEYS = ("strip",)
 STRING_KEYS = ("operator", "branch", "remote")
 # Variables that are not configuration: they name what a command acts on.
 COMMAND_VARIABLES = (
-    "patch", "issue", "message", "sha", "confirm", "reason", "event", "last_good", "n",
+    "patch",
+    "issue",
+    "message",
+    "sha",
+    "confirm",
+    "reason",
+    "event",
+    "last_good",
+    "n",
 )
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -112,12 +140,36 @@ class Config:
 
 
 def read_file(root: str) -> dict[str, Any]:
+    """patchgate.yaml parsed and schema-checked; {} when there is none."""
     path = os.path.join(root, CONFIG_FILE)
     if not os.path.exists(path):
         return {}
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    digest = hashlib.sha256(raw + SCHEMA_VERSION.encode()).hexdigest()
+    cache = os.path.join(root, CONFIG_CACHE)
+    # PyYAML and jsonschema cost more to import than a whole no-op rerun of verify: content
+    # that was parsed and validated before is read back from the cache instead.
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        with open(cache, encoding="utf-8") as fh:
+            cached = json.load(fh)
+        if cached["digest"] == digest:
+            data: dict[str, Any] = cached["data"]
+            return data
+    data = parse(raw)
+    with contextlib.suppress(OSError):  # a read-only project still works, only slower
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        with open(f"{cache}.{os.getpid()}", "w", encoding="utf-8") as fh:
+            json.dump({"digest": digest, "data": data}, fh)
+        os.replace(f"{cache}.{os.getpid()}", cache)
+    return data
+
+
+def parse(raw: bytes) -> dict[str, Any]:
+    import yaml  # see read_file: only for content not seen before
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+        data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -130,14 +182,17 @@ def read_file(root: str) -> dict[str, Any]:
         if isinstance(data.get(key), str):
             data[key] = shlex.split(data[key])
     if isinstance(data.get("test_commands"), list):
-        data["test_commands"] = [shlex.split(c) if isinstance(c, str) else c
-                                 for c in data["test_commands"]]
+        data["test_commands"] = [
+            shlex.split(c) if isinstance(c, str) else c for c in data["test_commands"]
+        ]
     validate(data, "config.schema.json", "CONFIG", f"{CONFIG_FILE} is invalid at")
     names = [g["name"] for g in data.get("gates", [])]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise PatchgateError("CONFIG", f"{CONFIG_FILE}: gates: duplicate gate name {dupes[0]!r}; "
-                             "give every gate its own name")
+        raise PatchgateError(
+            "CONFIG",
+            f"{CONFIG_FILE}: gates: duplicate gate name {dupes[0]!r}; give every gate its own name",
+        )
     return data
 
 
@@ -149,10 +204,14 @@ def parse_variable(key: str, raw: str) -> Any:
             return True
         if word in FALSE_WORDS:
             return False
-        raise PatchgateError("PREFLIGHT", f"{key}={raw} is not a yes/no value; use {key}=1 or {key}=0")
+        raise PatchgateError(
+            "PREFLIGHT", f"{key}={raw} is not a yes/no value; use {key}=1 or {key}=0"
+        )
     if key in CHOICE_KEYS:
         if raw not in CHOICE_KEYS[key]:
-            raise PatchgateError("PREFLIGHT", f"{key}={raw} is not one of {', '.join(CHOICE_KEYS[key])}")
+            raise PatchgateError(
+                "PREFLIGHT", f"{key}={raw} is not one of {', '.join(CHOICE_KEYS[key])}"
+            )
         return raw
     if key in INTEGER_KEYS:
         if not raw.isdigit():
@@ -162,7 +221,7 @@ def parse_variable(key: str, raw: str) -> Any:
 
 
 def command_line() -> dict[str, str]:
-    # doit keeps `name=value` arguments in this module-level dict; get_var gives no way to list them.
+    # doit keeps `name=value` arguments in this module-level dict; get_var cannot list them.
     return dict(doit_cmd._CMDLINE_VARS or {})
 
 
@@ -192,11 +251,18 @@ def effective_gates(cfg: Config) -> list[dict[str, Any]]:
     """Configured gates plus the Atlas build/test commands as gates 'build' and 'test-N'."""
     gates = [dict(g) for g in cfg["gates"]]
     if cfg["build_command"]:
-        gates.append({"name": "build", "command": list(cfg["build_command"]), "files": ["*"],
-                      "atlas": "build"})
+        gates.append(
+            {
+                "name": "build",
+                "command": list(cfg["build_command"]),
+                "files": ["*"],
+                "atlas": "build",
+            }
+        )
     for i, command in enumerate(cfg["test_commands"], start=1):
-        gates.append({"name": f"test-{i}", "command": list(command), "files": ["*"],
-                      "atlas": "test"})
+        gates.append(
+            {"name": f"test-{i}", "command": list(command), "files": ["*"], "atlas": "test"}
+        )
     for gate in gates:
         gate.setdefault("files", ["*"])
         gate.setdefault("fixes", False)

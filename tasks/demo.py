@@ -63,8 +63,9 @@ def run_demo(root: str, log: str) -> dict[str, Any]:
         report.log(log, f"demo: doit {' '.join(args)} -> exit {code}")
         if (code == 0) != (want == 0):
             raise PatchgateError(
-                "DEMO", f"doit {' '.join(args)} exited {code}, expected "
-                f"{'success' if want == 0 else 'a failure'}; see the output above"
+                "DEMO",
+                f"doit {' '.join(args)} exited {code}, expected "
+                f"{'success' if want == 0 else 'a failure'}; see the output above",
             )
     return {"summary": {"RESULT": "SUCCESS", "DEMO": os.path.relpath(project, root)}}
 
@@ -72,6 +73,14 @@ def run_demo(root: str, log: str) -> dict[str, Any]:
 def task_demo() -> Iterator[dict[str, Any]]:
     """Run the lifecycle on an embedded demo repository (built fresh in build/demo/)."""
     root = os.getcwd()
-    yield step("demo", "run", run_demo, [root, report.log_path(root, "demo")], root=root,
-               log=report.log_path(root, "demo"), stage="DEMO", doc="the embedded demo",
-               uptodate=[False])
+    yield step(
+        "demo",
+        "run",
+        run_demo,
+        [root, report.log_path(root, "demo")],
+        root=root,
+        log=report.log_path(root, "demo"),
+        stage="DEMO",
+        doc="the embedded demo",
+        uptodate=[False],
+    )

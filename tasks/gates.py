@@ -10,7 +10,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from tasks import git, report
+from tasks import config, git, proc, report
 from tasks.apply import run_jailed
 from tasks.errors import PatchgateError
 from tasks.steps import read_json, write_json
@@ -19,7 +19,19 @@ from tasks.workspace import Workspace, ensure_tree
 # Exit code 5 is pytest's "no tests were collected": never a pass.
 PYTEST_NO_TESTS = 5
 SCHEMA = "step-result.schema.json"
+# path:line[:col]: message — ruff's concise format, mypy, flake8, gcc, most linters.
 FINDING = re.compile(r"^(?P<path>[^\s:][^:]*):(?P<line>\d+):(?:(?P<col>\d+):)?\s*(?P<msg>.+)$")
+# ruff's default ("full") format puts the message first and the place on the next line.
+RUFF_PLACE = re.compile(r"^\s*-->\s*(?P<path>[^:\s][^:]*):(?P<line>\d+):(?P<col>\d+)\s*$")
+# pytest's short summary: "FAILED tests/test_x.py::test_y - AssertionError: ...".
+PYTEST_SUMMARY = re.compile(r"^(?P<kind>FAILED|ERROR) (?P<test>\S+)(?: - (?P<msg>.*))?$")
+# What bwrap says when the command does not exist inside the jail.
+JAIL_NOT_FOUND = re.compile(r"^bwrap: execvp (?P<cmd>\S+): No such file or directory", re.M)
+JAIL_NOT_EXECUTABLE = re.compile(r"^bwrap: execvp (?P<cmd>\S+): Permission denied", re.M)
+MESSAGE_WIDTH = 160
+
+
+# --- selection and the command ---------------------------------------------------------------
 
 
 def matching(gate: dict[str, Any], changes: list[dict[str, Any]]) -> list[str]:
@@ -29,8 +41,10 @@ def matching(gate: dict[str, Any], changes: list[dict[str, Any]]) -> list[str]:
         c["path"]
         for c in changes
         if c["status"] != "D"
-        and any(fnmatch.fnmatch(c["path"], g) or fnmatch.fnmatch(os.path.basename(c["path"]), g)
-                for g in globs)
+        and any(
+            fnmatch.fnmatch(c["path"], g) or fnmatch.fnmatch(os.path.basename(c["path"]), g)
+            for g in globs
+        )
     )
 
 
@@ -38,167 +52,442 @@ def junit_path(ws: Workspace, name: str) -> str:
     return ws.path("cache", name, "junit.xml")
 
 
-def expand(gate: dict[str, Any], files: list[str], ws: Workspace, settings: dict[str, Any]) -> list[str]:
-    """The gate's argv with {files}, {junit}, {cache}, {python} filled in; tools from tool_env."""
-    cache = ws.path("cache", gate["name"])
-    values = {"{junit}": junit_path(ws, gate["name"]), "{cache}": cache,
-              "{python}": os.path.join(settings["tool_env"], "bin", "python")}
+def base_junit_path(ws: Workspace, name: str) -> str:
+    return ws.path("cache", name, "base-junit.xml")
+
+
+def uses_files(gate: dict[str, Any]) -> bool:
+    return "{files}" in gate["command"]
+
+
+def expects_junit(gate: dict[str, Any]) -> bool:
+    """A gate with ``junit: true`` or a ``{junit}`` argument must leave a JUnit XML file."""
+    return bool(gate["junit"]) or any("{junit}" in arg for arg in gate["command"])
+
+
+def looks_like_pytest(gate: dict[str, Any]) -> bool:
+    return any(os.path.basename(arg) in ("pytest", "py.test") for arg in gate["command"])
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        text = text.replace(key, value)
+    return text
+
+
+def placeholders(
+    gate: dict[str, Any], ws: Workspace, settings: dict[str, Any], junit: str | None = None
+) -> dict[str, str]:
+    return {
+        "{junit}": junit or junit_path(ws, gate["name"]),
+        "{cache}": ws.path("cache", gate["name"]),
+        "{python}": os.path.join(settings["tool_env"], "bin", "python"),
+    }
+
+
+def expand(
+    gate: dict[str, Any],
+    files: list[str],
+    ws: Workspace,
+    settings: dict[str, Any],
+    junit: str | None = None,
+) -> list[str]:
+    """The gate's argv with {files}, {junit}, {cache}, {python} filled in; tools from tool_env.
+
+    ``{files}`` is the changed files the gate applies to, or ``.`` when there are none (all_gates).
+    """
+    values = placeholders(gate, ws, settings, junit)
     argv: list[str] = []
     for arg in gate["command"]:
         if arg == "{files}":
             argv.extend(files or ["."])
-            continue
-        for key, value in values.items():
-            arg = arg.replace(key, value)
-        argv.append(arg)
+        else:
+            argv.append(_fill(arg, values))
     tool = os.path.join(settings["tool_env"], "bin", argv[0])
     if "/" not in argv[0] and os.path.exists(tool):
         argv[0] = tool
     return argv
 
 
-def junit_failures(path: str) -> tuple[list[str], dict[str, str]]:
-    """(failing test ids, {test id: outcome}) from a JUnit XML file."""
-    outcomes: dict[str, str] = {}
-    for case in ET.parse(path).getroot().iter("testcase"):
-        classname = case.get("classname", "")
-        test_id = f"{classname.replace('.', '/')}.py::{case.get('name')}" if classname else str(
-            case.get("name"))
-        bad = case.find("failure") is not None or case.find("error") is not None
-        skipped = case.find("skipped") is not None
-        outcomes[test_id] = "fail" if bad else "skip" if skipped else "pass"
+def gate_env(gate: dict[str, Any], ws: Workspace, settings: dict[str, Any]) -> dict[str, str]:
+    """The gate's own ``env:``, placeholders filled (e.g. COVERAGE_FILE: "{cache}/.coverage")."""
+    values = placeholders(gate, ws, settings)
+    return {k: _fill(v, values) for k, v in gate["env"].items()}
+
+
+# --- reading what a gate said ------------------------------------------------------------------
+
+
+def _short(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= MESSAGE_WIDTH else line[: MESSAGE_WIDTH - 1] + "…"
+
+
+def _test_file(parts: list[str], repo: str | None) -> int:
+    """How many leading parts of a dotted JUnit classname name a test file in ``repo``."""
+    if repo is not None:
+        for n in range(len(parts), 0, -1):
+            if os.path.isfile(os.path.join(repo, *parts[:n]) + ".py"):
+                return n
+    # Without the tree to look at: classes are Capitalised, modules are not.
+    n = len(parts)
+    while n > 1 and parts[n - 1][:1].isupper():
+        n -= 1
+    return n
+
+
+def node_id(classname: str, name: str, repo: str | None = None) -> str:
+    """pytest's node id (tests/test_x.py::TestA::test_y) from JUnit's classname and name."""
+    if not classname:  # a collection error: pytest names the module in ``name``
+        parts = name.split(".")
+        n = _test_file(parts, repo) if repo is not None else 0
+        return "/".join(parts[:n]) + ".py" if n == len(parts) and n else name
+    parts = classname.split(".")
+    n = _test_file(parts, repo)
+    return "::".join(["/".join(parts[:n]) + ".py", *parts[n:], name])
+
+
+def read_junit(path: str, repo: str | None = None) -> dict[str, tuple[str, str]] | None:
+    """{test id: (outcome, first line of the failure message)}; None if the file is not JUnit."""
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError):
+        return None
+    outcomes: dict[str, tuple[str, str]] = {}
+    for case in root.iter("testcase"):
+        tid = node_id(case.get("classname", ""), str(case.get("name", "")), repo)
+        bad = case.find("failure")
+        if bad is None:
+            bad = case.find("error")
+        if bad is not None:
+            message = (bad.get("message") or bad.text or "").strip().splitlines()
+            outcomes[tid] = ("fail", message[0] if message else "")
+        elif case.find("skipped") is not None:
+            outcomes[tid] = ("skip", "")
+        else:
+            outcomes.setdefault(tid, ("pass", ""))
+    return outcomes
+
+
+def junit_failures(path: str, repo: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """(failing test ids, {test id: pass|fail|skip}) from a JUnit XML file."""
+    tests = read_junit(path, repo) or {}
+    outcomes = {t: o for t, (o, _) in tests.items()}
     return sorted(t for t, o in outcomes.items() if o == "fail"), outcomes
 
 
+def parse_findings(output: str) -> list[tuple[str, str, str]]:
+    """(path, line, message) of every finding, in output order: ``path:line[:col]: msg`` lines
+    and ruff's two-line "CODE message / --> path:line:col" blocks."""
+    found: list[tuple[str, str, str]] = []
+    header = ""
+    for raw in output.splitlines():
+        line = raw.strip()
+        place = RUFF_PLACE.match(raw)
+        if place and header:
+            found.append((place["path"], place["line"], header))
+            header = ""
+            continue
+        m = FINDING.match(line)
+        if m and not raw[:1].isspace():
+            found.append((m["path"], m["line"], m["msg"].strip()))
+            header = ""
+        elif line and not raw[:1].isspace() and not line.startswith(("|", "-->")):
+            header = line
+    return found
+
+
 def first_error(output: str) -> str:
-    """The first line that reads like a finding (path:line: message), else the last line."""
+    """The line a user needs first: a failed test, an error finding, any finding, else the last."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     for line in lines:
-        if FINDING.match(line) and ("error" in line or re.search(r":\d+:\d+: [A-Z]+\d+", line)):
-            return line
+        m = PYTEST_SUMMARY.match(line)
+        if m and ("::" in m["test"] or m["kind"] == "ERROR"):
+            tail = f": {m['msg']}" if m["msg"] else ""
+            return _short(f"{m['test']} {'failed' if m['kind'] == 'FAILED' else 'error'}{tail}")
+    found = parse_findings(output)
+    for path, line_no, msg in found:
+        if "error" in msg.lower() or re.match(r"^[A-Z]+\d+\b", msg):
+            return _short(f"{path}:{line_no}: {msg}")
+    if found:
+        path, line_no, msg = found[0]
+        return _short(f"{path}:{line_no}: {msg}")
     for line in lines:
-        if FINDING.match(line):
-            return line
-    return lines[-1] if lines else "no output"
+        if line.lower().startswith("error"):
+            return _short(line)
+    return _short(lines[-1]) if lines else "no output"
 
 
 def findings(output: str) -> list[str]:
     """Findings without line numbers, so a baseline matches them after lines move."""
-    out = []
-    for line in output.splitlines():
-        m = FINDING.match(line.strip())
-        if m:
-            out.append(f"{m['path']}: {m['msg']}")
-    return sorted(set(out))
+    return sorted({f"{path}: {msg}" for path, _, msg in parse_findings(output)})
+
+
+def not_found(gate: dict[str, Any], done: proc.Completed) -> str | None:
+    """The reason when the command could not start (missing or not executable), else None."""
+    if done.returncode == 127 and done.duration == 0.0:
+        return f"command {gate['command'][0]!r} not found"
+    missing = JAIL_NOT_FOUND.search(done.output)
+    if missing and done.returncode != 0:
+        return f"command {gate['command'][0]!r} not found in the jail"
+    denied = JAIL_NOT_EXECUTABLE.search(done.output)
+    if (denied and done.returncode != 0) or (done.returncode == 126 and done.duration == 0.0):
+        return f"command {gate['command'][0]!r} is not executable"
+    return None
+
+
+def verdict_of(
+    gate: dict[str, Any], done: proc.Completed, junit: str | None, repo: str | None = None
+) -> tuple[str, str]:
+    """(pass|fail, reason) from the exit code, the JUnit file and the output."""
+    name = gate["name"]
+    if done.timed_out:
+        return "fail", (
+            f"{name} timed out after {gate['timeout']}s and was killed; "
+            "fix the hang or raise the gate's timeout"
+        )
+    missing = not_found(gate, done)
+    if missing:
+        return "fail", (
+            f"{name}: {missing}; install it in tool_env (or bind it with jail_binds) "
+            "or fix the gate's command"
+        )
+    if done.returncode == PYTEST_NO_TESTS and (expects_junit(gate) or looks_like_pytest(gate)):
+        return "fail", f"{name}: no tests were collected (exit 5); add tests or drop the gate"
+    tests = read_junit(junit, repo) if junit is not None and os.path.exists(junit) else None
+    if junit is not None and tests is None and done.returncode == 0:
+        what = "invalid JUnit XML" if os.path.exists(junit) else "no JUnit XML"
+        return "fail", f"{name} wrote {what} to {{junit}}; fix the gate's command"
+    if done.returncode == 0:
+        return "pass", ""
+    failing = sorted(t for t, (o, _) in (tests or {}).items() if o == "fail")
+    if failing:
+        message = tests[failing[0]][1] if tests else ""
+        more = f" (+{len(failing) - 1} more)" if len(failing) > 1 else ""
+        return "fail", _short(
+            f"{name}: {failing[0]} failed{more}" + (f": {message}" if message else "")
+        )
+    return "fail", f"{name}: {first_error(done.output)}"
+
+
+# --- up to date --------------------------------------------------------------------------------
 
 
 def gate_digest(gate: dict[str, Any], source: str, base: str, settings: dict[str, Any]) -> str:
-    """What a gate's verdict depends on: its config, the base, the content of its files."""
+    """What a gate's verdict depends on: its config, the base, the content of its files.
+
+    Not keep_going or allow_gates_fail: they decide what a verdict does, not what it is.
+    """
     changes = read_json(source)["changes"] if os.path.exists(source) else []
-    files = {c["path"]: c["blob"] for c in changes if c["path"] in matching(gate, changes)}
-    key = {"gate": gate, "base": base, "files": files, "all_gates": settings["all_gates"],
-           "keep_going": settings["keep_going"], "baseline": settings["baseline"],
-           "jail": settings["jail"], "tool_env": settings["tool_env"]}
+    selected = set(matching(gate, changes))
+    files = {c["path"]: c["blob"] for c in changes if c["path"] in selected}
+    key = {
+        "gate": gate,
+        "base": base,
+        "files": files,
+        "all_gates": settings["all_gates"],
+        "baseline": settings["baseline"],
+        "jail": settings["jail"],
+        "jail_binds": settings.get("jail_binds", []),
+        "tool_env": settings["tool_env"],
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 class GateInputs:
-    """doit uptodate check evaluated when the gate is reached, after upstream steps have run."""
+    """doit uptodate check evaluated when the gate is reached, after upstream steps have run.
+
+    A fixing gate's record also carries the whole tree that later steps read. When its own
+    files did not change but others did (a README edit), the gate is still up to date: its
+    record is re-derived (input + the same fixes) instead of running the gate again.
+    """
 
     def __init__(self, gate: dict[str, Any], source: str, meta: str, settings: dict[str, Any]):
         self.gate, self.source, self.meta, self.settings = gate, source, meta, settings
         self.digest: str | None = None
 
     def configure_task(self, task: Any) -> None:
-        task.value_savers.append(lambda: {"gate_inputs": self.digest})
+        task.value_savers.append(self.saved)
+
+    def saved(self) -> dict[str, Any]:
+        return {"gate_inputs": self.digest}
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         base = read_json(self.meta)["base_sha"] if os.path.exists(self.meta) else ""
         self.digest = gate_digest(self.gate, self.source, base, self.settings)
-        return bool(values.get("gate_inputs") == self.digest)
+        if values.get("gate_inputs") != self.digest:
+            return False
+        if self.gate["fixes"]:
+            return refresh_fixer_record(
+                Workspace.at(os.path.dirname(self.meta)), self.gate, self.source
+            )
+        return True
 
 
-def verdict_of(gate: dict[str, Any], done: Any, junit: str | None) -> tuple[str, str]:
-    name = gate["name"]
-    if done.timed_out:
-        return "fail", f"{name} timed out after {gate['timeout']}s and was killed"
-    if done.returncode == 127:
-        return "fail", f"{name}: command {gate['command'][0]!r} not found; install it or fix the gate"
-    if gate["junit"] and done.returncode == PYTEST_NO_TESTS:
-        return "fail", f"{name}: no tests were collected (exit 5); add tests or drop the gate"
-    if junit is not None and not os.path.exists(junit):
-        if done.returncode == 0:
-            return "fail", f"{name} wrote no JUnit XML to {{junit}}; fix the gate's command"
-        junit = None
-    if done.returncode == 0:
-        return "pass", ""
-    if junit is not None:
-        failing, _ = junit_failures(junit)
-        if failing:
-            return "fail", f"{name}: {failing[0]} failed" + (
-                f" (+{len(failing) - 1} more)" if len(failing) > 1 else "")
-    return "fail", f"{name}: {first_error(done.output)}"
+def refresh_fixer_record(ws: Workspace, gate: dict[str, Any], source: str) -> bool:
+    """Bring an up-to-date fixer's record onto its current input; False if it must run."""
+    target = ws.gate_file(gate["name"])
+    if not (os.path.exists(target) and os.path.exists(source)):
+        return False
+    record: dict[str, Any] = read_json(target)
+    current: dict[str, Any] = read_json(source)
+    if "input_tree" not in record:
+        return False
+    if record["input_tree"] == current["tree"]:
+        return True
+    fixed = {c["path"]: c for c in record["changes"] if c["path"] in record.get("fixed", [])}
+    changes = {c["path"]: c for c in current["changes"]}
+    changes.update(fixed)
+    tree = current["tree"]
+    if fixed:
+        tree = overlay_tree(ws, current["tree"], list(fixed.values()))
+        ensure_tree(ws, tree)
+    record.update(
+        input_tree=current["tree"],
+        tree=tree,
+        files=current["files"],
+        changes=[changes[p] for p in sorted(changes)],
+    )
+    write_json(target, record, SCHEMA)
+    return True
 
 
-def run_gate(ws_dir: str, gate: dict[str, Any], source: str, settings: dict[str, Any], log: str) -> None:
-    """Action of a gate step: select, run jailed, judge, record; a fixer's edits become the patch's."""
+def overlay_tree(ws: Workspace, tree: str, entries: list[dict[str, str]]) -> str:
+    """The tree id of ``tree`` with ``entries`` (path, mode, blob) written over it."""
+    index = ws.path("overlay.index")
+    env = git.git_env({"GIT_INDEX_FILE": index})
+    try:
+        git.run(ws.repo, "read-tree", tree, env=env, stage="GATES")
+        for entry in entries:
+            git.run(
+                ws.repo,
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                f"{entry['mode']},{entry['blob']},{entry['path']}",
+                env=env,
+                stage="GATES",
+            )
+        return git.out(ws.repo, "write-tree", env=env, stage="GATES")
+    finally:
+        if os.path.exists(index):
+            os.unlink(index)
+
+
+# --- running a gate ----------------------------------------------------------------------------
+
+
+def run_gate(
+    ws_dir: str, gate: dict[str, Any], source: str, settings: dict[str, Any], log: str
+) -> None:
+    """Action of a gate step: select, run jailed, judge, record.
+
+    A fixing gate's edits become the patch's own: its record is the next step's source.
+    """
     ws = Workspace.at(ws_dir)
     current = read_json(source)
     files = matching(gate, current["changes"])
     # "files"/"tree"/"changes" keep apply.json's meaning: a fixer's record is the next source.
-    record: dict[str, Any] = {"gate": gate["name"], "checked": files, "files": current["files"],
-                              "tree": current["tree"], "changes": current["changes"]}
+    record: dict[str, Any] = {
+        "gate": gate["name"],
+        "checked": files,
+        "files": current["files"],
+        "tree": current["tree"],
+        "changes": current["changes"],
+        "input_tree": current["tree"],
+        "fixed": [],
+    }
     if not files and not settings["all_gates"]:
         why = f"no changed file matches {', '.join(gate['files'])}"
         report.log(log, f"gate {gate['name']}: skipped ({why})")
-        write_json(ws.gate_file(gate["name"]), {**record, "verdict": "skipped", "reason": why},
-                   SCHEMA)
+        write_json(
+            ws.gate_file(gate["name"]), {**record, "verdict": "skipped", "reason": why}, SCHEMA
+        )
         return
     ensure_tree(ws, current["tree"])
-    junit = junit_path(ws, gate["name"]) if gate["junit"] else None
+    junit = junit_path(ws, gate["name"]) if expects_junit(gate) else None
     os.makedirs(ws.path("cache", gate["name"]), exist_ok=True)
-    if junit and os.path.exists(junit):
-        os.unlink(junit)
+    if os.path.exists(junit_path(ws, gate["name"])):
+        os.unlink(junit_path(ws, gate["name"]))
     argv = expand(gate, files, ws, settings)
     report.log(log, f"gate {gate['name']}: {' '.join(argv)}")
-    done = run_jailed({**settings, "writable": (ws.path("cache"),)}, ws, argv,
-                      timeout=gate["timeout"], env=gate["env"])
-    report.log(log, f"{done.output}[gate {gate['name']}: exit {done.returncode}, "
-                    f"{done.duration:.2f}s]")
-    verdict, reason = verdict_of(gate, done, junit)
+    done = run_jailed(
+        {**settings, "writable": (ws.path("cache"),)},
+        ws,
+        argv,
+        timeout=gate["timeout"],
+        env=gate_env(gate, ws, settings),
+    )
+    report.log(
+        log, f"{done.output}[gate {gate['name']}: exit {done.returncode}, {done.duration:.2f}s]"
+    )
+    verdict, reason = verdict_of(gate, done, junit, ws.repo)
     if gate["fixes"] and verdict == "pass":
         record["tree"] = git.snapshot(ws.repo, ws.index)
         base_tree = read_json(ws.meta)["base_tree"]
-        record["changes"] = [c.as_dict() for c in git.diff_trees(ws.repo, base_tree, record["tree"])]
+        diff = git.diff_trees(ws.repo, base_tree, record["tree"])
+        record["changes"] = [c.as_dict() for c in diff]
         before = {c["path"]: c["blob"] for c in current["changes"]}
         fixed = sorted(c["path"] for c in record["changes"] if before.get(c["path"]) != c["blob"])
         if fixed:
             report.log(log, f"gate {gate['name']}: fixed {', '.join(fixed)}")
         record["fixed"] = fixed
-    record.update({"verdict": verdict, "reason": reason, "exit_code": done.returncode,
-                   "duration_seconds": round(done.duration, 3), "command": argv})
-    if settings["baseline"] and verdict == "fail":
+    record.update(
+        {
+            "verdict": verdict,
+            "reason": reason,
+            "exit_code": done.returncode,
+            "duration_seconds": round(done.duration, 3),
+            "command": argv,
+            "timed_out": done.timed_out,
+            "output_truncated": done.truncated,
+        }
+    )
+    if settings["baseline"] and (verdict == "fail" or (junit and os.path.exists(junit))):
         record.update(judge_against_base(ws, gate, files, settings, done, junit, log))
         verdict, reason = record["verdict"], record["reason"]
     write_json(ws.gate_file(gate["name"]), record, SCHEMA)
+    report.log(log, f"gate {gate['name']}: {verdict}" + (f" ({reason})" if reason else ""))
     if verdict == "fail" and not (settings["keep_going"] or settings["allow_gates_fail"]):
+        drop_later_records(ws, gate["name"])
         raise PatchgateError("GATES", reason)
 
 
-# Baseline: judge only what the patch changed.
+def drop_later_records(ws: Workspace, name: str) -> None:
+    """The gates after a stopping failure do not run: their records from an earlier attempt
+    must not speak for this one (and a missing target makes doit run them next time)."""
+    try:
+        names = [g["name"] for g in config.effective_gates(config.load(ws.root, {}))]
+    except PatchgateError:
+        return
+    for later in names[names.index(name) + 1 :] if name in names else []:
+        path = ws.gate_file(later)
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+# --- baseline: judge only what the patch changed -----------------------------------------------
 
 BASELINE_DIR = os.path.join("patches", ".state", "baseline")
 
 
 def cache_path(ws: Workspace, gate: dict[str, Any], files: list[str], base_tree: str) -> str:
-    key = json.dumps({"tree": base_tree, "gate": gate, "files": files}, sort_keys=True)
+    """One cached base run per base tree, gate and (for {files} gates) the files it checks."""
+    key = json.dumps(
+        {"tree": base_tree, "gate": gate, "files": files if uses_files(gate) else None},
+        sort_keys=True,
+    )
     return os.path.join(ws.root, BASELINE_DIR, hashlib.sha256(key.encode()).hexdigest() + ".json")
 
 
 def classify(base: dict[str, str], patch: dict[str, str]) -> dict[str, list[str]]:
     """Per test: fail->pass, pass->pass, pass->fail, fail->fail (a new test counts from pass)."""
-    out: dict[str, list[str]] = {"fail->pass": [], "pass->pass": [], "pass->fail": [],
-                                 "fail->fail": []}
+    out: dict[str, list[str]] = {
+        "fail->pass": [],
+        "pass->pass": [],
+        "pass->fail": [],
+        "fail->fail": [],
+    }
     for test, outcome in sorted(patch.items()):
         if outcome == "skip":
             continue
@@ -207,54 +496,102 @@ def classify(base: dict[str, str], patch: dict[str, str]) -> dict[str, list[str]
     return out
 
 
-def run_on_base(ws: Workspace, gate: dict[str, Any], files: list[str], settings: dict[str, Any],
-                log: str) -> dict[str, Any]:
+def run_on_base(
+    ws: Workspace, gate: dict[str, Any], files: list[str], settings: dict[str, Any], log: str
+) -> dict[str, Any]:
     """Run the gate once on the base commit (cached by base tree, gate config and files)."""
     meta = read_json(ws.meta)
     cached = cache_path(ws, gate, files, meta["base_tree"])
     if os.path.exists(cached):
+        report.log(log, f"baseline {gate['name']}: cached ({os.path.relpath(cached, ws.root)})")
         result: dict[str, Any] = read_json(cached)
         return result
     current = git.snapshot(ws.repo, ws.index)
     git.restore(ws.repo, meta["base_sha"])
     try:
         on_base = [f for f in files if os.path.lexists(os.path.join(ws.repo, f))]
-        junit = junit_path(ws, gate["name"])
-        if os.path.exists(junit):
-            os.unlink(junit)
-        report.log(log, f"baseline {gate['name']}: running on base {meta['base_sha'][:12]}")
-        done = run_jailed({**settings, "writable": (ws.path("cache"),)}, ws,
-                          expand(gate, on_base, ws, settings), timeout=gate["timeout"],
-                          env=gate["env"])
-        report.log(log, f"{done.output}[baseline {gate['name']}: exit {done.returncode}]")
-        tests = junit_failures(junit)[1] if gate["junit"] and os.path.exists(junit) else {}
-        result = {"exit_code": done.returncode, "findings": findings(done.output), "tests": tests}
+        if uses_files(gate) and files and not on_base:
+            # Every file the gate checks is new: nothing of it could fail on the base.
+            result = {"exit_code": 0, "findings": [], "tests": {}}
+        else:
+            junit = base_junit_path(ws, gate["name"])
+            if os.path.exists(junit):
+                os.unlink(junit)
+            report.log(log, f"baseline {gate['name']}: running on base {meta['base_sha'][:12]}")
+            done = run_jailed(
+                {**settings, "writable": (ws.path("cache"),)},
+                ws,
+                expand(gate, on_base, ws, settings, junit=junit),
+                timeout=gate["timeout"],
+                env=gate_env(gate, ws, settings),
+            )
+            report.log(log, f"{done.output}[baseline {gate['name']}: exit {done.returncode}]")
+            tests = junit_failures(junit, ws.repo)[1] if os.path.exists(junit) else {}
+            result = {
+                "exit_code": done.returncode,
+                "findings": findings(done.output),
+                "tests": tests,
+                "timed_out": done.timed_out,
+            }
     finally:
         git.restore(ws.repo, meta["base_sha"], current)
-    write_json(cached, result)
+    if not result.get("timed_out"):
+        write_json(cached, result)
     return result
 
 
-def judge_against_base(ws: Workspace, gate: dict[str, Any], files: list[str],
-                       settings: dict[str, Any], done: Any, junit: str | None,
-                       log: str) -> dict[str, Any]:
+def judge_against_base(
+    ws: Workspace,
+    gate: dict[str, Any],
+    files: list[str],
+    settings: dict[str, Any],
+    done: proc.Completed,
+    junit: str | None,
+    log: str,
+) -> dict[str, Any]:
     """The gate's verdict once what already failed on the base is taken out."""
-    base = run_on_base(ws, gate, files, settings, log)
     name = gate["name"]
-    if junit and os.path.exists(junit) and base["tests"]:
-        tests = classify(base["tests"], junit_failures(junit)[1])
+    if done.timed_out or not_found(gate, done):
+        return {}  # nothing the base could excuse
+    # Read the patch's results first: the base run writes its own files.
+    patch_tests = junit_failures(junit, ws.repo)[1] if junit and os.path.exists(junit) else {}
+    patch_findings = findings(done.output)
+    base = run_on_base(ws, gate, files, settings, log)
+    if patch_tests and base["tests"]:
+        tests = classify(base["tests"], patch_tests)
+        counts = {k: len(v) for k, v in tests.items()}
+        report.log(log, f"baseline {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         if tests["pass->fail"]:
             reason = f"{name}: {tests['pass->fail'][0]} failed (passed on the base)"
-            return {"verdict": "fail", "reason": reason, "baseline": {"tests": tests}}
+            more = len(tests["pass->fail"]) - 1
+            return {
+                "verdict": "fail",
+                "reason": reason + (f" (+{more} more)" if more else ""),
+                "baseline": {"tests": tests},
+            }
+        if done.returncode == 0:
+            return {"baseline": {"tests": tests}}
         kept = len(tests["fail->fail"])
-        return {"verdict": "pass", "reason": f"{name}: {kept} test(s) already failing on the base",
-                "baseline": {"tests": tests}}
-    new = sorted(set(findings(done.output)) - set(base["findings"]))
-    if base["exit_code"] != 0 and not new:
+        return {
+            "verdict": "pass",
+            "reason": f"{name}: {kept} test(s) already failing on the base",
+            "baseline": {"tests": tests},
+        }
+    if done.returncode == 0:
+        return {}
+    new = sorted(set(patch_findings) - set(base["findings"]))
+    if base["exit_code"] != 0 and patch_findings and not new:
         pre = len(base["findings"])
-        return {"verdict": "pass", "reason": f"{name}: failure pre-existing on the base ({pre} "
-                "finding(s)), none added by the patch", "baseline": {"findings": base["findings"]}}
+        return {
+            "verdict": "pass",
+            "reason": f"{name}: failure pre-existing on the base ({pre} "
+            "finding(s)), none added by the patch",
+            "baseline": {"findings": base["findings"]},
+        }
     if new:
-        return {"verdict": "fail", "reason": f"{name}: {new[0]} (new; not on the base)",
-                "baseline": {"new_findings": new}}
+        return {
+            "verdict": "fail",
+            "reason": _short(f"{name}: {new[0]} (new; not on the base)"),
+            "baseline": {"new_findings": new},
+        }
     return {}

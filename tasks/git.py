@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tasks import proc
@@ -54,22 +55,27 @@ def out(repo: str, *args: str, **kw: object) -> str:
     return run(repo, *args, **kw).output.strip()  # type: ignore[arg-type]
 
 
-def check_live_repo(path: str) -> None:
-    """A clear error when ``path`` is not a git repository with at least one commit."""
+def live_head(path: str) -> str:
+    """live's HEAD; a clear error when ``path`` is not a git repository with a commit.
+
+    One git call on the happy path: this runs on every command, even a no-op rerun.
+    """
     if not os.path.isdir(path):
         raise PatchgateError(
             "PREFLIGHT", f"live repository {path} does not exist; set live_repo in patchgate.yaml"
         )
-    top = run(path, "rev-parse", "--show-toplevel", check=False)
-    if top.returncode != 0:
+    done = run(path, "rev-parse", "--verify", "-q", "HEAD^{commit}", check=False)
+    if done.returncode == 0:
+        return done.output.strip()
+    if run(path, "rev-parse", "--git-dir", check=False).returncode != 0:
         raise PatchgateError(
-            "PREFLIGHT", f"live repository {path} is not a git repository; run git init there "
-            "or set live_repo in patchgate.yaml"
+            "PREFLIGHT",
+            f"live repository {path} is not a git repository; run git init there "
+            "or set live_repo in patchgate.yaml",
         )
-    if run(path, "rev-parse", "--verify", "-q", "HEAD^{commit}", check=False).returncode != 0:
-        raise PatchgateError(
-            "PREFLIGHT", f"live repository {path} has no commits; commit something first"
-        )
+    raise PatchgateError(
+        "PREFLIGHT", f"live repository {path} has no commits; commit something first"
+    )
 
 
 def head(repo: str) -> str:
@@ -121,17 +127,22 @@ def restore(repo: str, base: str, tree: str | None = None) -> None:
     """
     run(repo, "reset", "-q", "--hard", base)
     run(repo, "clean", "-q", "-fd")
-    if tree is None:
-        return
-    changes = diff_trees(repo, tree_of(repo, base), tree)
-    present = [c.path for c in changes if c.status != "D"]
+    if tree is not None:
+        overlay(repo, tree_of(repo, base), tree)
+
+
+def overlay(repo: str, old: str, new: str, skip: Sequence[str] = ()) -> list[Change]:
+    """Write into the worktree what differs from tree ``old`` to tree ``new`` (but ``skip``)."""
+    changes = [c for c in diff_trees(repo, old, new) if c.path not in skip]
     for c in changes:
         if c.status == "D":
             os.unlink(os.path.join(repo, c.path))
+    present = [c.path for c in changes if c.status != "D"]
     if present:
         # checkout writes the files (links as links) and stages them; reset unstages again.
-        run(repo, "checkout", tree, "--", *present)
+        run(repo, "checkout", new, "--", *present)
         run(repo, "reset", "-q", "--", *present)
+    return changes
 
 
 def blob_bytes(repo: str, blob: str) -> bytes:

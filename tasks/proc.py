@@ -1,7 +1,8 @@
-"""Every external command goes through ``run``: argument tuple, timeout, capped output, clean env."""
+"""Every external command goes through ``run``: argv tuple, timeout, capped output, clean env."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -39,15 +40,11 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
-def _child_setup(
-    limits: Mapping[int, int] | None, cgroup: str | None
-) -> Callable[[], None] | None:
+def _child_setup(limits: Mapping[int, int] | None, cgroup: str | None) -> Callable[[], None] | None:
     """What the child does between fork and exec: join ``cgroup``, then set ``limits``.
 
     Only C-level calls and a small write: safe enough after fork even with other threads.
@@ -69,7 +66,7 @@ def _child_setup(
 def _drain(stream: IO[bytes], cap: int, sink: list[bytes], dropped: list[int]) -> None:
     """Keep the first ``cap`` bytes, count the rest: a child printing without end fills nothing."""
     kept = 0
-    for chunk in iter(lambda: stream.read1(65536), b""):
+    for chunk in iter(lambda: os.read(stream.fileno(), 65536), b""):
         room = cap - kept
         if room > 0:
             sink.append(chunk[:room])

@@ -158,4 +158,3 @@ def read_summary(path: str | None) -> dict[str, str]:
     with open(path, encoding="utf-8") as fh:
         data: dict[str, Any] = json.load(fh)
     return {k: str(v) for k, v in data.get("summary", {}).items()}
-

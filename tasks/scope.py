@@ -39,11 +39,15 @@ def check_scope(ws_dir: str, source: str, rules: dict[str, bool], log: str) -> N
     applied = read_json(source)
     problems = judge(applied["files"], applied["changes"], rules)
     links = [c["path"] for c in applied["changes"] if c["mode"] == SYMLINK_MODE]
-    verdict = {"verdict": "fail" if problems else "pass", "problems": problems,
-               "changed": [c["path"] for c in applied["changes"]], "symlinks": links,
-               "rules": rules}
+    verdict = {
+        "verdict": "fail" if problems else "pass",
+        "problems": problems,
+        "changed": [c["path"] for c in applied["changes"]],
+        "symlinks": links,
+        "rules": rules,
+    }
     write_json(ws.step_file("scope"), verdict, "step-result.schema.json")
-    for line in problems or ["scope: pass"]:
+    for line in problems or ["pass"]:
         report.log(log, f"scope: {line}")
     if problems:
         raise PatchgateError("SCOPE", problems[0])

@@ -19,11 +19,19 @@ def show_config(root: str) -> dict[str, Any]:
 
 
 def task_config() -> Iterator[dict[str, Any]]:
-    """Print the effective configuration and where each value came from (default, file, command line)."""
+    """Print the effective configuration and where each value came from."""
     root = os.getcwd()
-    yield step("config", "show", show_config, [root], root=root,
-               log=report.log_path(root, "config"), stage="CONFIG", doc="effective configuration",
-               uptodate=[False])
+    yield step(
+        "config",
+        "show",
+        show_config,
+        [root],
+        root=root,
+        log=report.log_path(root, "config"),
+        stage="CONFIG",
+        doc="effective configuration",
+        uptodate=[False],
+    )
 
 
 def workspace_rows(root: str) -> list[dict[str, str]]:
@@ -47,9 +55,15 @@ def workspace_rows(root: str) -> list[dict[str, str]]:
             why.append("patch edited")
         if not is_intact(ws):
             why.append("worktree damaged")
-        rows.append({"issue": ws.issue, "verdict": verdict, "base": meta["base_sha"][:12],
-                     "state": "stale: " + ", ".join(why) if why else "current",
-                     "patch": os.path.relpath(meta["patch"], root)})
+        rows.append(
+            {
+                "issue": ws.issue,
+                "verdict": verdict,
+                "base": meta["base_sha"][:12],
+                "state": "stale: " + ", ".join(why) if why else "current",
+                "patch": os.path.relpath(meta["patch"], root),
+            }
+        )
     return rows
 
 
@@ -58,8 +72,10 @@ def show_status(root: str) -> dict[str, Any]:
     if not rows:
         print("no workspaces; start with: doit verify patch=patches/NAME.py")
     for row in rows:
-        print(f"{row['issue']:<24} {row['verdict']:<6} base {row['base']}  {row['state']}  "
-              f"({row['patch']})")
+        print(
+            f"{row['issue']:<24} {row['verdict']:<6} base {row['base']}  {row['state']}  "
+            f"({row['patch']})"
+        )
     return {"summary": {"RESULT": "SUCCESS", "WORKSPACES": str(len(rows))}}
 
 
@@ -68,9 +84,18 @@ def task_status() -> Iterator[dict[str, Any]]:
     root = os.getcwd()
     log = report.log_path(root, "status")
     try:
-        git.check_live_repo(config.load(root).live_repo)
+        git.live_head(config.load(root).live_repo)
     except PatchgateError as err:
         yield failed_creator("status", root, log, err)
         return
-    yield step("status", "show", show_status, [root], root=root, log=log, stage="STATUS",
-               doc="workspaces and their verdicts", uptodate=[False])
+    yield step(
+        "status",
+        "show",
+        show_status,
+        [root],
+        root=root,
+        log=log,
+        stage="STATUS",
+        doc="workspaces and their verdicts",
+        uptodate=[False],
+    )

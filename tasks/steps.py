@@ -1,4 +1,4 @@
-"""Task plumbing shared by every lifecycle: one step = one doit subtask with a uniform failure path."""
+"""Task plumbing shared by every lifecycle: a step is a doit subtask with one failure path."""
 
 from __future__ import annotations
 
@@ -91,8 +91,17 @@ def failed_creator(
     group: str, root: str, log: str, err: PatchgateError, name: str = "preflight"
 ) -> dict[str, Any]:
     """What a task creator yields when its input is bad: a step that fails with the message."""
-    return step(group, name, _fail, [err.stage, err.message], root=root, log=log,
-                stage=err.stage, doc="refuse bad input", uptodate=[False])
+    return step(
+        group,
+        name,
+        _fail,
+        [err.stage, err.message],
+        root=root,
+        log=log,
+        stage=err.stage,
+        doc="refuse bad input",
+        uptodate=[False],
+    )
 
 
 def _fail(stage: str, message: str) -> None:

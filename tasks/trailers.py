@@ -143,7 +143,7 @@ def commit_trailers(repo: str, sha: str) -> dict[str, list[str]]:
     """The trailers of commit ``sha`` in ``repo``."""
     _check_rev(sha)
     what = f"git log {sha}"
-    done = _git(["log", "-1", "--format=%B", "--end-of-options", sha], repo, what)
+    done = _git(["log", "-1", "--format=%B", "--end-of-options", sha, "--"], repo, what)
     if done.returncode != 0:
         raise _failed(done, what)
     return parse_trailers(done.output)

@@ -23,9 +23,21 @@ RULES = ("allow_undeclared", "allow_untouched", "allow_noop")
 
 def settings_of(cfg: config.Config) -> dict[str, Any]:
     """The plain values actions need (picklable for doit -P process)."""
-    keys = ("jail", "jail_uid", "jail_binds", "patch_timeout", "max_processes", "max_memory_mb",
-            "output_cap_mb", "strip", "all_gates", "keep_going", "allow_gates_fail", "baseline",
-            *RULES)
+    keys = (
+        "jail",
+        "jail_uid",
+        "jail_binds",
+        "patch_timeout",
+        "max_processes",
+        "max_memory_mb",
+        "output_cap_mb",
+        "strip",
+        "all_gates",
+        "keep_going",
+        "allow_gates_fail",
+        "baseline",
+        *RULES,
+    )
     settings = {k: cfg[k] for k in keys}
     settings["tool_env"] = os.path.dirname(cfg.tool_bin)
     return settings
@@ -38,7 +50,9 @@ def requested_patches(root: str, raw: str) -> list[str]:
         if glob.has_magic(item):
             matches = sorted(glob.glob(os.path.join(root, item)))
             if not matches:
-                raise PatchgateError("PREFLIGHT", f"patch={item} matches no file; check the pattern")
+                raise PatchgateError(
+                    "PREFLIGHT", f"patch={item} matches no file; check the pattern"
+                )
             found += [resolve_patch(root, m) for m in matches]
         else:
             found.append(resolve_patch(root, item))
@@ -58,8 +72,10 @@ def declared_files(patch: str) -> list[str]:
 
 def capture_live(ws_dir: str, live_repo: str) -> None:
     """Before the first step runs: live's HEAD and status, for the live guard."""
-    write_json(os.path.join(ws_dir, "live_guard.json"),
-               {"head": git.head(live_repo), "status": git.status(live_repo)})
+    write_json(
+        os.path.join(ws_dir, "live_guard.json"),
+        {"head": git.head(live_repo), "status": git.status(live_repo)},
+    )
 
 
 def check_live_guard(ws: Workspace, live_repo: str) -> None:
@@ -69,11 +85,13 @@ def check_live_guard(ws: Workspace, live_repo: str) -> None:
     before = read_json(guard)
     os.unlink(guard)
     now_head, now_status = git.head(live_repo), git.status(live_repo)
+    tree = "changed" if before["status"] != now_status else "same"
     if (before["head"], before["status"]) != (now_head, now_status):
         raise PatchgateError(
-            "VERIFY", f"the live repository changed during verification (HEAD {before['head'][:12]}"
-            f" -> {now_head[:12]}, status {'same' if before['status'] == now_status else 'changed'});"
-            " find out what touched it before trusting this run",
+            "VERIFY",
+            f"the live repository changed during verification (HEAD {before['head'][:12]} -> "
+            f"{now_head[:12]}, working tree {tree}); find out what touched it before trusting "
+            "this run",
         )
 
 
@@ -87,27 +105,37 @@ def final_changes(ws: Workspace, gates: list[dict[str, Any]]) -> dict[str, Any]:
     return source
 
 
-def build_result(ws: Workspace, gates: list[dict[str, Any]], stage: str = "", reason: str = "") -> dict[str, Any]:
+def build_result(
+    ws: Workspace, gates: list[dict[str, Any]], stage: str = "", reason: str = ""
+) -> dict[str, Any]:
     meta = ws.read_meta()
     gate_results: dict[str, Any] = {}
     for gate in gates:
         path = ws.gate_file(gate["name"])
         if os.path.exists(path):
             rec = read_json(path)
-            gate_results[gate["name"]] = {k: rec.get(k) for k in (
-                "verdict", "reason", "exit_code", "duration_seconds", "checked")}
+            gate_results[gate["name"]] = {
+                k: rec.get(k)
+                for k in ("verdict", "reason", "exit_code", "duration_seconds", "checked")
+            }
     build = gate_results.get("build", {}).get("verdict")
     tests = [
-        {"command": " ".join(g["command"]), "exit_code": gate_results[g["name"]]["exit_code"],
-         "duration_seconds": gate_results[g["name"]]["duration_seconds"]}
+        {
+            "command": " ".join(g["command"]),
+            "exit_code": gate_results[g["name"]]["exit_code"],
+            "duration_seconds": gate_results[g["name"]]["duration_seconds"],
+        }
         for g in gates
         if g.get("atlas") == "test" and gate_results.get(g["name"], {}).get("exit_code") is not None
     ]
     changes = final_changes(ws, gates) if os.path.exists(ws.step_file("apply")) else None
     status = "fail" if stage else "pass"
     files = sorted(c["path"] for c in changes["changes"]) if changes else []
-    summary = ({"RESULT": "FAIL", "STAGE": stage, "REASON": reason} if stage
-               else {"RESULT": "SUCCESS", "FILES": ", ".join(files) or "(none)"})
+    summary = (
+        {"RESULT": "FAIL", "STAGE": stage, "REASON": reason}
+        if stage
+        else {"RESULT": "SUCCESS", "FILES": ", ".join(files) or "(none)"}
+    )
     return {
         "patch_id": patch_id(ws.issue, meta["patch_sha256"]),
         "issue": ws.issue,
@@ -135,7 +163,9 @@ def record_verdict(ws: Workspace, result: dict[str, Any]) -> None:
     write_json(ws.result, result, "verification-result.schema.json")
     event: dict[str, Any] = {
         "event": "verify_pass" if result["verification_status"] == "pass" else "verify_fail",
-        "patch_id": result["patch_id"], "issue": ws.issue, "build_status": result["build_status"],
+        "patch_id": result["patch_id"],
+        "issue": ws.issue,
+        "build_status": result["build_status"],
         "test_results": result["test_results"],
         "gates": {k: v["verdict"] for k, v in result["gates"].items()},
         "affected_files": result["files"],
@@ -194,14 +224,25 @@ def build_archive(ws_dir: str, log: str) -> None:
     report.log(log, f"archive: {os.path.relpath(ws.archive, ws.root)} ({len(entries)} entries)")
 
 
-def chain(cfg: config.Config, patch: str, issue: str, base: str, warning: str | None) -> Iterator[dict[str, Any]]:
+def chain(
+    cfg: config.Config,
+    patch: str,
+    issue: str,
+    base: str,
+    warning: str | None,
+    carry: dict[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
     """The subtasks of one issue; staleness flows through file_dep on upstream targets."""
     root, live = cfg.root, cfg.live_repo
     ws = Workspace(root, issue)
     group = f"issue_{issue}"
     log = report.log_path(root, group)
-    common: dict[str, Any] = {"root": root, "log": log, "warning": warning,
-                              "before_first_step": (capture_live, (ws.dir, live))}
+    common: dict[str, Any] = {
+        "root": root,
+        "log": log,
+        "warning": warning,
+        "before_first_step": (capture_live, (ws.dir, live)),
+    }
     try:
         declared = declared_files(patch)
         patch_sha = sha256_file(patch)
@@ -213,59 +254,185 @@ def chain(cfg: config.Config, patch: str, issue: str, base: str, warning: str | 
     gates = config.effective_gates(cfg)
     fail_hook = conclude_failure
     yield step(
-        group, f"{issue}-workspace", ensure, [ws.dir, live, base, patch, patch_sha, log], **common,
-        stage="WORKSPACE", doc="worktree of live at its HEAD (reused across attempts)",
+        group,
+        f"{issue}-workspace",
+        ensure,
+        [ws.dir, live, base, patch, patch_sha, log],
+        **common,
+        stage="WORKSPACE",
+        doc="worktree of live at its HEAD (reused across attempts)",
         targets=[ws.meta],
-        uptodate=[config_changed({"base": base, "live": live, "patch": patch, "sha": patch_sha}),
-                  is_intact(ws)],
+        uptodate=[
+            config_changed({"base": base, "live": live, "patch": patch, "sha": patch_sha}),
+            is_intact(ws),
+        ],
     )
     apply_cfg = {k: settings[k] for k in ("strip", "jail", "tool_env", "jail_binds")}
+    apply_cfg["carry"] = carry
     yield step(
-        group, f"{issue}-apply", apply_patch, [ws.dir, patch, declared, settings, log],
-        **common, stage="APPLY", doc="apply the patch in the workspace, record what changed",
-        file_dep=[patch, ws.meta], targets=[ws.step_file("apply")],
-        uptodate=[config_changed(apply_cfg)], on_failure=fail_hook,
+        group,
+        f"{issue}-apply",
+        apply_patch,
+        [ws.dir, patch, declared, settings, log, carry],
+        **common,
+        stage="APPLY",
+        doc="apply the patch in the workspace, record what changed",
+        file_dep=[patch, ws.meta],
+        targets=[ws.step_file("apply")],
+        uptodate=[config_changed(apply_cfg)],
+        on_failure=fail_hook,
     )
     yield step(
-        group, f"{issue}-scope", check_scope, [ws.dir, ws.step_file("apply"), rules, log],
-        **common, stage="SCOPE", doc="the changed paths must be the declared FILES",
-        file_dep=[ws.step_file("apply")], targets=[ws.step_file("scope")],
-        uptodate=[config_changed(rules)], on_failure=fail_hook,
+        group,
+        f"{issue}-scope",
+        check_scope,
+        [ws.dir, ws.step_file("apply"), rules, log],
+        **common,
+        stage="SCOPE",
+        doc="the changed paths must be the declared FILES",
+        file_dep=[ws.step_file("apply")],
+        targets=[ws.step_file("scope")],
+        uptodate=[config_changed(rules)],
+        on_failure=fail_hook,
     )
     source, previous = ws.step_file("apply"), f"verify:{issue}-scope"
     for gate in gates:
         name = f"{issue}-gate-{gate['name']}"
         yield step(
-            group, name, run_gate, [ws.dir, gate, source, settings, log], **common,
-            stage="GATES", doc=f"gate {gate['name']}: {' '.join(gate['command'])}",
-            targets=[ws.gate_file(gate["name"])], task_dep=[previous],
-            uptodate=[GateInputs(gate, source, ws.meta, settings)], on_failure=fail_hook,
-            )
+            group,
+            name,
+            run_gate,
+            [ws.dir, gate, source, settings, log],
+            **common,
+            stage="GATES",
+            doc=f"gate {gate['name']}: {' '.join(gate['command'])}",
+            targets=[ws.gate_file(gate["name"])],
+            task_dep=[previous],
+            uptodate=[GateInputs(gate, source, ws.meta, settings)],
+            on_failure=fail_hook,
+        )
         previous = f"verify:{name}"
         if gate["fixes"]:
             source = ws.gate_file(gate["name"])
     gate_files = [ws.gate_file(g["name"]) for g in gates]
     yield step(
-        group, issue, conclude, [ws.dir, gates, {**rules, "allow_gates_fail":
-                                                  settings["allow_gates_fail"]}, log],
-        **common, stage="VERIFY", doc="the verification result: result.json",
+        group,
+        issue,
+        conclude,
+        [ws.dir, gates, {**rules, "allow_gates_fail": settings["allow_gates_fail"]}, log],
+        **common,
+        stage="VERIFY",
+        doc="the verification result: result.json",
         # Not meta.json: a patch edit that yields the same tree must not rerun the verdict.
         file_dep=[ws.step_file("apply"), ws.step_file("scope"), *gate_files],
-        targets=[ws.result], task_dep=[previous], on_failure=fail_hook,
+        targets=[ws.result],
+        task_dep=[previous],
+        on_failure=fail_hook,
         uptodate=[config_changed({"allow_gates_fail": settings["allow_gates_fail"]})],
     )
     yield step(
-        group, f"{issue}-archive", build_archive, [ws.dir, log], **common, stage="ARCHIVE",
-        doc="patched.zip: log, result.json, changed files", summary=ws.result,
-        file_dep=[ws.result], targets=[ws.archive],
+        group,
+        f"{issue}-archive",
+        build_archive,
+        [ws.dir, log],
+        **common,
+        stage="ARCHIVE",
+        doc="patched.zip: log, result.json, changed files",
+        summary=ws.result,
+        file_dep=[ws.result],
+        targets=[ws.archive],
     )
+
+
+def plan_rebase(cfg: config.Config, ws: Workspace, head: str) -> tuple[str, dict[str, Any] | None]:
+    """Re-verifying an existing workspace: (base, carry) under the live_changed policy.
+
+    Live did not move: same base. Live moved elsewhere, or live_changed=rebase: the patch runs
+    again on the new base. Live moved in a file the patch changes: fail (the default), or
+    carry the verified files onto the new base, all of them (overwrite_live) or all but
+    the ones live changed (overwrite_workspace). Either way the combination is verified
+    again before anything lands.
+    """
+    meta = ws.read_meta()
+    old = meta["base_sha"]
+    if head == old or not os.path.exists(ws.result):
+        return head, None
+    verified = read_json(ws.result)
+    moved = set(git.out(cfg.live_repo, "diff", "--name-only", "-z", old, head).split("\0")) - {""}
+    clash = sorted(moved & set(verified["files"]))
+    policy = cfg["live_changed"]
+    if not clash or policy == "rebase":
+        return head, None
+    if policy == "fail" or verified["tree"] is None:
+        raise PatchgateError(
+            "PROMOTE",
+            f"live changed since the workspace base in {', '.join(clash)}; choose "
+            "live_changed=rebase (re-run the patch on live), overwrite_live (land the verified "
+            "version) or overwrite_workspace (keep live's version of those files)",
+        )
+    drop = clash if policy == "overwrite_workspace" else []
+    return head, {
+        "tree": verified["tree"],
+        "base_tree": meta["base_tree"],
+        "drop": drop,
+        "files": verified["files"],
+    }
+
+
+def existing_workspace(root: str, issue: str) -> Workspace:
+    check_issue(issue)
+    ws = Workspace(root, issue)
+    if not os.path.exists(ws.meta):
+        raise PatchgateError(
+            "PREFLIGHT", f"no workspace for issue {issue}; run doit verify patch=PATH first"
+        )
+    return ws
+
+
+def requested_chains(
+    cfg: config.Config, head: str, warning: str | None
+) -> Iterator[dict[str, Any]]:
+    """verify patch=... starts from live HEAD; verify issue=ID re-verifies that workspace."""
+    root = cfg.root
+    raw, issue = config.variable("patch"), config.variable("issue")
+    if raw is None:
+        if issue is None:
+            raise PatchgateError(
+                "PREFLIGHT",
+                "verify needs patch=PATH (a file under patches/, "
+                "a glob or a comma-separated list) or issue=ID",
+            )
+        ws = existing_workspace(root, issue)
+        patch = ws.read_meta()["patch"]
+        if not os.path.exists(patch):
+            raise PatchgateError(
+                "PREFLIGHT",
+                f"the patch of issue {issue} ({patch}) is gone; verify a patch with patch=PATH",
+            )
+        base, carry = plan_rebase(cfg, ws, head)
+        yield from chain(cfg, patch, issue, base, warning, carry)
+        return
+    patches = requested_patches(root, raw)
+    if issue is not None and len(patches) > 1:
+        raise PatchgateError("PREFLIGHT", "issue= names one patch; drop it to verify several")
+    for patch in patches:
+        stem = issue or os.path.splitext(os.path.basename(patch))[0]
+        try:
+            check_issue(stem)
+        except PatchgateError as err:
+            yield failed_creator(
+                "verify", root, report.log_path(root, "verify"), err, f"{stem}-preflight"
+            )
+            continue
+        yield from chain(cfg, patch, stem, head, warning)
 
 
 def task_verify() -> Iterator[dict[str, Any]]:
     """Verify patches in their workspaces: apply, scope, gates, result, archive.
 
     patch=PATH|GLOB|A,B   patch file(s) under patches/ (.py script, .diff/.patch, .zip)
-    issue=ID              issue id (default: the patch file's stem; one patch only)
+    issue=ID              issue id (default: the patch file's stem); without patch=,
+                          re-verify the existing workspace of ID (live_changed= decides the base)
     strip=N allow_undeclared=1 allow_untouched=1 allow_noop=1 all_gates=1 keep_going=1
     allow_gates_fail=1 baseline=1 jail=none   (see `doit config`)
     """
@@ -273,28 +440,13 @@ def task_verify() -> Iterator[dict[str, Any]]:
     log = report.log_path(root, "verify")
     try:
         cfg = config.load(root)
-        raw = config.variable("patch")
-        if raw is None:
-            raise PatchgateError("PREFLIGHT", "verify needs patch=PATH (a file under patches/, "
-                                              "a glob or a comma-separated list)")
-        patches = requested_patches(root, raw)
-        issue = config.variable("issue")
-        if issue is not None and len(patches) > 1:
-            raise PatchgateError("PREFLIGHT", "issue= names one patch; drop it to verify several")
-        git.check_live_repo(cfg.live_repo)
+        head = git.live_head(cfg.live_repo)
         warning = jail.preflight(cfg["jail"])
-        base = git.head(cfg.live_repo)
+        tasks = list(requested_chains(cfg, head, warning))
     except PatchgateError as err:
         yield failed_creator("verify", root, log, err)
         return
-    for patch in patches:
-        stem = issue or os.path.splitext(os.path.basename(patch))[0]
-        try:
-            check_issue(stem)
-        except PatchgateError as err:
-            yield failed_creator("verify", root, log, err, f"{stem}-preflight")
-            continue
-        yield from chain(cfg, patch, stem, base, warning)
+    yield from tasks
 
 
 ISSUE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -302,5 +454,7 @@ ISSUE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 def check_issue(issue: str) -> None:
     if not ISSUE_ID.match(issue):
-        raise PatchgateError("PREFLIGHT", f"issue id {issue!r} may hold only letters, digits, "
-                                          "'-', '_' and '.'; pass issue=ID")
+        raise PatchgateError(
+            "PREFLIGHT",
+            f"issue id {issue!r} may hold only letters, digits, '-', '_' and '.'; pass issue=ID",
+        )

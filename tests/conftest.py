@@ -47,8 +47,11 @@ def git(repo: Path | str, *args: str) -> str:
 def make_repo(path: Path, files: dict[str, str], message: str = "first") -> Path:
     path.mkdir(parents=True, exist_ok=True)
     git(path, "init", "-q", "-b", "main")
-    for key, value in (("user.name", "Live Maintainer"), ("user.email", "m@live.invalid"),
-                       ("gc.auto", "0")):
+    for key, value in (
+        ("user.name", "Live Maintainer"),
+        ("user.email", "m@live.invalid"),
+        ("gc.auto", "0"),
+    ):
         git(path, "config", key, value)
     write_files(path, files)
     git(path, "add", "-A")
@@ -73,8 +76,12 @@ def tree_state(repo: Path) -> tuple[str, str, dict[str, str]]:
             rel = str(full.relative_to(repo))
             data = os.readlink(full).encode() if full.is_symlink() else full.read_bytes()
             files[rel] = hashlib.sha256(data).hexdigest()
-    status = subprocess.run(("git", "-C", str(repo), "status", "--porcelain"),
-                            capture_output=True, text=True, check=True).stdout
+    status = subprocess.run(
+        ("git", "-C", str(repo), "status", "--porcelain"),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return git(repo, "rev-parse", "HEAD"), status, files
 
 
@@ -103,8 +110,14 @@ class Project:
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Result:
         argv = [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(self.path), *args]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **(env or {})}, check=False)
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+            check=False,
+        )
         return Result(done.returncode, done.stdout + done.stderr)
 
     def patch(self, name: str, text: str) -> str:

@@ -27,7 +27,15 @@ def test_symlink_is_stored_as_a_link_not_followed(tmp_path: Path) -> None:
 
 
 def test_caches_and_environments_are_excluded() -> None:
-    for path in (".git/config", "venv/bin/x", ".venv/y", "a/.mypy_cache/z", ".ruff_cache/q",
-                 ".pytest_cache/v", "pkg/__pycache__/m.pyc", "m.pyc"):
+    for path in (
+        ".git/config",
+        "venv/bin/x",
+        ".venv/y",
+        "a/.mypy_cache/z",
+        ".ruff_cache/q",
+        ".pytest_cache/v",
+        "pkg/__pycache__/m.pyc",
+        "m.pyc",
+    ):
         assert archive.excluded(path), path
     assert not archive.excluded("src/venvironment.py")

@@ -1,4 +1,4 @@
-"""The jail: each escape attempt fails inside and leaves the host as it was. Real bwrap, real git."""
+"""The jail: each escape attempt fails inside and leaves the host as it was. Real bwrap and git."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ class World:
     outside: Path  # a host directory nobody binds
     spec: jail.JailSpec
 
-    def run(self, code: str, *, timeout: float = 10.0, output_cap: int = 1 << 20, **spec: Any) -> proc.Completed:
+    def run(
+        self, code: str, *, timeout: float = 10.0, output_cap: int = 1 << 20, **spec: Any
+    ) -> proc.Completed:
         """Run a small python script in the jail."""
         return jail.run(
             [PYTHON, "-c", textwrap.dedent(code)],
@@ -125,7 +127,9 @@ def test_preflight_passes_with_real_bwrap() -> None:
     assert jail.preflight("bwrap") is None
 
 
-def test_preflight_fails_when_bwrap_is_not_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_preflight_fails_when_bwrap_is_not_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(PatchgateError) as caught:
         jail.preflight("bwrap")
@@ -176,7 +180,9 @@ def test_none_mode_command_is_argv_unchanged(world: World) -> None:
     assert jail.command(["ruff", "check", "."], spec) == ["ruff", "check", "."]
 
 
-def test_none_mode_run_keeps_the_clean_env_and_timeout(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_none_mode_run_keeps_the_clean_env_and_timeout(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name, value in TOKEN_VALUES.items():
         monkeypatch.setenv(name, value)
     code = "import os, time; print(sorted(os.environ), os.getcwd(), flush=True); time.sleep(30)"
@@ -214,6 +220,8 @@ def test_write_outside_the_workspace_fails(world: World) -> None:
 
 def test_live_repository_and_patchgate_state_are_invisible(world: World) -> None:
     workspaces = world.workdir.parent.parent
+    folders = [str(p) for p in (world.project, world.project / "patches", workspaces)]
+    folders.append(str(world.workdir.parent))
     done = world.run(
         f"""
         import os
@@ -221,8 +229,7 @@ def test_live_repository_and_patchgate_state_are_invisible(world: World) -> None
             print("READ", open({str(world.project / ".env")!r}).read())
         except OSError as exc:
             print("live:", exc.strerror)
-        for folder in [{str(world.project)!r}, {str(world.project / "patches")!r}, {str(workspaces)!r},
-                       {str(world.workdir.parent)!r}]:
+        for folder in {folders!r}:
             print(folder, sorted(os.listdir(folder)))
         print("audit", os.path.exists({str(world.project / "audit")!r}))
         """
@@ -270,7 +277,9 @@ def test_symlink_to_etc_can_be_created_as_a_link(world: World) -> None:
 
 
 def test_files_written_in_the_jail_belong_to_the_outside_user(world: World) -> None:
-    done = world.run("open('new.py', 'w').write('X = 1\\n'); open('module.py', 'a').write('Y = 2\\n')")
+    done = world.run(
+        "open('new.py', 'w').write('X = 1\\n'); open('module.py', 'a').write('Y = 2\\n')"
+    )
     assert done.returncode == 0, done.output
     for name in ("new.py", "module.py"):
         st = (world.workdir / name).stat()
@@ -315,7 +324,7 @@ def test_a_read_only_bind_around_the_workspace_is_refused(world: World) -> None:
 
 def test_a_missing_read_only_path_is_a_preflight_error(world: World, tmp_path: Path) -> None:
     spec = dataclasses.replace(world.spec, readonly=(str(tmp_path / "nope"),))
-    with pytest.raises(PatchgateError, match="does not exist; fix the path in patchgate.yaml"):
+    with pytest.raises(PatchgateError, match=r"does not exist; fix the path in patchgate\.yaml"):
         jail.command(["true"], spec)
 
 
@@ -326,6 +335,7 @@ def test_worktree_gitdir_is_out_of_reach(world: World) -> None:
     pointer = (world.workdir / ".git").read_text()
     gitdir = Path(pointer.split("gitdir:", 1)[1].strip())
     live_git = world.project / ".git"
+    hooks = [str(gitdir / "hooks" / "pre-commit"), str(live_git / "hooks" / "pre-commit")]
     before = tree_snapshot(live_git)
     done = world.run(
         f"""
@@ -334,7 +344,7 @@ def test_worktree_gitdir_is_out_of_reach(world: World) -> None:
             print("pointer", repr(open(".git").read()))
         except OSError as exc:
             print("pointer unreadable", exc.strerror)
-        for path in [{str(gitdir / "hooks" / "pre-commit")!r}, {str(live_git / "hooks" / "pre-commit")!r}]:
+        for path in {hooks!r}:
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 open(path, "w").write("#!/bin/sh\\ntouch /tmp/owned\\n")
@@ -470,8 +480,8 @@ def test_remounting_read_write_fails(world: World) -> None:
         f"""
         import subprocess
         for target in ["/", "/usr"]:
-            rc = subprocess.run(["mount", "-o", "remount,rw", target], capture_output=True).returncode
-            print("remount", target, rc)
+            done = subprocess.run(["mount", "-o", "remount,rw", target], capture_output=True)
+            print("remount", target, done.returncode)
         try:
             open({str(probe)!r}, "w").write("x")
             print("ESCAPED")

@@ -88,7 +88,8 @@ def test_damaged_workspace_is_recreated(project: Project) -> None:
     res = project.run("verify", f"patch={patch}")
     assert res.code == 0, res.out
     assert git(project.ws("add_mul") / "repo", "rev-parse", "HEAD") == git(
-        project.live, "rev-parse", "HEAD")
+        project.live, "rev-parse", "HEAD"
+    )
 
 
 def test_unified_diff_with_inferred_strip(project: Project) -> None:
@@ -116,13 +117,17 @@ def test_zip_of_patches_applies_in_sorted_order(project: Project) -> None:
 
 def test_several_patches_by_glob_in_parallel(project: Project) -> None:
     for n in (1, 2, 3):
-        project.patch(f"p{n}.py", script(["README.txt"], f'Path("README.txt").write_text("{n}\\n")'))
+        project.patch(
+            f"p{n}.py", script(["README.txt"], f'Path("README.txt").write_text("{n}\\n")')
+        )
     res = project.run("-n", "2", "-P", "process", "verify", "patch=patches/p*.py")
     assert res.code == 0, res.out
     for n in (1, 2, 3):
         assert (project.ws(f"p{n}") / "repo" / "README.txt").read_text() == f"{n}\n"
-        assert json.loads((project.ws(f"p{n}") / "result.json").read_text())[
-            "verification_status"] == "pass"
+        assert (
+            json.loads((project.ws(f"p{n}") / "result.json").read_text())["verification_status"]
+            == "pass"
+        )
     assert "3 passed, 0 failed" in res.out
 
 
@@ -134,14 +139,19 @@ def test_comma_list_and_issue_name(project: Project) -> None:
 
 
 def test_scope_undeclared_untouched_noop(project: Project) -> None:
-    undeclared = project.patch("u.py", script(["README.txt"], 'Path("NEW.txt").write_text("x")\n'
-                                              'Path("README.txt").write_text("y")'))
+    undeclared = project.patch(
+        "u.py",
+        script(
+            ["README.txt"], 'Path("NEW.txt").write_text("x")\nPath("README.txt").write_text("y")'
+        ),
+    )
     res = project.run("verify", f"patch={undeclared}")
     assert res.code != 0 and res.summary["STAGE"] == "SCOPE"
     assert "NEW.txt" in res.summary["REASON"]
     assert project.run("verify", f"patch={undeclared}", "allow_undeclared=1").code == 0
-    untouched = project.patch("t.py", script(["README.txt", "calc/ops.py"],
-                                             'Path("README.txt").write_text("y")'))
+    untouched = project.patch(
+        "t.py", script(["README.txt", "calc/ops.py"], 'Path("README.txt").write_text("y")')
+    )
     res = project.run("verify", f"patch={untouched}")
     assert res.summary["STAGE"] == "SCOPE" and "calc/ops.py" in res.summary["REASON"]
     assert project.run("verify", f"patch={untouched}", "allow_untouched=1").code == 0
@@ -152,9 +162,15 @@ def test_scope_undeclared_untouched_noop(project: Project) -> None:
 
 
 def test_failed_apply_restores_the_workspace(project: Project) -> None:
-    patch = project.patch("boom.py", script(["README.txt"], 'Path("README.txt").write_text("half")\n'
-                                            'Path("junk.txt").write_text("j")\n'
-                                            'raise SystemExit("patch gave up")'))
+    patch = project.patch(
+        "boom.py",
+        script(
+            ["README.txt"],
+            'Path("README.txt").write_text("half")\n'
+            'Path("junk.txt").write_text("j")\n'
+            'raise SystemExit("patch gave up")',
+        ),
+    )
     res = project.run("verify", f"patch={patch}")
     assert res.code != 0 and res.summary["STAGE"] == "APPLY"
     assert "patch gave up" in res.summary["REASON"]
@@ -167,10 +183,15 @@ def test_failed_apply_restores_the_workspace(project: Project) -> None:
 
 
 def test_archive_is_deterministic_and_excludes_caches(project: Project) -> None:
-    patch = project.patch("c.py", script(["calc/ops.py", "calc/__pycache__/x.pyc"],
-                                         'Path("calc/ops.py").write_text("X = 1\\n")\n'
-                                         'Path("calc/__pycache__").mkdir()\n'
-                                         'Path("calc/__pycache__/x.pyc").write_bytes(b"0")'))
+    patch = project.patch(
+        "c.py",
+        script(
+            ["calc/ops.py", "calc/__pycache__/x.pyc"],
+            'Path("calc/ops.py").write_text("X = 1\\n")\n'
+            'Path("calc/__pycache__").mkdir()\n'
+            'Path("calc/__pycache__/x.pyc").write_bytes(b"0")',
+        ),
+    )
     project.configure(live_repo="live", gates=[], allow_untouched=True)
     res = project.run("verify", f"patch={patch}")
     assert res.code == 0, res.out
@@ -189,8 +210,12 @@ def test_archive_is_deterministic_and_excludes_caches(project: Project) -> None:
 def test_config_shows_sources(project: Project) -> None:
     res = project.run("config", "keep_going=1")
     assert res.code == 0, res.out
-    assert "(command line)" in next(ln for ln in res.out.splitlines() if ln.startswith("keep_going"))
-    assert "(patchgate.yaml)" in next(ln for ln in res.out.splitlines() if ln.startswith("live_repo"))
+    assert "(command line)" in next(
+        ln for ln in res.out.splitlines() if ln.startswith("keep_going")
+    )
+    assert "(patchgate.yaml)" in next(
+        ln for ln in res.out.splitlines() if ln.startswith("live_repo")
+    )
     assert "(default)" in next(ln for ln in res.out.splitlines() if ln.startswith("remote"))
 
 
@@ -201,3 +226,67 @@ def test_status_lists_workspaces_and_staleness(project: Project) -> None:
     assert "add_mul" in res.out and "pass" in res.out and "current" in res.out
     project.patch("add_mul.py", ADD_MUL + "\n")
     assert "patch edited" in project.run("status").out
+
+
+def commit_live(project: Project, name: str, text: str) -> str:
+    (project.live / name).write_text(text)
+    git(project.live, "add", name)
+    git(project.live, "commit", "-q", "-m", f"live edits {name}")
+    return git(project.live, "rev-parse", "HEAD")
+
+
+def test_issue_reverifies_existing_workspace(project: Project) -> None:
+    patch = project.patch("add_mul.py", ADD_MUL)
+    assert project.run("verify", f"patch={patch}").code == 0
+    res = project.run("verify", "issue=add_mul")
+    assert res.code == 0, res.out
+    assert "-- verify:add_mul-apply" in res.out  # nothing changed: nothing reruns
+
+
+def test_issue_without_workspace_is_refused(project: Project) -> None:
+    res = project.run("verify", "issue=nothing_here")
+    assert res.code != 0 and "no workspace for issue nothing_here" in res.summary["REASON"]
+
+
+def test_live_moved_elsewhere_reruns_patch_on_new_base(project: Project) -> None:
+    assert project.run("verify", f"patch={project.patch('add_mul.py', ADD_MUL)}").code == 0
+    head = commit_live(project, "README.txt", "calc, moved\n")
+    res = project.run("verify", "issue=add_mul")
+    assert res.code == 0, res.out
+    result = json.loads((project.ws("add_mul") / "result.json").read_text())
+    assert result["base_sha"] == head
+
+
+def test_live_moved_in_patched_file_fails_by_default(project: Project) -> None:
+    assert project.run("verify", f"patch={project.patch('add_mul.py', ADD_MUL)}").code == 0
+    commit_live(project, "calc/ops.py", "X = 1\n")
+    res = project.run("verify", "issue=add_mul")
+    assert res.code != 0 and res.summary["STAGE"] == "PROMOTE"
+    assert "calc/ops.py" in res.summary["REASON"] and "live_changed=" in res.summary["REASON"]
+
+
+def test_overwrite_live_carries_the_verified_file(project: Project) -> None:
+    assert project.run("verify", f"patch={project.patch('add_mul.py', ADD_MUL)}").code == 0
+    verified = (project.ws("add_mul") / "repo" / "calc" / "ops.py").read_text()
+    head = commit_live(project, "calc/ops.py", "X = 1\n")
+    res = project.run("verify", "issue=add_mul", "live_changed=overwrite_live")
+    assert res.code == 0, res.out
+    assert (project.ws("add_mul") / "repo" / "calc" / "ops.py").read_text() == verified
+    applied = json.loads((project.ws("add_mul") / "steps" / "apply.json").read_text())
+    assert applied["method"] == "carry"
+    assert json.loads((project.ws("add_mul") / "result.json").read_text())["base_sha"] == head
+
+
+def test_overwrite_workspace_keeps_live_version(project: Project) -> None:
+    two = script(
+        ["calc/ops.py", "README.txt"],
+        'Path("calc/ops.py").write_text("Y = 2\\n")\nPath("README.txt").write_text("r\\n")',
+    )
+    assert project.run("verify", f"patch={project.patch('two.py', two)}").code == 0
+    commit_live(project, "calc/ops.py", "X = 1\n")
+    res = project.run("verify", "issue=two", "live_changed=overwrite_workspace")
+    assert res.code == 0, res.out
+    repo = project.ws("two") / "repo"
+    assert (repo / "calc" / "ops.py").read_text() == "X = 1\n"
+    assert (repo / "README.txt").read_text() == "r\n"
+    assert json.loads((project.ws("two") / "result.json").read_text())["files"] == ["README.txt"]
