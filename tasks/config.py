@@ -90,7 +90,10 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "co_authored_by": (None, "Co-authored-by trailer on promote commits"),
     "operator": (None, "default operator name for promote and rollback"),
     "require_push": (False, "a failed push fails the promotion"),
-    "live_changed": ("fail", "fail | overwrite_live | overwrite_workspace | rebase"),
+    "live_changed": (
+        "fail",
+        "live moved in a patched file: fail, overwrite_live, overwrite_workspace or rebase",
+    ),
     "skip_up_to_date": (False, "promote even when the remote is ahead of live"),
     "fast_forward": (True, "fast-forward live when it is only behind the remote"),
     "keep": (False, "keep the workspace after a successful promotion"),
@@ -280,3 +283,28 @@ def show(cfg: Config) -> str:
         value = json.dumps(cfg.values[key])
         lines.append(f"{key:<{width}}  {value}  ({cfg.sources[key]})")
     return "\n".join(lines)
+
+
+def reference() -> str:
+    """The README's configuration reference, generated from DEFAULTS (a test keeps them equal)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key, (default, meaning) in DEFAULTS.items():
+        shown = "the four default gates (below)" if key == "gates" else f"`{json.dumps(default)}`"
+        rows.append(f"| `{key}` | {shown} | {meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m tasks.config --reference: refresh the README table
+    import re
+    import sys
+
+    readme = os.path.join(os.path.dirname(SCHEMA_DIR), "README.md")
+    with open(readme, encoding="utf-8") as fh:
+        text = fh.read()
+    block = f"<!-- config-reference:begin -->\n{reference()}\n<!-- config-reference:end -->"
+    text = re.sub(
+        r"<!-- config-reference:begin -->.*<!-- config-reference:end -->", block, text, flags=re.S
+    )
+    with open(readme, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    sys.exit(0)

@@ -119,7 +119,7 @@ def gate_env(gate: dict[str, Any], ws: Workspace, settings: dict[str, Any]) -> d
 
 
 def _short(text: str) -> str:
-    line = " ".join(text.split())
+    line = re.sub(r"\s*\n\s*", " ", text.strip())
     return line if len(line) <= MESSAGE_WIDTH else line[: MESSAGE_WIDTH - 1] + "…"
 
 
@@ -177,7 +177,7 @@ def junit_failures(path: str, repo: str | None = None) -> tuple[list[str], dict[
 
 
 def parse_findings(output: str) -> list[tuple[str, str, str]]:
-    """(path, line, message) of every finding, in output order: ``path:line[:col]: msg`` lines
+    """(path, line[:col], message) of every finding, in output order: ``path:line[:col]: msg`` lines
     and ruff's two-line "CODE message / --> path:line:col" blocks."""
     found: list[tuple[str, str, str]] = []
     header = ""
@@ -185,20 +185,22 @@ def parse_findings(output: str) -> list[tuple[str, str, str]]:
         line = raw.strip()
         place = RUFF_PLACE.match(raw)
         if place and header:
-            found.append((place["path"], place["line"], header))
+            found.append((place["path"], f"{place['line']}:{place['col']}", header))
             header = ""
             continue
         m = FINDING.match(line)
         if m and not raw[:1].isspace():
-            found.append((m["path"], m["line"], m["msg"].strip()))
+            where = f"{m['line']}:{m['col']}" if m["col"] else m["line"]
+            found.append((m["path"], where, m["msg"].strip()))
             header = ""
         elif line and not raw[:1].isspace() and not line.startswith(("|", "-->")):
             header = line
     return found
 
 
-def first_error(output: str) -> str:
-    """The line a user needs first: a failed test, an error finding, any finding, else the last."""
+def first_error(output: str, returncode: int | None = None) -> str:
+    """The line a user needs first: a failed test, an error finding, any finding, else the last
+    line with the exit code."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     for line in lines:
         m = PYTEST_SUMMARY.match(line)
@@ -212,10 +214,13 @@ def first_error(output: str) -> str:
     if found:
         path, line_no, msg = found[0]
         return _short(f"{path}:{line_no}: {msg}")
+    exit_code = "" if returncode is None else f"exit {returncode}"
     for line in lines:
         if line.lower().startswith("error"):
-            return _short(line)
-    return _short(lines[-1]) if lines else "no output"
+            return _short(f"{exit_code}: {line}" if exit_code else line)
+    if not lines:
+        return f"{exit_code or 'failed'}, no output"
+    return _short(f"{exit_code}: {lines[-1]}" if exit_code else lines[-1])
 
 
 def findings(output: str) -> list[str]:
@@ -267,7 +272,7 @@ def verdict_of(
         return "fail", _short(
             f"{name}: {failing[0]} failed{more}" + (f": {message}" if message else "")
         )
-    return "fail", f"{name}: {first_error(done.output)}"
+    return "fail", f"{name}: {first_error(done.output, done.returncode)}"
 
 
 # --- up to date --------------------------------------------------------------------------------

@@ -92,7 +92,8 @@ def preflight(mode: str) -> str | None:
 @functools.cache
 def _probe(bwrap: str) -> None:
     """Start the hardened jail with nothing in it; raise, quoting bwrap, if it cannot start."""
-    argv = [bwrap, *_base_args(1000, 64), "--remount-ro", "/", "--remount-ro", "/dev", "true"]
+    argv = [bwrap, *_base_args(1000, 64), "--remount-ro", "/", "--remount-ro", "/dev"]
+    argv += ["--", "true"]
     done = proc.run(argv, env={"PATH": "/usr/bin:/bin"}, timeout=PROBE_TIMEOUT, output_cap=4096)
     if done.returncode == 0:
         return
@@ -117,12 +118,12 @@ def command(argv: Sequence[str], spec: JailSpec) -> list[str]:
         return list(argv)
     if spec.mode != "bwrap":
         raise PatchgateError("PREFLIGHT", f"jail: {spec.mode} is not one of {', '.join(MODES)}")
-    writable = [_absolute(p) for p in (spec.workdir, *spec.extra_writable)]
-    for path in writable[1:]:
-        if _contains(path, writable[0]):
-            raise PatchgateError(
-                "JAIL", f"jail: the writable path {path} contains the workspace {writable[0]}"
-            )
+    writable = [os.path.normpath(p) for p in (spec.workdir, *spec.extra_writable)]
+    for path in writable:
+        if not os.path.isabs(path):
+            raise ValueError(f"jail: writable path {path} is not absolute")
+        if path != writable[0] and _contains(path, writable[0]):
+            raise ValueError(f"jail: writable path {path} contains the workspace {writable[0]}")
     readonly = _readonly_paths(spec.readonly, writable)
     covers = _tmp_covers([*readonly, *writable])
     args = [bwrap_path(), *_base_args(_jail_uid(spec), spec.max_memory_mb)]
@@ -226,12 +227,6 @@ def _unreadable_masks(top: str) -> list[str]:
     return masks
 
 
-def _absolute(path: str) -> str:
-    if not os.path.isabs(path):
-        raise PatchgateError("JAIL", f"jail: {path} is not an absolute path; pass absolute paths")
-    return os.path.normpath(path)
-
-
 def _contains(outer: str, inner: str) -> bool:
     outer, inner = os.path.realpath(outer), os.path.realpath(inner)
     return os.path.commonpath([outer, inner]) == outer
@@ -240,7 +235,11 @@ def _contains(outer: str, inner: str) -> bool:
 def _readonly_paths(readonly: Sequence[str], writable: Sequence[str]) -> list[str]:
     paths: list[str] = []
     for given in readonly:
-        path = _absolute(given)
+        path = os.path.normpath(given)
+        if not os.path.isabs(path):
+            raise PatchgateError(
+                "PREFLIGHT", f"jail: {path} (tool_env or jail_binds) is not an absolute path"
+            )
         if not os.path.exists(path):
             raise PatchgateError(
                 "PREFLIGHT",
@@ -428,7 +427,9 @@ def _cgroup_candidates() -> list[str]:
     found: list[str] = []
     for version in (1, 2):
         for fields in mounts:
-            sep = fields.index("-")
+            if "-" not in fields[6:]:
+                continue
+            sep = fields.index("-", 6)
             fstype, options = fields[sep + 1], fields[sep + 3].split(",")
             if not (version == 1 and fstype == "cgroup" and "pids" in options) and not (
                 version == 2 and fstype == "cgroup2"
@@ -440,7 +441,7 @@ def _cgroup_candidates() -> list[str]:
                 if mine and os.path.commonpath([root, path]) == root:
                     found.append(os.path.join(mountpoint, os.path.relpath(path, root)))
             found.append(mountpoint)
-    return [os.path.normpath(p) for p in dict.fromkeys(found)]
+    return list(dict.fromkeys(os.path.normpath(p) for p in found))
 
 
 def _sweep(parent: str) -> None:

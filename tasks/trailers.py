@@ -162,12 +162,19 @@ def _records(out: str) -> list[CommitInfo]:
     ]
 
 
-def _is_patchgate(info: CommitInfo) -> bool:
-    return any(info.first(key) for key in MARKER_KEYS)
+def _is_patchgate(info: CommitInfo, markers: Sequence[str] = MARKER_KEYS) -> bool:
+    return any(info.first(key) for key in markers)
 
 
-def patchgate_commits(repo: str, rev: str = "HEAD", limit: int | None = None) -> list[CommitInfo]:
+def patchgate_commits(
+    repo: str,
+    rev: str = "HEAD",
+    limit: int | None = None,
+    markers: Sequence[str] = MARKER_KEYS,
+) -> list[CommitInfo]:
     """Commits reachable from ``rev`` (a commit or a range) made by patchgate, newest first.
+
+    ``markers``: the marker trailers that count (default both; ``(ROLLBACK_ID,)``: rollbacks).
 
     One ``git log`` call: ``--grep`` keeps only messages with a marker line, then the parsed
     trailers confirm it (a body that merely quotes a marker is not enough). ``limit`` counts
@@ -176,7 +183,7 @@ def patchgate_commits(repo: str, rev: str = "HEAD", limit: int | None = None) ->
     """
     _check_rev(rev)
     argv = ["log", "-z", "--format=%H%x00%s%x00%(trailers:only,unfold)"]
-    argv += ["--regexp-ignore-case", *(f"--grep=^{key}:" for key in MARKER_KEYS)]
+    argv += ["--regexp-ignore-case", *(f"--grep=^{key}:" for key in markers)]
     if limit is not None:
         argv.append(f"--max-count={limit}")
     argv += ["--end-of-options", rev, "--"]
@@ -185,7 +192,7 @@ def patchgate_commits(repo: str, rev: str = "HEAD", limit: int | None = None) ->
         if rev == "HEAD" and _unborn(repo):
             return []
         raise _failed(done, f"git log {rev}")
-    return [info for info in _records(done.output) if _is_patchgate(info)]
+    return [info for info in _records(done.output) if _is_patchgate(info, markers)]
 
 
 def _unborn(repo: str) -> bool:

@@ -322,6 +322,12 @@ def test_a_read_only_bind_around_the_workspace_is_refused(world: World) -> None:
     assert caught.value.stage == "PREFLIGHT"
 
 
+def test_a_writable_path_around_the_workspace_is_refused(world: World) -> None:
+    spec = dataclasses.replace(world.spec, extra_writable=(str(world.project / "patches"),))
+    with pytest.raises(ValueError, match="contains the workspace"):
+        jail.command(["true"], spec)
+
+
 def test_a_missing_read_only_path_is_a_preflight_error(world: World, tmp_path: Path) -> None:
     spec = dataclasses.replace(world.spec, readonly=(str(tmp_path / "nope"),))
     with pytest.raises(PatchgateError, match=r"does not exist; fix the path in patchgate\.yaml"):
@@ -617,21 +623,27 @@ def test_memory_cap_is_the_configured_one(world: World) -> None:
     assert world.run(code, max_memory_mb=2048).output.strip() == "allocated"
 
 
-def test_jail_tmp_is_capped_like_memory(world: World) -> None:
+def test_memory_backed_scratch_is_capped_and_dev_is_read_only(world: World) -> None:
     done = world.run(
         """
         chunk = b"x" * (1 << 20)
-        try:
-            with open("/tmp/fill", "wb") as fh:
-                for _ in range(200):
-                    fh.write(chunk)
-            print("FILLED")
-        except OSError as exc:
-            print(exc.strerror)
+        for path in ["/tmp/fill", "/dev/shm/fill", "/dev/fill", "/fill"]:
+            try:
+                with open(path, "wb") as fh:
+                    for _ in range(200):
+                        fh.write(chunk)
+                print("FILLED", path)
+            except OSError as exc:
+                print(path, exc.strerror)
         """,
         max_memory_mb=128,
     )
-    assert done.output.strip() == "No space left on device"
+    assert done.output.splitlines() == [
+        "/tmp/fill No space left on device",
+        "/dev/shm/fill No space left on device",
+        "/dev/fill Read-only file system",
+        "/fill Read-only file system",
+    ]
 
 
 def test_endless_output_is_cut_with_a_marker(world: World) -> None:
