@@ -13,7 +13,7 @@ from typing import Any
 from tasks import git, jail, proc, report
 from tasks.errors import PatchgateError
 from tasks.steps import write_json
-from tasks.workspace import Workspace, attempt
+from tasks.workspace import Workspace, attempt, mark_tree
 
 PATCHES_DIR = "patches"
 KINDS = {".py": "script", ".diff": "diff", ".patch": "diff", ".zip": "zip"}
@@ -114,6 +114,7 @@ def jail_spec(
         uid=settings["jail_uid"],
         max_processes=settings["max_processes"],
         max_memory_mb=settings["max_memory_mb"],
+        workdir_readonly=bool(settings.get("repo_readonly")),
     )
 
 
@@ -143,11 +144,10 @@ def run_jailed(
     )
 
 
-def _logged(log: str, title: str, done: proc.Completed) -> None:
+def _logged(log: str, title: str, argv: Sequence[str], done: proc.Completed) -> None:
     report.log(
         log,
-        f"$ {' '.join(done.argv[-6:])}\n{done.output}[{title}: exit {done.returncode}, "
-        f"{done.duration:.2f}s]",
+        f"$ {' '.join(argv)}\n{done.output}[{title}: exit {done.returncode}, {done.duration:.2f}s]",
     )
 
 
@@ -161,7 +161,7 @@ def run_script(settings: dict[str, Any], ws: Workspace, patch: str, log: str) ->
     done = run_jailed(
         settings, ws, (python, patch), timeout=settings["patch_timeout"], readonly=(patch,)
     )
-    _logged(log, "patch script", done)
+    _logged(log, "patch script", (python, os.path.relpath(patch, ws.root)), done)
     if done.timed_out:
         raise PatchgateError(
             "APPLY",
@@ -232,7 +232,7 @@ def apply_diff(settings: dict[str, Any], ws: Workspace, diff: str, log: str) -> 
     strip = infer_strip(settings, ws, diff, log)
     files = diff_files(settings, ws, diff, strip)
     done = _git_apply(settings, ws, diff, f"-p{strip}")
-    _logged(log, "git apply", done)
+    _logged(log, "git apply", ("git", "apply", f"-p{strip}", os.path.basename(diff)), done)
     if done.returncode != 0:
         raise PatchgateError(
             "APPLY",
@@ -259,7 +259,9 @@ def unpack_zip(path: str, dest: str) -> list[str]:
                 out.append(target)
             return out
     except zipfile.BadZipFile:
-        raise PatchgateError("PREFLIGHT", f"{name} is not a valid zip file") from None
+        raise PatchgateError(
+            "PREFLIGHT", f"{name} is not a valid zip file; re-create it with zip"
+        ) from None
 
 
 def lay_tree(ws: Workspace, carry: dict[str, Any], log: str) -> list[str]:
@@ -300,6 +302,7 @@ def apply_patch(
             for part in unpack_zip(patch, ws.path("unzipped")):
                 files += apply_diff(settings, ws, part, log)
         tree = git.snapshot(ws.repo, ws.index)
+    mark_tree(ws, tree)
     changes = git.diff_trees(ws.repo, git.tree_of(ws.repo, base), tree)
     report.log(log, f"apply: {len(changes)} changed path(s)")
     # Only content goes in: a patch edit that produces the same tree leaves this file

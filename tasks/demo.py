@@ -57,6 +57,7 @@ def run_demo(root: str, log: str) -> dict[str, Any]:
     expected = [
         (("verify", "patch=patches/good_mean_empty.py"), 0),
         (("verify", "patch=patches/bad_add_str.py"), 1),
+        (("promote", "issue=good_mean_empty", "message=calc: mean() of nothing is 0.0"), 0),
     ]
     for args, want in expected:
         code = patchgate(project, *args)
@@ -67,7 +68,23 @@ def run_demo(root: str, log: str) -> dict[str, Any]:
                 f"doit {' '.join(args)} exited {code}, expected "
                 f"{'success' if want == 0 else 'a failure'}; see the output above",
             )
-    return {"summary": {"RESULT": "SUCCESS", "DEMO": os.path.relpath(project, root)}}
+    live, remote = os.path.join(project, "live"), os.path.join(project, "remote.git")
+    landed, pushed = git.head(live), git.out(remote, "rev-parse", "main")
+    if landed != pushed:
+        raise PatchgateError(
+            "DEMO",
+            f"the promotion was not pushed: live is at {landed[:12]}, "
+            f"the demo remote at {pushed[:12]}; see the output above",
+        )
+    report.log(log, f"demo: promoted and pushed {landed}")
+    return {
+        "summary": {
+            "RESULT": "SUCCESS",
+            "COMMIT": landed,
+            "PUSH": "OK",
+            "DEMO": os.path.relpath(project, root),
+        }
+    }
 
 
 def task_demo() -> Iterator[dict[str, Any]]:

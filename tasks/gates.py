@@ -14,13 +14,14 @@ from tasks import config, git, proc, report
 from tasks.apply import run_jailed
 from tasks.errors import PatchgateError
 from tasks.steps import read_json, write_json
-from tasks.workspace import Workspace, ensure_tree
+from tasks.workspace import Workspace, ensure_tree, forget_tree, mark_tree
 
 # Exit code 5 is pytest's "no tests were collected": never a pass.
 PYTEST_NO_TESTS = 5
 SCHEMA = "step-result.schema.json"
 # path:line[:col]: message — ruff's concise format, mypy, flake8, gcc, most linters.
-FINDING = re.compile(r"^(?P<path>[^\s:][^:]*):(?P<line>\d+):(?:(?P<col>\d+):)?\s*(?P<msg>.+)$")
+# A path has no spaces and is not a number (so "12:30:45 done" is no finding).
+FINDING = re.compile(r"^(?P<path>(?!\d+:)[^\s:]+):(?P<line>\d+):(?:(?P<col>\d+):)?\s*(?P<msg>.+)$")
 # ruff's default ("full") format puts the message first and the place on the next line.
 RUFF_PLACE = re.compile(r"^\s*-->\s*(?P<path>[^:\s][^:]*):(?P<line>\d+):(?P<col>\d+)\s*$")
 # pytest's short summary: "FAILED tests/test_x.py::test_y - AssertionError: ...".
@@ -269,9 +270,8 @@ def verdict_of(
     if failing:
         message = tests[failing[0]][1] if tests else ""
         more = f" (+{len(failing) - 1} more)" if len(failing) > 1 else ""
-        return "fail", _short(
-            f"{name}: {failing[0]} failed{more}" + (f": {message}" if message else "")
-        )
+        said = f": {_short(message)}" if message else ""
+        return "fail", f"{name}: {failing[0]} failed{said}{more}"
     return "fail", f"{name}: {first_error(done.output, done.returncode)}"
 
 
@@ -416,8 +416,11 @@ def run_gate(
         os.unlink(junit_path(ws, gate["name"]))
     argv = expand(gate, files, ws, settings)
     report.log(log, f"gate {gate['name']}: {' '.join(argv)}")
+    judge_only = not gate["fixes"] and settings["jail"] == "bwrap"
+    if not judge_only:
+        forget_tree(ws)
     done = run_jailed(
-        {**settings, "writable": (ws.path("cache"),)},
+        {**settings, "writable": (ws.path("cache"),), "repo_readonly": judge_only},
         ws,
         argv,
         timeout=gate["timeout"],
@@ -429,6 +432,7 @@ def run_gate(
     verdict, reason = verdict_of(gate, done, junit, ws.repo)
     if gate["fixes"] and verdict == "pass":
         record["tree"] = git.snapshot(ws.repo, ws.index)
+        mark_tree(ws, record["tree"])
         base_tree = read_json(ws.meta)["base_tree"]
         diff = git.diff_trees(ws.repo, base_tree, record["tree"])
         record["changes"] = [c.as_dict() for c in diff]
@@ -512,6 +516,7 @@ def run_on_base(
         result: dict[str, Any] = read_json(cached)
         return result
     current = git.snapshot(ws.repo, ws.index)
+    forget_tree(ws)
     git.restore(ws.repo, meta["base_sha"])
     try:
         on_base = [f for f in files if os.path.lexists(os.path.join(ws.repo, f))]
@@ -540,6 +545,7 @@ def run_on_base(
             }
     finally:
         git.restore(ws.repo, meta["base_sha"], current)
+        mark_tree(ws, current)
     if not result.get("timed_out"):
         write_json(cached, result)
     return result

@@ -88,7 +88,10 @@ def tree_of(repo: str, rev: str) -> str:
 
 def status(repo: str) -> str:
     """Porcelain status with untracked files: what a user would call the state of their tree."""
-    return run(repo, "status", "--porcelain=v1", "-z", "--untracked-files=all").output
+    # --no-optional-locks: looking must not rewrite the user's index.
+    return run(
+        repo, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all"
+    ).output
 
 
 def snapshot(repo: str, index: str) -> str:

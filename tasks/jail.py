@@ -61,6 +61,8 @@ class JailSpec:
     uid: int = 1000
     max_processes: int = 512
     max_memory_mb: int = 4096
+    # A gate that only judges sees the workspace read-only: it cannot change what it judges.
+    workdir_readonly: bool = False
 
 
 # --- preflight -------------------------------------------------------------------------------
@@ -131,7 +133,8 @@ def command(argv: Sequence[str], spec: JailSpec) -> list[str]:
     for path in covers:
         args += ["--tmpfs", path]
     for path in writable:
-        args += ["--bind", path, path]
+        ro = spec.workdir_readonly and path == writable[0]
+        args += ["--ro-bind" if ro else "--bind", path, path]
     for path in readonly:  # after the writable ones: a read-only path is never shadowed
         args += ["--ro-bind", path, path]
     args += _git_mask(writable[0])

@@ -63,6 +63,11 @@ def _child_setup(limits: Mapping[int, int] | None, cgroup: str | None) -> Callab
     return setup
 
 
+def _expire(proc: subprocess.Popen[bytes], expired: threading.Event) -> None:
+    expired.set()
+    _kill_group(proc)
+
+
 def _drain(stream: IO[bytes], cap: int, sink: list[bytes], dropped: list[int]) -> None:
     """Keep the first ``cap`` bytes, count the rest: a child printing without end fills nothing."""
     kept = 0
@@ -113,24 +118,31 @@ def run(
     dropped = [0]
     reader = threading.Thread(target=_drain, args=(proc.stdout, output_cap, sink, dropped))
     reader.start()
-    timed_out = False
+    # A timer kills the group: Popen.wait(timeout) polls with sleeps of up to 50 ms, which
+    # every short command (git, a jailed step) would pay on top of its own run time.
+    expired = threading.Event()
+    timer = threading.Timer(timeout, _expire, (proc, expired)) if timeout is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
     try:
         if input_bytes is not None and proc.stdin is not None:
             with proc.stdin:
                 proc.stdin.write(input_bytes)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+        proc.wait()
     except BaseException:  # Ctrl-C: take the children down with us
         _kill_group(proc)
         proc.wait()
         raise
     finally:
+        if timer is not None:
+            timer.cancel()
         # Grandchildren left behind (a daemonised writer) must not outlive the step.
         _kill_group(proc)
         proc.wait()
         reader.join()
         proc.stdout.close()
+    timed_out = expired.is_set()
     output = b"".join(sink).decode("utf-8", errors="replace")
     if dropped[0]:
         output += TRUNCATION_MARKER.format(cap=output_cap, dropped=dropped[0])

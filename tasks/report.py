@@ -116,7 +116,8 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         group = self._group(task)
         if group is None or group.failure is not None or isinstance(exception, UnmetDependency):
             return
-        group.failure = (task.meta.get("stage", "INTERNAL"), failure_reason(exception))
+        stage = getattr(exception, "stage", None) or task.meta.get("stage", "INTERNAL")
+        group.failure = (stage, failure_reason(exception))
         if isinstance(exception, TaskError):
             group.detail = exception.get_msg()
 

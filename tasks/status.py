@@ -9,6 +9,7 @@ from typing import Any
 from tasks import config, git, report
 from tasks.errors import PatchgateError
 from tasks.steps import failed_creator, read_json, sha256_file, step
+from tasks.verify import recover_first
 from tasks.workspace import WORKSPACES_DIR, Workspace, is_intact
 
 
@@ -42,8 +43,8 @@ def workspace_rows(root: str) -> list[dict[str, str]]:
     top = os.path.join(root, WORKSPACES_DIR)
     for name in sorted(os.listdir(top)) if os.path.isdir(top) else []:
         ws = Workspace(root, name.removeprefix("issue_"))
-        if not os.path.exists(ws.meta):
-            continue
+        if not os.path.exists(ws.meta) or ws.issue.startswith("."):
+            continue  # ".finalize": finalize's scratch worktree, not an issue
         meta = ws.read_meta()
         verdict = read_json(ws.result)["verification_status"] if os.path.exists(ws.result) else "-"
         why = []
@@ -84,6 +85,7 @@ def task_status() -> Iterator[dict[str, Any]]:
     root = os.getcwd()
     log = report.log_path(root, "status")
     try:
+        recover_first(root, log)
         git.live_head(config.load(root).live_repo)
     except PatchgateError as err:
         yield failed_creator("status", root, log, err)

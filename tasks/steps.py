@@ -26,6 +26,19 @@ DOIT_CONFIG: dict[str, Any] = {
 }
 
 Action = Callable[..., Any]
+
+
+class StepFailed(TaskFailed):  # type: ignore[misc]
+    """A failed step that knows its stage (a gate failing in the final step is still GATES)."""
+
+    def __init__(self, msg: str, stage: str) -> None:
+        super().__init__(msg)
+        self.stage = stage
+
+    def __reduce__(self) -> tuple[Any, ...]:  # doit -P process sends failures between processes
+        return (StepFailed, (self.message, self.stage))
+
+
 FailureHook = Callable[[str, str, str], None]
 
 
@@ -43,7 +56,7 @@ def run_step(
         report.log(log, f"FAILED at {err.stage}: {err.message}")
         if on_failure is not None:
             on_failure(args[0], err.stage, err.message)
-        return TaskFailed(err.message)
+        return StepFailed(err.message, err.stage)
     return None if result is None else result
 
 

@@ -231,6 +231,7 @@ def chain(
     base: str,
     warning: str | None,
     carry: dict[str, Any] | None = None,
+    basename: str = "verify",
 ) -> Iterator[dict[str, Any]]:
     """The subtasks of one issue; staleness flows through file_dep on upstream targets."""
     root, live = cfg.root, cfg.live_repo
@@ -295,7 +296,8 @@ def chain(
         uptodate=[config_changed(rules)],
         on_failure=fail_hook,
     )
-    source, previous = ws.step_file("apply"), f"verify:{issue}-scope"
+    # basename: rollback verifies its revert with this same chain, under its own task names.
+    source, previous = ws.step_file("apply"), f"{basename}:{issue}-scope"
     for gate in gates:
         name = f"{issue}-gate-{gate['name']}"
         yield step(
@@ -311,7 +313,7 @@ def chain(
             uptodate=[GateInputs(gate, source, ws.meta, settings)],
             on_failure=fail_hook,
         )
-        previous = f"verify:{name}"
+        previous = f"{basename}:{name}"
         if gate["fixes"]:
             source = ws.gate_file(gate["name"])
     gate_files = [ws.gate_file(g["name"]) for g in gates]
@@ -439,6 +441,7 @@ def task_verify() -> Iterator[dict[str, Any]]:
     root = os.getcwd()
     log = report.log_path(root, "verify")
     try:
+        recover_first(root, log)
         cfg = config.load(root)
         head = git.live_head(cfg.live_repo)
         warning = jail.preflight(cfg["jail"])
@@ -447,6 +450,17 @@ def task_verify() -> Iterator[dict[str, Any]]:
         yield failed_creator("verify", root, log, err)
         return
     yield from tasks
+
+
+def recover_first(root: str, log: str) -> None:
+    """Before anything else: finish or undo a promotion a crash interrupted, and say so."""
+    # promote imports verify (it re-verifies before landing); importing it here, at call
+    # time, keeps that one-way at import time.
+    from tasks.promote import recover
+
+    for line in recover(root):
+        print(f"recover: {line}", flush=True)
+        report.log(log, f"recover: {line}")
 
 
 ISSUE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

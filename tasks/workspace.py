@@ -115,6 +115,7 @@ def ensure(ws_dir: str, live_repo: str, base: str, patch: str, patch_sha256: str
 def attempt(ws: Workspace) -> Iterator[str]:
     """Start from the base exactly; if anything goes wrong, put the base back (pre-commit style)."""
     base = ws.read_meta()["base_sha"]
+    forget_tree(ws)
     git.restore(ws.repo, base)
     try:
         yield base
@@ -125,8 +126,35 @@ def attempt(ws: Workspace) -> Iterator[str]:
 
 def ensure_tree(ws: Workspace, tree: str) -> None:
     """Make the worktree hold exactly ``tree`` (undoing what an earlier step left behind)."""
+    if known_tree(ws) == tree:
+        return
     if git.snapshot(ws.repo, ws.index) != tree:
         git.restore(ws.repo, ws.read_meta()["base_sha"], tree)
+    mark_tree(ws, tree)
+
+
+# A snapshot scans the whole worktree. Within one run, the steps that can change the worktree
+# forget the mark first (apply, fixing gates, unjailed gates); judging gates see it read-only.
+# Across runs the mark is never trusted: a person may have edited the worktree in between.
+
+
+def known_tree(ws: Workspace) -> str | None:
+    try:
+        with open(ws.path("worktree.tree"), encoding="utf-8") as fh:
+            tree, stamp = fh.read().split()
+    except (OSError, ValueError):
+        return None
+    return tree if stamp == report.RUN_STAMP else None
+
+
+def mark_tree(ws: Workspace, tree: str) -> None:
+    with open(ws.path("worktree.tree"), "w", encoding="utf-8") as fh:
+        fh.write(f"{tree} {report.RUN_STAMP}\n")
+
+
+def forget_tree(ws: Workspace) -> None:
+    if os.path.exists(ws.path("worktree.tree")):
+        os.unlink(ws.path("worktree.tree"))
 
 
 def require(ws: Workspace) -> None:

@@ -85,6 +85,21 @@ def tree_state(repo: Path) -> tuple[str, str, dict[str, str]]:
     return git(repo, "rev-parse", "HEAD"), status, files
 
 
+def run_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a patchgate run in a test: bytecode cached, as on a user's machine.
+
+    Some shells set PYTHONDONTWRITEBYTECODE; then every doit run compiles ~200 modules again,
+    which costs more than most steps under test.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.setdefault("PYTHONPYCACHEPREFIX", str(PYCACHE))
+    env.update(extra or {})
+    return env
+
+
+PYCACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "patchgate-test-pycache"
+
+
 @dataclass
 class Result:
     code: int

@@ -17,14 +17,15 @@ import sys
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import ADD_MUL, CALC, Project, ProjectFactory, Result, git, script
+
 from tasks.config import DEFAULT_GATES
+from tasks.gates import findings, first_error, node_id
 
 OPS = CALC["calc/ops.py"]
 MUL = "\n\ndef mul(a: int, b: int) -> int:\n    return a * b\n"
@@ -46,7 +47,8 @@ ALL_WRONG = ops_patch(
     )
     + MUL.replace("return a * b", "return str(a * b)")
 )
-UGLY = ops_patch(OPS + "\n\ndef mul(a:int,b:int)->int:\n    return a*b\n")
+UGLY_OPS = OPS + "\n\ndef mul(a:int,b:int)->int:\n    return a*b\n"
+UGLY = ops_patch(UGLY_OPS)
 FORMATTED_OPS = OPS + MUL
 README = script(["README.txt"], 'Path("README.txt").write_text("calc, documented\\n")')
 PY_GATES = ("ruff-format", "ruff", "mypy", "pytest")
@@ -95,8 +97,9 @@ def commit(repo: Path, files: dict[str, str], message: str = "base change") -> N
 
 
 def hash_object(text: str) -> str:
-    done = subprocess.run(("git", "hash-object", "--stdin"), input=text, capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        ("git", "hash-object", "--stdin"), input=text, capture_output=True, text=True, check=True
+    )
     return done.stdout.strip()
 
 
@@ -121,11 +124,11 @@ def shared(tmp_path_factory: pytest.TempPathFactory, calc_template: Path) -> Pro
     return project
 
 
-Verify = Callable[[str, str], Result]
+Verify = Callable[..., Result]  # (patch name, patch text, *doit arguments)
 
 
 @pytest.fixture(scope="module")
-def verify_once(shared: Project) -> Iterator[Verify]:
+def verify_once(shared: Project) -> Verify:
     """Run each (name, patch text) once per module: several tests read the same run."""
     runs: dict[tuple[str, str, tuple[str, ...]], Result] = {}
 
@@ -135,7 +138,7 @@ def verify_once(shared: Project) -> Iterator[Verify]:
             runs[key] = shared.run("verify", f"patch={shared.patch(name, text)}", *args)
         return runs[key]
 
-    yield verify
+    return verify
 
 
 # --- selection ---------------------------------------------------------------------------------
@@ -219,16 +222,11 @@ def test_keep_going_runs_all_gates_and_reports_every_failure(
     assert res.summary["REASON"].startswith("ruff: calc/ops.py:3:8: F401")  # the first failure
     assert result_of(shared, "wrong")["stage"] == "GATES"
     gates = result_of(shared, "wrong")["gates"]
-    assert {n: gates[n]["verdict"] for n in PY_GATES} == {
-        "ruff-format": "pass", "ruff": "fail", "mypy": "fail", "pytest": "fail"}  # fmt: skip
+    verdicts = {n: gates[n]["verdict"] for n in PY_GATES}
+    assert verdicts == {"ruff-format": "pass", "ruff": "fail", "mypy": "fail", "pytest": "fail"}
     assert gates["pytest"]["reason"].startswith("pytest: tests/test_ops.py::test_add failed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="steps.run_step drops PatchgateError.stage; the reporter prints the step's own stage "
-    "(VERIFY) for the GATES failure that conclude raises under keep_going",
-)
 def test_keep_going_summary_names_the_gates_stage(shared: Project, verify_once: Verify) -> None:
     res = verify_once("wrong.py", ALL_WRONG, "keep_going=1")
     assert res.summary["STAGE"] == "GATES"
@@ -280,8 +278,9 @@ def test_ruff_format_fix_counts_as_the_patchs_own(shared: Project, verify_once: 
     result = result_of(shared, "ugly")
     (change,) = result["changes"]
     assert change["path"] == "calc/ops.py" and change["blob"] == hash_object(FORMATTED_OPS)
-    assert git(shared.ws("ugly") / "repo", "rev-parse", f"{result['tree']}:calc/ops.py") == (
-        change["blob"]
+    assert (
+        git(shared.ws("ugly") / "repo", "rev-parse", f"{result['tree']}:calc/ops.py")
+        == (change["blob"])
     )
     with zipfile.ZipFile(shared.ws("ugly") / "patched.zip") as zf:
         assert zf.read("files/calc/ops.py").decode() == FORMATTED_OPS
@@ -307,7 +306,9 @@ def test_a_hanging_gate_times_out_and_its_processes_are_killed(
     make_project: ProjectFactory,
 ) -> None:
     marker = f"hang-{uuid.uuid4().hex}"
-    sleeper = f"import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)  # {marker}"
+    sleeper = (
+        f"import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)  # {marker}"
+    )
     project = make_project(
         gates=[{"name": "hang", "command": ["python", "-c", sleeper], "timeout": 1}]
     )
@@ -348,8 +349,7 @@ def test_atlas_build_and_test_commands_become_gates(make_project: ProjectFactory
     res = project.run("verify", f"patch={project.patch('atlas.py', ADD_MUL)}")
     assert res.code != 0 and res.summary["RESULT"] == "FAIL", res.out
     assert res.summary["REASON"] == "test-2: exit 3, no output"
-    assert [executed(res, "atlas", f"gate-{n}") for n in ("build", "test-1", "test-2")] == [
-        True, True, True]  # fmt: skip
+    assert all(executed(res, "atlas", f"gate-{n}") for n in ("build", "test-1", "test-2"))
     result = result_of(project, "atlas")
     assert result["build_status"] == "pass"
     assert [(t["command"], t["exit_code"]) for t in result["test_results"]] == [
@@ -370,8 +370,8 @@ def test_a_failing_build_command_sets_build_status(make_project: ProjectFactory)
 def test_tool_env_points_gates_at_another_virtual_environment(
     make_project: ProjectFactory,
 ) -> None:
-    project = make_project(gates=[{"name": "which", "command": ["python", "-c",
-                                   "import sys; print('prefix=' + sys.prefix)"]}])  # fmt: skip
+    which = ["python", "-c", "import sys; print('prefix=' + sys.prefix)"]
+    project = make_project(gates=[{"name": "which", "command": which}])
     venv = project.path / "toolenv"
     subprocess.run((sys.executable, "-m", "venv", "--without-pip", str(venv)), check=True)
     project.configure(tool_env="toolenv")
@@ -405,9 +405,10 @@ def test_baseline_excuses_a_test_already_failing_on_the_base(
 
 def test_baseline_classifies_every_test(make_project: ProjectFactory) -> None:
     project = make_project(gates=[gate("pytest")], baseline=True)
-    commit(project.live, {"tests/test_more.py": (
+    has_mul = (
         "from calc import ops\n\n\ndef test_has_mul() -> None:\n    assert hasattr(ops, 'mul')\n"
-        "\n\ndef test_broken() -> None:\n    assert 1 == 2\n")})  # fmt: skip
+    )
+    commit(project.live, {"tests/test_more.py": has_mul + "\n\n" + BROKEN_TEST})
     patch = ops_patch(OPS.replace("return a - b", "return a - b - 1") + MUL)
     res = project.run("verify", f"patch={project.patch('mixed.py', patch)}")
     failed_cleanly(res, "GATES")
@@ -476,12 +477,12 @@ def test_changing_one_gates_config_reruns_only_that_gate(make_project: ProjectFa
     project = make_project(gates=DEFAULT_GATES)
     patch = project.patch("inc.py", ADD_MUL)
     assert project.run("verify", f"patch={patch}").code == 0
-    project.configure(gates=[*DEFAULT_GATES[:2], gate("mypy", command=[
-        *gate("mypy")["command"][:-1], "--no-color-output", "{files}"]), DEFAULT_GATES[3]])  # fmt: skip
+    mypy = gate("mypy", command=[*gate("mypy")["command"][:-1], "--no-color-output", "{files}"])
+    project.configure(gates=[*DEFAULT_GATES[:2], mypy, DEFAULT_GATES[3]])
     res = project.run("verify", f"patch={patch}")
     assert res.code == 0, res.out
-    assert {n: executed(res, "inc", f"gate-{n}") for n in PY_GATES} == {
-        "ruff-format": False, "ruff": False, "mypy": True, "pytest": False}  # fmt: skip
+    ran_now = {n: executed(res, "inc", f"gate-{n}") for n in PY_GATES}
+    assert ran_now == {"ruff-format": False, "ruff": False, "mypy": True, "pytest": False}
     assert not executed(res, "inc", "apply")
     assert "--no-color-output" in record_of(project, "inc", "mypy")["command"]
 
@@ -493,8 +494,7 @@ def test_patch_edit_outside_python_files_reruns_no_python_gate(
     patch = project.patch("edit.py", UGLY)
     assert project.run("verify", f"patch={patch}").code == 0
     readme = "calc, now with mul\n"
-    project.patch("edit.py", ops_patch(OPS + "\n\ndef mul(a:int,b:int)->int:\n    return a*b\n",
-                                       {"README.txt": readme}))  # fmt: skip
+    project.patch("edit.py", ops_patch(UGLY_OPS, {"README.txt": readme}))
     res = project.run("verify", f"patch={patch}")
     assert res.code == 0, res.out
     assert executed(res, "edit", "apply")
@@ -567,8 +567,8 @@ def test_invalid_gate_config_is_one_config_line(
 
 
 def test_junit_placeholder_on_a_gate_that_writes_none(make_project: ProjectFactory) -> None:
-    project = make_project(gates=[{"name": "quiet", "command": ["python", "-c", "pass",
-                                                                "--junitxml={junit}"]}])  # fmt: skip
+    quiet = {"name": "quiet", "command": ["python", "-c", "pass", "--junitxml={junit}"]}
+    project = make_project(gates=[quiet])
     res = project.run("verify", f"patch={project.patch('quiet.py', README)}")
     failed_cleanly(res, "GATES")
     assert res.summary["REASON"] == "quiet wrote no JUnit XML to {junit}; fix the gate's command"
@@ -583,3 +583,53 @@ def test_a_suite_that_collects_no_tests_fails(make_project: ProjectFactory) -> N
         "pytest: no tests were collected (exit 5); add tests or drop the gate"
     )
     assert record_of(project, "notests", "pytest")["exit_code"] == 5
+
+
+# --- reading what the tools print --------------------------------------------------------------
+
+
+def test_ruff_full_and_concise_output_give_the_same_findings(tmp_path: Path) -> None:
+    (tmp_path / "bad.py").write_text("import os\nimport sys\n")
+    ruff = Path(sys.executable).parent / "ruff"
+    outputs = [
+        subprocess.run(
+            (str(ruff), "check", "--no-cache", f"--output-format={fmt}", "bad.py"),
+            cwd=tmp_path, capture_output=True, text=True, check=False,
+        ).stdout
+        for fmt in ("full", "concise")
+    ]  # fmt: skip
+    full, concise = (findings(out) for out in outputs)
+    assert (
+        full
+        == concise
+        == [
+            "bad.py: F401 [*] `os` imported but unused",
+            "bad.py: F401 [*] `sys` imported but unused",
+        ]
+    )
+    assert first_error(outputs[0], 1) == "bad.py:1:8: F401 [*] `os` imported but unused"
+
+
+def test_pytest_summary_line_is_the_reason_without_junit() -> None:
+    output = (
+        "F.                                     [100%]\n=== FAILURES ===\n"
+        "tests/test_ops.py:6: AssertionError\n=== short test summary info ===\n"
+        "FAILED tests/test_ops.py::test_add - assert 6 == 5\n1 failed, 1 passed in 0.03s\n"
+    )
+    assert first_error(output, 1) == "tests/test_ops.py::test_add failed: assert 6 == 5"
+
+
+def test_junit_test_ids_follow_pytest_node_ids(tmp_path: Path) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_k.py").write_text("")
+    repo = str(tmp_path)
+    assert node_id("tests.test_k", "test_p[1]", repo) == "tests/test_k.py::test_p[1]"
+    assert node_id("tests.test_k.TestA", "test_x", repo) == "tests/test_k.py::TestA::test_x"
+    assert node_id("", "tests.test_k", repo) == "tests/test_k.py"  # a collection error
+    assert node_id("tests.test_k.TestA", "test_x") == "tests/test_k.py::TestA::test_x"
+
+
+def test_a_finding_that_moved_is_the_same_finding() -> None:
+    before = "m.py:2: error: Incompatible return value type  [return-value]\n"
+    after = "m.py:9: error: Incompatible return value type  [return-value]\n"
+    assert findings(before) == findings(after)

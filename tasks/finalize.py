@@ -1,0 +1,338 @@
+"""doit finalize message="…": gate live's uncommitted changes, then commit and push them (AM -f).
+
+Gates never run in live itself. Live's changed files (``git status``: modified, added, deleted,
+untracked; ignored files are not changes) are hashed into a tree on top of HEAD; a temporary
+worktree (``patches/workspaces/issue_.finalize``, a name no issue can have) is put at exactly
+that tree, and the configured gates run there, jailed, through the same ``run_gate`` as verify.
+What lands is the tree the gates passed: a fixer's edits (ruff format) are written back to live.
+Landing, pushing, the lock, the journal and crash recovery are promote's.
+
+    finalize:gates   hash live's changes, gate them in the temporary worktree
+    finalize:land    live unchanged since? then the journaled copy + commit (Trigger: finalize)
+    finalize:push    PUSH: OK | FAIL | SKIPPED
+    finalize         provenance apply event, temporary worktree removed, audit command
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from tasks import config, git, jail, lock, provenance, report, trailers
+from tasks.errors import PatchgateError
+from tasks.gates import run_gate
+from tasks.promote import context as promote_context
+from tasks.promote import (
+    current_branch,
+    hash_tree,
+    land_changes,
+    landed_record,
+    now,
+    placeholder,
+    plog,
+    pstep,
+    push_landed,
+    push_note,
+    recover,
+    redact,
+    remove_workspace,
+    requested,
+    run_audit,
+    say,
+    sync_live,
+)
+from tasks.steps import failed_creator, read_json, write_json
+from tasks.workspace import Workspace, ensure
+
+
+def task_finalize() -> Iterator[dict[str, Any]]:
+    """Finalize live (AM -f): gate live's uncommitted changes, then commit and push them.
+
+    message="…"     commit subject (required)
+    operator=NAME require_push=1 skip_up_to_date=1 fast_forward=0   (see `doit config`)
+    """
+    yield from finalize_tasks(os.getcwd(), requested("finalize"))
+
+
+LABEL = ".finalize"  # the temporary worktree's issue name: check_issue refuses it for issues
+TRIGGER = "finalize"
+GROUP = "finalize"
+
+
+def state_dir(root: str) -> str:
+    return os.path.join(root, "patches", ".state", "finalize")
+
+
+def changed_paths(live: str) -> list[str]:
+    """Paths with uncommitted changes in live (staged, unstaged, untracked; not ignored)."""
+    out = git.run(
+        live, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"
+    ).output
+    paths = sorted({e[3:] for e in out.split("\0") if len(e) > 3})
+    nested = [p for p in paths if p.endswith("/")]
+    if nested:
+        raise PatchgateError(
+            "FINALIZE",
+            f"{nested[0]} is a nested repository; commit it on its own or move it "
+            "away, then finalize again",
+        )
+    return paths
+
+
+def gate_live(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
+    """Action of finalize:gates: live's changes as a tree, gated in a temporary worktree."""
+    ws = Workspace.at(ws_dir)
+    root, live = ctx["root"], ctx["live"]
+    for note in ctx["notes"]:
+        say(log, f"finalize: {note}")
+    current_branch(live, ctx["branch"])
+    head = git.live_head(live)
+    paths = changed_paths(live)
+    head_tree = git.tree_of(live, head)
+    tree = hash_tree(root, live, head, paths) if paths else head_tree
+    if tree == head_tree:
+        raise PatchgateError("FINALIZE", "live has no uncommitted changes; nothing to finalize")
+    digest = hashlib.sha256(tree.encode()).hexdigest()
+    ensure(ws.dir, live, head, "(finalize: live's uncommitted changes)", digest, log)
+    git.restore(ws.repo, head, tree)
+    changes = [c.as_dict() for c in git.diff_trees(live, head_tree, tree)]
+    files = sorted(c["path"] for c in changes)
+    plog(log, f"finalize: {len(changes)} changed path(s) in live: {', '.join(files)}")
+    # Shaped like apply.json, so run_gate treats it as any patch's result.
+    write_json(
+        ws.step_file("apply"),
+        {"method": "finalize", "files": files, "tree": tree, "changes": changes},
+    )
+    source, verdicts = ws.step_file("apply"), {}
+    for gate in ctx["gates"]:
+        run_gate(ws.dir, gate, source, ctx["settings"], log)
+        verdicts[gate["name"]] = read_json(ws.gate_file(gate["name"]))["verdict"]
+        if gate["fixes"]:
+            source = ws.gate_file(gate["name"])
+    final = read_json(source)
+    write_json(
+        os.path.join(ctx["state"], "gates.json"),
+        {
+            "head": head,
+            "live_paths": paths,
+            "live_tree": tree,
+            "tree": final["tree"],
+            "changes": final["changes"],
+            "files": sorted(c["path"] for c in final["changes"]),
+            "gates": verdicts,
+        },
+    )
+    plog(log, f"finalize: gates passed on tree {final['tree'][:12]}")
+
+
+def message_of(ctx: dict[str, Any], gated: dict[str, Any], patch_id: str) -> str:
+    pairs = [
+        (trailers.PATCH_ID, patch_id),
+        (trailers.BASE, gated["head"]),
+        (trailers.TRIGGER, TRIGGER),
+        (trailers.VERIFICATION, trailers.verification_value("pass", gated["gates"])),
+        (trailers.FILES, trailers.files_value(gated["files"])),
+        (trailers.OPERATOR, ctx["operator"] or ""),
+        (trailers.CO_AUTHORED_BY, ctx["co_authored_by"] or ""),
+    ]
+    body = f"Finalized by patchgate: live's uncommitted changes, gated as {gated['tree'][:12]}."
+    return trailers.format_message(ctx["message"], body, pairs)
+
+
+def land_live(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
+    """Action of finalize:land: live still holds what was gated; then copy (fixes) + commit."""
+    root, live = ctx["root"], ctx["live"]
+    gated = read_json(os.path.join(ctx["state"], "gates.json"))
+    branch = current_branch(live, ctx["branch"])
+    head = git.live_head(live)
+    paths = changed_paths(live)
+    tree = hash_tree(root, live, head, paths) if paths else git.tree_of(live, head)
+    if head != gated["head"] or tree != gated["live_tree"]:
+        raise PatchgateError(
+            "FINALIZE",
+            "live changed while its gates ran; run doit finalize again to gate what is there now",
+        )
+    patch_id = f"finalize@{gated['tree'][:12]}"
+    record = {
+        "issue": LABEL,
+        "patch_id": patch_id,
+        "files": gated["files"],
+        "old_head": head,
+        "tree": gated["tree"],
+        "branch": branch,
+    }
+    commit = land_changes(
+        root=root,
+        live=live,
+        branch=branch,
+        head=head,
+        changes=gated["changes"],
+        tree=gated["tree"],
+        message=message_of(ctx, gated, patch_id),
+        kind="finalize",
+        label="live",
+        record_path=os.path.join(ctx["state"], "land.json"),
+        record=record,
+        log=log,
+    )
+    say(log, f"finalize: committed {commit} on {branch}")
+
+
+def finish_live(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
+    """Action of finalize: provenance, temporary worktree removed, summary, audit."""
+    ws = Workspace.at(ws_dir)
+    root = ctx["root"]
+    landed = read_json(os.path.join(ctx["state"], "land.json"))
+    pushed = read_json(os.path.join(ctx["state"], "push.json"))
+    commit = landed["commit"]
+    event: dict[str, Any] = {
+        "event": "apply",
+        "patch_id": landed["patch_id"],
+        "commit_hash": commit,
+        "operator_confirmed": bool(ctx["operator_confirmed"]),
+        "push": pushed["push"],
+        "files": landed["files"],
+        "trigger": TRIGGER,
+        "base_sha": landed["old_head"],
+    }
+    if ctx["operator"]:
+        event["operator"] = ctx["operator"]
+    provenance.append_event(root, event)
+    remove_workspace(ctx["live"], ws, log)
+    summary = {
+        "RESULT": "SUCCESS",
+        "FILES": ", ".join(landed["files"]),
+        "COMMIT": commit,
+        "PUSH": pushed["push"],
+    }
+    note = push_note(ctx, pushed)
+    if note:
+        summary["NOTE"] = redact(note)
+    write_json(
+        os.path.join(ctx["state"], "result.json"),
+        {
+            "commit": commit,
+            "push": pushed["push"],
+            "files": landed["files"],
+            "finished_at": now(),
+            "summary": summary,
+        },
+    )
+    run_audit(ctx, commit, pushed["push"], log)
+
+
+def finalize_failed(ws_dir: str, stage: str, message: str) -> None:
+    ws = Workspace.at(ws_dir)
+    try:
+        provenance.append_event(
+            ws.root,
+            {
+                "event": "promote_fail",
+                "patch_id": "finalize",
+                "stage": stage,
+                "reason": redact(message) or "failed",
+                "trigger": TRIGGER,
+            },
+        )
+    except (OSError, PatchgateError, ValueError) as exc:
+        print(f"finalize: could not record the failure: {exc}")
+
+
+def unfinished(state: str, live: str) -> dict[str, Any] | None:
+    """A finalize commit that was not pushed and recorded yet (crash, or require_push)."""
+    landed = landed_record(os.path.join(state, "land.json"), live)
+    result = os.path.join(state, "result.json")
+    if landed and os.path.exists(result) and read_json(result)["commit"] == landed["commit"]:
+        return None  # finished: the next finalize starts afresh
+    return landed
+
+
+def finalize_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
+    log = report.log_path(root, GROUP)
+    if not wanted:
+        yield placeholder(GROUP, root, log, "preflight", 'finalize message="…"')
+        return
+    ws = Workspace(root, LABEL)
+    state = state_dir(root)
+    try:
+        cfg = config.load(root)
+        lock.acquire(root, "-", "doit finalize")
+        notes = recover(root)
+        live = cfg.live_repo
+        git.live_head(live)
+        branch = current_branch(live, cfg["branch"])
+        ctx = promote_context(cfg, LABEL, branch, state)
+        ctx.update(kind="finalize", rerun="doit finalize", gates=config.effective_gates(cfg))
+        landed = unfinished(state, live)
+        if landed is None:
+            if not ctx["message"]:
+                raise PatchgateError(
+                    "PREFLIGHT", 'finalize needs message="…": the subject of the commit it makes'
+                )
+            notes += sync_live(cfg, branch, log)
+            jail.preflight(cfg["jail"])
+    except PatchgateError as err:
+        yield failed_creator(GROUP, root, log, PatchgateError(err.stage, redact(err.message)))
+        return
+    os.makedirs(state, exist_ok=True)
+    common: dict[str, Any] = {
+        "root": root,
+        "log": log,
+        "uptodate": [False],
+        "on_failure": finalize_failed,
+    }
+    first = {**ctx, "notes": notes}
+    gates_file = os.path.join(state, "gates.json")
+    land_file = os.path.join(state, "land.json")
+    push_file = os.path.join(state, "push.json")
+    push_deps: list[str] = []
+    if landed is None:
+        yield pstep(
+            GROUP,
+            "gates",
+            gate_live,
+            [ws.dir, first, log],
+            **common,
+            stage="GATES",
+            doc="gate live's uncommitted changes in a temporary worktree",
+            targets=[gates_file],
+        )
+        yield pstep(
+            GROUP,
+            "land",
+            land_live,
+            [ws.dir, ctx, log],
+            **common,
+            stage="FINALIZE",
+            doc="commit what was gated (journaled)",
+            file_dep=[gates_file],
+            task_dep=["finalize:gates"],
+            targets=[land_file],
+        )
+        push_deps = ["finalize:land"]
+    yield pstep(
+        GROUP,
+        "push",
+        push_landed,
+        [ws.dir, ctx if push_deps else first, log],
+        **common,
+        stage="PUSH",
+        doc="push the commit to the remote",
+        file_dep=[land_file],
+        task_dep=push_deps,
+        targets=[push_file],
+    )
+    yield pstep(
+        GROUP,
+        "finish",
+        finish_live,
+        [ws.dir, ctx, log],
+        **common,
+        stage="FINISH",
+        doc="provenance, cleanup, audit",
+        file_dep=[land_file, push_file],
+        task_dep=["finalize:push"],
+        summary=os.path.join(state, "result.json"),
+    )

@@ -1,0 +1,122 @@
+"""The promotion lock: one writer lands on live at a time (promote, finalize, recovery).
+
+``patches/.state/promote.lock`` is held with ``fcntl.flock``: the kernel releases it when the
+holder's last descriptor closes, so a holder killed with SIGKILL never blocks the next one. The
+holder writes who it is into the file (pid, what, issue, since); a second promotion does not
+wait: it fails at once and names the holder.
+
+``acquire`` keeps the lock for the rest of the process (a doit run: load, verify, land, push,
+finish); ``attempt`` takes it for a block and releases it (recovery from other commands).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from tasks.errors import PatchgateError
+
+LOCK_FILE = os.path.join("patches", ".state", "promote.lock")
+
+# root -> descriptor holding the lock until this process exits.
+_held: dict[str, int] = {}
+
+
+def lock_path(root: str) -> str:
+    return os.path.join(root, LOCK_FILE)
+
+
+def held(root: str) -> bool:
+    return os.path.abspath(root) in _held
+
+
+def _open(root: str) -> int:
+    path = lock_path(root)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _write_holder(fd: int, what: str, issue: str) -> None:
+    info = {
+        "pid": os.getpid(),
+        "what": what,
+        "issue": issue,
+        "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    data = json.dumps(info).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+    os.fsync(fd)
+
+
+def holder(root: str) -> dict[str, Any]:
+    """Who wrote the lock file last (the holder, while the lock is held); {} if unreadable."""
+    try:
+        with open(lock_path(root), encoding="utf-8") as fh:
+            info = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def busy_message(root: str) -> str:
+    info = holder(root)
+    where = os.path.relpath(lock_path(root), root)
+    if not info.get("pid"):
+        return f"another promotion holds the lock ({where}); wait for it to finish, then retry"
+    return (
+        f"another promotion is running: pid {info['pid']} ({info.get('what', '?')}, issue "
+        f"{info.get('issue', '?')}, since {info.get('since', '?')}); wait for it to finish, "
+        f"then retry (lock: {where})"
+    )
+
+
+def _parent_holds(root: str) -> bool:
+    """A worker process of the doit run that holds the lock (doit -P process)."""
+    return holder(root).get("pid") == os.getppid()
+
+
+def acquire(root: str, issue: str, what: str) -> None:
+    """Hold the lock until this process exits; fail fast naming the holder if it is taken."""
+    key = os.path.abspath(root)
+    if key in _held:
+        return
+    fd = _open(key)
+    if not _try_flock(fd):
+        os.close(fd)
+        if _parent_holds(key):
+            return
+        raise PatchgateError("PREFLIGHT", busy_message(key))
+    _write_holder(fd, what, issue)
+    _held[key] = fd
+
+
+@contextlib.contextmanager
+def attempt(root: str, what: str) -> Iterator[bool]:
+    """Hold the lock for a block if nobody else does: yields False (and holds nothing) if busy."""
+    key = os.path.abspath(root)
+    if key in _held or _parent_holds(key):
+        yield True
+        return
+    fd = _open(key)
+    try:
+        if not _try_flock(fd):
+            yield False
+            return
+        _write_holder(fd, what, "-")
+        yield True
+    finally:
+        os.close(fd)  # releases the flock

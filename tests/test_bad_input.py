@@ -1,0 +1,221 @@
+"""Bad input: one clear line naming the stage and the fix, a non-zero exit, no traceback, and
+the live repository byte-identical.
+
+The corpus is a list of cases: an id, a setup that prepares the project (writes the patch,
+breaks the config, ...), the command line, the expected STAGE and a substring of REASON.
+Add a case by appending to CASES; the one test below checks every promise for all of them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import Project, ProjectFactory, git, script
+
+Setup = Callable[[Project], None]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    setup: Setup
+    args: tuple[str, ...]
+    stage: str
+    reason: str  # a substring of REASON: what happened and, where there is one, the fix
+
+    def param(self) -> object:
+        return pytest.param(self, id=self.id)
+
+
+def nothing(project: Project) -> None:
+    pass
+
+
+def patch_file(name: str, text: str) -> Setup:
+    def setup(project: Project) -> None:
+        project.patch(name, text)
+
+    return setup
+
+
+def file_at(relative: str, text: str) -> Setup:
+    def setup(project: Project) -> None:
+        target = project.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    return setup
+
+
+def config_text(text: str) -> Setup:
+    def setup(project: Project) -> None:
+        (project.path / "patchgate.yaml").write_text(text)
+
+    return setup
+
+
+def configured(**values: object) -> Setup:
+    def setup(project: Project) -> None:
+        project.configure(**values)
+
+    return setup
+
+
+def both(*setups: Setup) -> Setup:
+    def setup(project: Project) -> None:
+        for one in setups:
+            one(project)
+
+    return setup
+
+
+def empty_zip(project: Project) -> None:
+    with zipfile.ZipFile(project.path / "patches" / "empty.zip", "w"):
+        pass
+
+
+def live_elsewhere(kind: str) -> Setup:
+    """live_repo names a folder that is missing, not a git repository, or has no commits."""
+
+    def setup(project: Project) -> None:
+        other = project.path / f"live_{kind}"
+        if kind != "missing":
+            other.mkdir()
+            (other / "file.txt").write_text("x\n")
+        if kind == "empty":
+            subprocess.run(("git", "init", "-q", str(other)), check=True)
+        project.configure(live_repo=other.name)
+        project.patch("ok.py", README_PATCH)
+
+    return setup
+
+
+def twin_files(project: Project) -> None:
+    """Live holds a.txt and x/a.txt with the same content: a diff of x/a.txt without a/ b/
+    prefixes applies at -p0 (x/a.txt) and at -p1 (a.txt)."""
+    for name in ("a.txt", "x/a.txt"):
+        (project.live / name).parent.mkdir(parents=True, exist_ok=True)
+        (project.live / name).write_text("same\n")
+    git(project.live, "add", "-A")
+    git(project.live, "commit", "-q", "-m", "twins")
+    project.patch("twin.diff", "--- x/a.txt\n+++ x/a.txt\n@@ -1 +1 @@\n-same\n+changed\n")
+
+
+TASKS = Path(__file__).resolve().parent.parent / "tasks"
+README_PATCH = script(["README.txt"], 'Path("README.txt").write_text("changed\\n")')
+VERIFY = "verify"
+
+CASES = [
+    # --- the patch file ---
+    Case("missing-patch", nothing, (VERIFY, "patch=patches/nope.py"), "PREFLIGHT",
+         "patch patches/nope.py does not exist; check the path"),
+    Case("patch-outside-patches", file_at("evil.py", README_PATCH), (VERIFY, "patch=evil.py"),
+         "PREFLIGHT", "patch evil.py is outside patches/; move it into patches/"),
+    Case("patch-dotdot-outside-patches", file_at("evil.py", README_PATCH),
+         (VERIFY, "patch=patches/../evil.py"), "PREFLIGHT", "is outside patches/"),
+    Case("unknown-extension", patch_file("notes.txt", "hello\n"),
+         (VERIFY, "patch=patches/notes.txt"), "PREFLIGHT",
+         "has an unknown kind .txt; use a .py patch script"),
+    # --- patch scripts ---
+    Case("script-without-files", patch_file("nofiles.py", "print('hi')\n"),
+         (VERIFY, "patch=patches/nofiles.py"), "PREFLIGHT",
+         'declares no FILES; add FILES = ["path", ...]'),
+    Case("files-not-a-list", patch_file("str.py", 'FILES = "README.txt"\n'),
+         (VERIFY, "patch=patches/str.py"), "PREFLIGHT",
+         'FILES must be a literal list of strings, e.g. FILES = ["src/app.py"]'),
+    Case("files-not-strings", patch_file("ints.py", "FILES = [1, 2]\n"),
+         (VERIFY, "patch=patches/ints.py"), "PREFLIGHT",
+         'FILES must be a literal list of strings, e.g. FILES = ["src/app.py"]'),
+    Case("files-computed", patch_file("calc.py", "FILES = sorted(['a'])\n"),
+         (VERIFY, "patch=patches/calc.py"), "PREFLIGHT",
+         'FILES must be a literal list of strings, e.g. FILES = ["src/app.py"]'),
+    Case("files-dotdot", patch_file("up.py", script(["../outside.txt"], "pass")),
+         (VERIFY, "patch=patches/up.py"), "PREFLIGHT", "'../outside.txt' contains '..'"),
+    Case("files-absolute", patch_file("abs.py", script(["/etc/passwd"], "pass")),
+         (VERIFY, "patch=patches/abs.py"), "PREFLIGHT", "'/etc/passwd' is absolute"),
+    Case("files-dot-git", patch_file("hook.py", script([".git/hooks/pre-commit"], "pass")),
+         (VERIFY, "patch=patches/hook.py"), "PREFLIGHT", "points into .git"),
+    Case("script-syntax-error", patch_file("syn.py", "FILES = ['README.txt']\ndef (:\n"),
+         (VERIFY, "patch=patches/syn.py"), "PREFLIGHT", "line 2: syntax error"),
+    Case("script-raises", patch_file("boom.py", script(["README.txt"],
+                                                       "raise RuntimeError('boom')")),
+         (VERIFY, "patch=patches/boom.py"), "APPLY",
+         "patch script failed (exit 1): RuntimeError: boom; fix the patch"),
+    # --- diffs and zips ---
+    Case("diff-does-not-apply",
+         patch_file("stale.diff", "--- a/README.txt\n+++ b/README.txt\n@@ -1 +1 @@\n-nope\n+yes\n"),
+         (VERIFY, "patch=patches/stale.diff"), "APPLY",
+         "diff stale.diff does not apply to the base"),
+    Case("diff-ambiguous-strip", twin_files, (VERIFY, "patch=patches/twin.diff"), "APPLY",
+         "applies at several strip levels (0, 1); pass strip=N"),
+    Case("empty-zip", empty_zip, (VERIFY, "patch=patches/empty.zip"), "PREFLIGHT",
+         "zip empty.zip holds no .patch files"),
+    Case("not-a-zip", patch_file("junk.zip", "not a zip\n"), (VERIFY, "patch=patches/junk.zip"),
+         "PREFLIGHT", "junk.zip is not a valid zip file"),
+    # --- the live repository ---
+    Case("live-missing", live_elsewhere("missing"), (VERIFY, "patch=patches/ok.py"),
+         "PREFLIGHT", "live_missing does not exist; set live_repo in patchgate.yaml"),
+    Case("live-not-git", live_elsewhere("plain"), (VERIFY, "patch=patches/ok.py"), "PREFLIGHT",
+         "live_plain is not a git repository"),
+    Case("live-no-commits", live_elsewhere("empty"), (VERIFY, "patch=patches/ok.py"),
+         "PREFLIGHT", "live_empty has no commits; commit something first"),
+    # --- configuration ---
+    Case("config-bad-yaml", both(config_text("live_repo: live\ngates: [\n"),
+                                 patch_file("ok.py", README_PATCH)),
+         (VERIFY, "patch=patches/ok.py"), "CONFIG", "patchgate.yaml line 3 is not valid YAML"),
+    Case("config-wrong-type", both(configured(patch_timeout="soon"),
+                                   patch_file("ok.py", README_PATCH)),
+         (VERIFY, "patch=patches/ok.py"), "CONFIG",
+         "patch_timeout: 'soon' is not of type 'number'"),
+    Case("config-wrong-type-nested", both(configured(gates=[{"name": "g", "command": ["true"],
+                                                             "timeout": "1m"}]),
+                                          patch_file("ok.py", README_PATCH)),
+         (VERIFY, "patch=patches/ok.py"), "CONFIG", "gates.0.timeout: '1m' is not of type"),
+    Case("config-unknown-key", both(configured(colour="red"), patch_file("ok.py", README_PATCH)),
+         (VERIFY, "patch=patches/ok.py"), "CONFIG", "('colour' was unexpected)"),
+    # --- the command line ---
+    Case("variable-bad-value", patch_file("ok.py", README_PATCH),
+         (VERIFY, "patch=patches/ok.py", "allow_noop=maybe"), "PREFLIGHT",
+         "allow_noop=maybe is not a yes/no value; use allow_noop=1 or allow_noop=0"),
+    Case("variable-unknown-name", patch_file("ok.py", README_PATCH),
+         (VERIFY, "patch=patches/ok.py", "colour=red"), "PREFLIGHT",
+         "unknown variable colour=; known variables:"),
+    Case("verify-without-patch", nothing, (VERIFY,), "PREFLIGHT",
+         "verify needs patch=PATH (a file under patches/"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", [c.param() for c in CASES])
+def test_bad_input_gets_one_clear_line(make_project: ProjectFactory, case: Case) -> None:
+    project = make_project()
+    case.setup(project)
+    before = project.state()
+    res = project.run(*case.args)
+    assert res.code != 0, res.out
+    assert "Traceback" not in res.out
+    assert res.summary.get("RESULT") == "FAIL", res.out
+    assert res.summary.get("STAGE") == case.stage, res.out
+    reason = res.summary["REASON"]
+    assert case.reason in reason, reason
+    log = project.path / res.summary["LOG"]
+    assert log.is_file() and f'File "{TASKS}' not in log.read_text()  # no internal error
+    assert project.state() == before
+
+
+def test_corpus_ids_are_unique() -> None:
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids))
+
+
+def test_a_patch_refused_at_preflight_creates_no_workspace(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project()
+    project.patch("nofiles.py", "print('hi')\n")
+    assert project.run(VERIFY, "patch=patches/nofiles.py").code != 0
+    assert not (project.path / "patches" / "workspaces" / "issue_nofiles").exists()
