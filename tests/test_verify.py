@@ -290,3 +290,16 @@ def test_overwrite_workspace_keeps_live_version(project: Project) -> None:
     assert (repo / "calc" / "ops.py").read_text() == "X = 1\n"
     assert (repo / "README.txt").read_text() == "r\n"
     assert json.loads((project.ws("two") / "result.json").read_text())["files"] == ["README.txt"]
+
+
+def test_symlink_out_of_the_workspace_is_archived_as_a_link(project: Project) -> None:
+    patch = project.patch("link.py", script(["etc"], 'import os\nos.symlink("/etc", "etc")'))
+    res = project.run("verify", f"patch={patch}")
+    assert res.code == 0, res.out
+    result = json.loads((project.ws("link") / "result.json").read_text())
+    assert result["changes"][0]["mode"] == "120000"  # scope saw the link itself
+    with zipfile.ZipFile(project.ws("link") / "patched.zip") as zf:
+        info = zf.getinfo("files/etc")
+        assert (info.external_attr >> 16) & 0o170000 == 0o120000
+        assert zf.read("files/etc") == b"/etc"
+        assert not any(n.startswith("files/etc/") for n in zf.namelist())
