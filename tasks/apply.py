@@ -10,7 +10,7 @@ import zipfile
 from collections.abc import Sequence
 from typing import Any
 
-from tasks import git, jail, proc, report
+from tasks import faults, git, jail, proc, report
 from tasks.errors import PatchgateError
 from tasks.steps import write_json
 from tasks.workspace import Workspace, attempt, mark_tree
@@ -186,14 +186,37 @@ def _git_apply(settings: dict[str, Any], ws: Workspace, diff: str, *flags: str) 
     )
 
 
-def _has_ab_prefixes(diff: str) -> bool:
+def header_names(diff: str) -> list[str]:
+    """The file names of a unified diff's ``---``/``+++`` header lines, as written."""
     with open(diff, encoding="utf-8", errors="replace") as fh:
-        names = [
-            ln.split(None, 1)[1].split("\t")[0]
+        return [
+            ln.split(None, 1)[1].split("\t")[0].rstrip("\n")
             for ln in fh
             if ln.startswith(("--- ", "+++ ")) and len(ln.split(None, 1)) == 2
         ]
+
+
+def _has_ab_prefixes(diff: str) -> bool:
+    names = header_names(diff)
     return bool(names) and all(n == "/dev/null" or n.startswith(("a/", "b/")) for n in names)
+
+
+def check_diff_paths(diff: str, stage: str) -> None:
+    """A diff naming a path outside the repository (``..``, absolute) is refused as written.
+
+    Without this, strip inference would find the level at which ``a/../x`` is ``x`` and apply
+    it there: not what the diff says.
+    """
+    for name in header_names(diff):
+        if name == "/dev/null":
+            continue
+        parts = name.split("/")
+        if name.startswith("/") or ".." in parts:
+            raise PatchgateError(
+                stage,
+                f"diff {os.path.basename(diff)} names {name}, a path outside the repository; "
+                "regenerate it with repo-relative paths (git diff)",
+            )
 
 
 def infer_strip(settings: dict[str, Any], ws: Workspace, diff: str, log: str) -> int:
@@ -229,6 +252,7 @@ def diff_files(settings: dict[str, Any], ws: Workspace, diff: str, strip: int) -
 
 
 def apply_diff(settings: dict[str, Any], ws: Workspace, diff: str, log: str) -> list[str]:
+    check_diff_paths(diff, "APPLY")
     strip = infer_strip(settings, ws, diff, log)
     files = diff_files(settings, ws, diff, strip)
     done = _git_apply(settings, ws, diff, f"-p{strip}")
@@ -301,6 +325,7 @@ def apply_patch(
             files = []
             for part in unpack_zip(patch, ws.path("unzipped")):
                 files += apply_diff(settings, ws, part, log)
+        faults.point("apply-ran")
         tree = git.snapshot(ws.repo, ws.index)
     mark_tree(ws, tree)
     changes = git.diff_trees(ws.repo, git.tree_of(ws.repo, base), tree)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import zipfile
 from collections.abc import Iterable
 
-from tasks import git
+from tasks import faults, git
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # Never archived, wherever they appear (caches and environments are not part of a patch).
@@ -38,10 +39,20 @@ def _entry(name: str, mode: int) -> zipfile.ZipInfo:
 def write_zip(path: str, entries: Iterable[tuple[str, int, bytes]]) -> None:
     """Write (name, unix mode, bytes) entries sorted by name, atomically."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    with zipfile.ZipFile(tmp, "w") as zf:
-        for name, mode, data in sorted(entries):
-            zf.writestr(_entry(name, mode), data)
-    os.replace(tmp, path)
+    ordered = sorted(entries)
+    try:
+        with zipfile.ZipFile(tmp, "w") as zf:
+            for i, (name, mode, data) in enumerate(ordered):
+                if i == len(ordered) // 2:
+                    faults.point(f"zip-writing:{os.path.basename(path)}")
+                zf.writestr(_entry(name, mode), data)
+        os.replace(tmp, path)
+    except BaseException as exc:  # disk full, Ctrl-C: no half zip is left behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):  # name the file the user knows, not the temporary one
+            raise OSError(exc.errno, exc.strerror, path) from exc
+        raise
 
 
 def tree_entries(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -46,8 +48,41 @@ def build_demo(target: str) -> None:
 def patchgate(project: str, *args: str) -> int:
     """Run one patchgate command on the demo project, output straight to the console."""
     argv = [sys.executable, "-m", "doit", "-f", DODO, "-d", project, *args]
-    print(f"\n$ doit {' '.join(args)}", flush=True)
+    print(f"\n$ doit {' '.join(shlex.quote(a) for a in args)}", flush=True)
     return subprocess.run(argv, check=False).returncode
+
+
+def patchgate_output(project: str, *args: str) -> tuple[int, str]:
+    """Run one patchgate command on the demo project: exit status and output (also shown)."""
+    argv = [sys.executable, "-m", "doit", "-f", DODO, "-d", project, *args]
+    print(f"\n$ doit {' '.join(shlex.quote(a) for a in args)}", flush=True)
+    done = subprocess.run(argv, check=False, capture_output=True, text=True)
+    print(done.stdout + done.stderr, end="", flush=True)
+    return done.returncode, done.stdout + done.stderr
+
+
+def confirm_command(output: str) -> list[str]:
+    """The arguments of the CONFIRM line a rollback plan printed, for the demo's operator."""
+    found = re.search(r"^CONFIRM: doit rollback (sha=[0-9a-f]+) (confirm=[0-9a-f]+) ", output, re.M)
+    if not found:
+        raise PatchgateError("DEMO", "the rollback plan printed no CONFIRM line; see above")
+    return ["rollback", found.group(1), found.group(2), "operator=demo-operator", "reason=demo"]
+
+
+def demo_rollback(project: str, commit: str, log: str) -> str:
+    """Plan the rollback of ``commit``, confirm it as the plan says, audit: the revert commit."""
+    code, output = patchgate_output(project, "rollback", f"sha={commit}")
+    if code != 0:
+        raise PatchgateError("DEMO", f"doit rollback sha={commit[:12]} (the plan) exited {code}")
+    args = confirm_command(output)
+    for command in (args, ["audit"]):
+        code = patchgate(project, *command)
+        report.log(log, f"demo: doit {' '.join(command)} -> exit {code}")
+        if code != 0:
+            raise PatchgateError(
+                "DEMO", f"doit {' '.join(command[:2])} exited {code}; see the output above"
+            )
+    return git.head(os.path.join(project, "live"))
 
 
 def run_demo(root: str, log: str) -> dict[str, Any]:
@@ -77,11 +112,18 @@ def run_demo(root: str, log: str) -> dict[str, Any]:
             f"the demo remote at {pushed[:12]}; see the output above",
         )
     report.log(log, f"demo: promoted and pushed {landed}")
+    reverted = demo_rollback(project, landed, log)
+    if git.out(remote, "rev-parse", "main") != reverted:
+        raise PatchgateError(
+            "DEMO", f"the rollback {reverted[:12]} was not pushed; see the output above"
+        )
+    report.log(log, f"demo: rolled back {landed[:12]} in {reverted}, audit passed")
     return {
         "summary": {
             "RESULT": "SUCCESS",
             "COMMIT": landed,
             "PUSH": "OK",
+            "ROLLBACK": reverted,
             "DEMO": os.path.relpath(project, root),
         }
     }

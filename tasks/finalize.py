@@ -35,6 +35,7 @@ from tasks.promote import (
     pstep,
     push_landed,
     push_note,
+    record_apply,
     recover,
     redact,
     remove_workspace,
@@ -187,19 +188,7 @@ def finish_live(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
     landed = read_json(os.path.join(ctx["state"], "land.json"))
     pushed = read_json(os.path.join(ctx["state"], "push.json"))
     commit = landed["commit"]
-    event: dict[str, Any] = {
-        "event": "apply",
-        "patch_id": landed["patch_id"],
-        "commit_hash": commit,
-        "operator_confirmed": bool(ctx["operator_confirmed"]),
-        "push": pushed["push"],
-        "files": landed["files"],
-        "trigger": TRIGGER,
-        "base_sha": landed["old_head"],
-    }
-    if ctx["operator"]:
-        event["operator"] = ctx["operator"]
-    provenance.append_event(root, event)
+    record_apply(root, ctx, landed, pushed, TRIGGER)
     remove_workspace(ctx["live"], ws, log)
     summary = {
         "RESULT": "SUCCESS",

@@ -10,7 +10,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from tasks import config, git, proc, report
+from tasks import config, faults, git, proc, report
 from tasks.apply import run_jailed
 from tasks.errors import PatchgateError
 from tasks.steps import read_json, write_json
@@ -429,6 +429,7 @@ def run_gate(
     report.log(
         log, f"{done.output}[gate {gate['name']}: exit {done.returncode}, {done.duration:.2f}s]"
     )
+    faults.point(f"gate-ran:{gate['name']}")
     verdict, reason = verdict_of(gate, done, junit, ws.repo)
     if gate["fixes"] and verdict == "pass":
         record["tree"] = git.snapshot(ws.repo, ws.index)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from tasks import config, git, steps
 from tasks.errors import PatchgateError
 
 LOCK_FILE = os.path.join("patches", ".state", "promote.lock")
@@ -37,8 +38,15 @@ def held(root: str) -> bool:
 
 def _open(root: str) -> int:
     path = lock_path(root)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise PatchgateError(
+            "PREFLIGHT",
+            f"cannot open the promotion lock {LOCK_FILE} ({exc.strerror}): patches/ must be "
+            "writable; make it writable (remount read-write, chattr -i) and retry",
+        ) from exc
 
 
 def _try_flock(fd: int) -> bool:
@@ -90,18 +98,57 @@ def _parent_holds(root: str) -> bool:
 
 
 def acquire(root: str, issue: str, what: str) -> None:
-    """Hold the lock until this process exits; fail fast naming the holder if it is taken."""
+    """Hold the lock until this process exits; fail fast naming the holder if it is taken.
+
+    Whoever takes the lock writes live next: live's own index lock must be free too (else the
+    landing would fail after its commit), and what dead writers left is swept first.
+    """
     key = os.path.abspath(root)
     if key in _held:
         return
+    steps.require_writable(key)
     fd = _open(key)
     if not _try_flock(fd):
         os.close(fd)
         if _parent_holds(key):
             return
         raise PatchgateError("PREFLIGHT", busy_message(key))
+    try:
+        check_index_lock(key)
+    except PatchgateError:
+        os.close(fd)
+        raise
     _write_holder(fd, what, issue)
     _held[key] = fd
+    steps.sweep_leftovers(key)
+
+
+def index_lock_of(live: str) -> str | None:
+    """The path of live's ``index.lock`` if it exists (git is writing live's index)."""
+    dot_git = os.path.join(live, ".git")
+    if os.path.isfile(dot_git):  # live is itself a worktree: ask git where its index is
+        done = git.run(live, "rev-parse", "--git-path", "index.lock", check=False)
+        path = os.path.join(live, done.output.strip()) if done.returncode == 0 else ""
+    else:
+        path = os.path.join(dot_git, "index.lock")
+    return path if path and os.path.exists(path) else None
+
+
+def check_index_lock(root: str) -> None:
+    """Refuse while live's index is locked: by a git command still running, or a dead one's."""
+    try:
+        live = config.load(root, {}).live_repo
+    except PatchgateError:
+        return  # the command reports the configuration itself
+    path = index_lock_of(live)
+    if path is None:
+        return
+    raise PatchgateError(
+        "PREFLIGHT",
+        f"live's index is locked: {path} exists, so a git command is running in live or one "
+        f"crashed; wait for it to finish, or if no git command is running there, delete it "
+        f"(rm {path}) and retry — live was not changed",
+    )
 
 
 @contextlib.contextmanager

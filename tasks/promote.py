@@ -28,13 +28,11 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from doit.exceptions import TaskFailed
-
 from tasks import config, faults, git, jail, lock, proc, provenance, report, trailers, verify
 from tasks.apply import jail_env
 from tasks.errors import PatchgateError
 from tasks.gates import expand, junit_path, matching, verdict_of
-from tasks.steps import failed_creator, read_json, step, write_json
+from tasks.steps import StepFailed, failed_creator, read_json, step, write_json
 from tasks.workspace import Workspace
 
 
@@ -401,6 +399,7 @@ def put(live: str, rel: str, image: Any) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    faults.point(f"put-tmp:{rel}")
     os.replace(tmp, full)
     _fsync_dir(os.path.dirname(full))
 
@@ -460,6 +459,7 @@ def open_journal(
         "record": record,
     }
     write_json(path, journal)
+    faults.point(f"{kind}-journaled")
     return journal
 
 
@@ -570,6 +570,7 @@ def _resolve(root: str, journal: dict[str, Any]) -> str:
                 "then delete the journal",
             )
         count = undo(live, journal)
+        faults.point("recover-undone")
         os.unlink(journal_path(root))
         return (
             f"recovered: {what} had not committed; live is back as it was before it "
@@ -583,11 +584,11 @@ def _resolve(root: str, journal: dict[str, Any]) -> str:
     if commit and is_ancestor(live, commit, head) and git.tree_of(live, commit) == journal["tree"]:
         journal["commit"] = commit
         complete(root, live, journal, recovering=True)
-        then = (
-            f"run doit promote issue={journal['issue']} to push and finish it"
-            if kind == "promote"
-            else "run doit finalize to push and finish it"
-        )
+        then = {
+            "promote": f"run doit promote issue={journal['issue']} to push and finish it",
+            "rollback": "run the same doit rollback command (same confirm= token) to push and "
+            "finish it",
+        }.get(kind, "run doit finalize to push and finish it")
         return f"recovered: {what} had committed {commit[:12]}; {then}"
     raise PatchgateError(
         "RECOVER",
@@ -658,6 +659,7 @@ def land_changes(
         for entry in journal["paths"]:
             if not same_image(entry["pre"], entry["post"]):
                 put(live, entry["path"], entry["post"])
+                faults.point(f"{kind}-put:{entry['path']}")
         faults.point(f"{kind}-copied")
         if before_commit is not None:
             before_commit()
@@ -676,6 +678,7 @@ def land_changes(
         commit = next((ln for ln in reversed(done.output.split()) if SHA.match(ln)), "")
         if not commit:
             raise PatchgateError("PROMOTE", f"git commit-tree gave no commit id: {done.output}")
+        faults.point(f"{kind}-commit-made")
         git.run(
             live,
             "update-ref",
@@ -687,6 +690,7 @@ def land_changes(
             stage="PROMOTE",
         )
         committed = True
+        faults.point(f"{kind}-ref-moved")
         journal.update(phase="committed", commit=commit)
         write_json(journal_path(root), journal)
         faults.point(f"{kind}-committed")
@@ -1057,8 +1061,35 @@ def remove_workspace(live: str, ws: Workspace, log: str) -> None:
     if os.path.lexists(ws.repo):
         git.run(live, "worktree", "remove", "--force", ws.repo, check=False)
     git.run(live, "worktree", "prune", check=False)
+    faults.point("promote-worktree-removed")
     shutil.rmtree(ws.dir, ignore_errors=True)
     plog(log, f"promote: workspace {os.path.relpath(ws.dir, ws.root)} removed")
+
+
+def record_apply(
+    root: str,
+    ctx: dict[str, Any],
+    landed: dict[str, Any],
+    pushed: dict[str, Any],
+    trigger: str,
+    issue: str | None = None,
+) -> None:
+    """The provenance `apply` event of a landed commit (promote and finalize)."""
+    event: dict[str, Any] = {
+        "event": "apply",
+        "patch_id": landed["patch_id"],
+        "commit_hash": landed["commit"],
+        "operator_confirmed": bool(ctx["operator_confirmed"]),
+        "push": pushed["push"],
+        "files": landed["files"],
+        "trigger": trigger,
+        "base_sha": landed["old_head"],
+    }
+    if issue is not None:
+        event["issue"] = issue
+    if ctx["operator"]:
+        event["operator"] = ctx["operator"]
+    provenance.append_event(root, event)
 
 
 def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
@@ -1071,24 +1102,14 @@ def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
     out_dir = os.path.join(root, "patches", "successful", issue)
     started = time.monotonic()
     success_archive(live, commit, os.path.join(out_dir, "patched_success.zip"))
+    faults.point("promote-archived")
     archive_seconds = time.monotonic() - started
     if os.path.exists(ws.archive):
         shutil.copy2(ws.archive, os.path.join(out_dir, "patched.zip"))
     moved = file_patch(root, landed.get("patch"), "successful", move=True)
-    event: dict[str, Any] = {
-        "event": "apply",
-        "patch_id": landed["patch_id"],
-        "issue": issue,
-        "commit_hash": commit,
-        "operator_confirmed": bool(ctx["operator_confirmed"]),
-        "push": pushed["push"],
-        "files": landed["files"],
-        "trigger": TRIGGER,
-        "base_sha": landed["old_head"],
-    }
-    if ctx["operator"]:
-        event["operator"] = ctx["operator"]
-    provenance.append_event(root, event)
+    faults.point("promote-filed")
+    record_apply(root, ctx, landed, pushed, TRIGGER, issue)
+    faults.point("promote-recorded")
     started = time.monotonic()
     if not ctx["keep"]:
         remove_workspace(live, ws, log)
@@ -1161,20 +1182,16 @@ def run_staged(
     *args: Any,
     task: Any,
 ) -> Any:
-    """steps.run_step, but the summary's STAGE is the error's (LIVE_GATES, PUSH, AUDIT…).
-
-    doit hands the running task to a parameter named ``task``; its meta is what the reporter
-    reads when the step fails. (Under -P process the meta change stays in the worker, and the
-    step's own stage is shown.)
-    """
+    """steps.run_step, with every message redacted: push errors can quote a remote's URL."""
+    faults.point(f"step-before:{task.name}")
     try:
         result = func(*args)
     except PatchgateError as err:
-        task.meta["stage"] = err.stage
         plog(log, f"FAILED at {err.stage}: {err.message}")
         if on_failure is not None:
             on_failure(args[0], err.stage, err.message)
-        return TaskFailed(redact(err.message))
+        return StepFailed(redact(err.message), err.stage)
+    faults.point(f"step-after:{task.name}")
     return result
 
 

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, BinaryIO, cast
 
-from tasks import schema
+from tasks import faults, schema
 from tasks.errors import PatchgateError
 
 STAGE = "PROVENANCE"
@@ -262,6 +262,9 @@ def append_event(root: str, event: Mapping[str, Any]) -> dict[str, Any]:
     path = log_path(root)
     with _locked(root):
         created = not os.path.exists(path)
+        earlier = _landing_recorded(path, fields)
+        if earlier is not None:
+            return earlier
         tail = _read_tail(path)
         recovered = _recovered_fields(path, tail)
         now = utc_now()
@@ -277,13 +280,56 @@ def append_event(root: str, event: Mapping[str, Any]) -> dict[str, Any]:
         try:
             for i, chained in enumerate(written):
                 prefix = b"\n" if i == 0 and tail.needs_newline else b""
-                _write_all(fd, prefix + format_line(chained))
+                line = prefix + format_line(chained)
+                if faults.armed("provenance-torn"):  # a crash in the middle of this line
+                    _write_all(fd, line[: len(line) // 2])
+                    os.fsync(fd)
+                    faults.point("provenance-torn")
+                _write_all(fd, line)
             os.fsync(fd)
         finally:
             os.close(fd)
         if created:
             _fsync_dir(os.path.dirname(path))
     return written[-1]
+
+
+# Events that record a landing: one per commit, whoever appends it twice (a command finishing
+# a landing again after a crash between its append and its own record of being done).
+LANDING_KEYS = {"apply": "commit_hash", "rollback": "revert_commit"}
+_LANDING_WINDOW = 256 * 1024
+
+
+def _landing_recorded(path: str, fields: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The event already recording the same landing, among the log's last events; else None.
+
+    An ``apply`` names its commit, a ``rollback`` its revert commit: a second such event for
+    the same commit is never news, only a rerun after a crash. The last 256 KiB of the log
+    are searched (a rerun follows its crash closely); the append stays O(1) in the log size.
+    """
+    key = LANDING_KEYS.get(str(fields.get("event")))
+    commit = fields.get(key) if key else None
+    if not commit or not os.path.exists(path):
+        return None
+    needle = json.dumps(commit).encode()
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        fh.seek(max(0, size - _LANDING_WINDOW))
+        block = fh.read()
+    if needle not in block:
+        return None
+    for line in reversed(block.split(b"\n")):
+        if needle not in line:
+            continue
+        _, value = _load_json(line)
+        if (
+            _is_event(value)
+            and value.get("event") == fields["event"]
+            and value.get(key) == commit
+            and value.get("patch_id") == fields.get("patch_id")
+        ):
+            return cast(dict[str, Any], value)
+    return None
 
 
 def _fsync_dir(path: str) -> None:

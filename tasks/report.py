@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -23,10 +24,35 @@ def log_path(root: str, name: str) -> str:
 
 
 def log(path: str, text: str) -> None:
-    """Append ``text`` to a run log (created on first use); every step writes its output here."""
+    """Append ``text`` to a run log (created on first use); every step writes its output here.
+
+    A write that fails (disk full) is taken back whole before the error goes up: the log never
+    ends in half an entry, and the space the failed write took is free again.
+    """
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(text if text.endswith("\n") else text + "\n")
+    data = (text if text.endswith("\n") else text + "\n").encode("utf-8", errors="replace")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise OSError(exc.errno, exc.strerror, path) from exc
+    finally:
+        os.close(fd)
+
+
+def try_log(path: str, text: str) -> str | None:
+    """``log``, for when a failing log must not stop anything: the error, or None."""
+    try:
+        log(path, text)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def point_latest(root: str, path: str) -> None:
@@ -42,8 +68,9 @@ def point_latest(root: str, path: str) -> None:
 
 
 def summary_lines(fields: dict[str, str]) -> list[str]:
-    order = ("RESULT", "STAGE", "REASON", "FILES", "COMMIT", "PUSH", "WARNING", "LOG")
-    keys = [k for k in order if k in fields] + [k for k in fields if k not in order]
+    order = ("RESULT", "STAGE", "REASON", "FILES", "COMMIT", "PUSH", "WARNING")
+    keys = [k for k in order if k in fields]
+    keys += [k for k in fields if k not in order and k != "LOG"] + ["LOG"] * ("LOG" in fields)
     return [f"{k}: {fields[k]}" for k in keys]
 
 
@@ -78,6 +105,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
     def __init__(self, outstream: IO[str], options: dict[str, Any]) -> None:
         super().__init__(outstream, options)
         self.groups: dict[str, Group] = {}
+        self.running: Any = None  # the task started and not finished: set when interrupted
 
     def _group(self, task: Any) -> Group | None:
         meta = task.meta or {}
@@ -93,6 +121,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
 
     def execute_task(self, task: Any) -> None:
         super().execute_task(task)
+        self.running = task
         group = self._group(task)
         if group is not None:
             hook = task.meta.get("before_first_step")
@@ -107,12 +136,14 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
 
     def add_success(self, task: Any) -> None:
         super().add_success(task)
+        self.running = None
         group = self._group(task)
         if group is not None and isinstance(task.result, dict) and "summary" in task.result:
             group.summary = {k: str(v) for k, v in task.result["summary"].items()}
 
     def add_failure(self, task: Any, exception: BaseFail) -> None:
         self.failures.append({"task": task, "exception": exception})
+        self.running = None
         group = self._group(task)
         if group is None or group.failure is not None or isinstance(exception, UnmetDependency):
             return
@@ -125,14 +156,24 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self.write(f"RESULT: FAIL\nSTAGE: PREFLIGHT\nREASON: {msg.strip().splitlines()[-1]}\n")
 
     def complete_run(self) -> None:
+        if self.running is not None:  # Ctrl-C (or a kill signal turned into an exit) mid-step
+            group = self._group(self.running)
+            if group is not None and group.failure is None:
+                group.failure = (
+                    self.running.meta.get("stage", "INTERNAL"),
+                    f"interrupted during {self.running.name}; nothing half-done is kept: "
+                    "run the same command again to pick up where it stopped",
+                )
         for group in self.groups.values():
             fields = self._fields(group)
-            lines = summary_lines(fields)
-            self.write("\n" + "\n".join(lines) + "\n")
-            if group.detail:
-                log(group.log, group.detail)
-            log(group.log, "\n".join(lines))
-            point_latest(group.root, group.log)
+            text = "\n".join(summary_lines(fields))
+            failed = try_log(group.log, f"{group.detail}\n{text}" if group.detail else text)
+            if failed:
+                fields["LOG"] += f" (not written: {failed})"
+                text = "\n".join(summary_lines(fields))
+            self.write("\n" + text + "\n")
+            if not failed:
+                point_latest(group.root, group.log)
         if len(self.groups) > 1:
             failed = sum(1 for g in self.groups.values() if self._fields(g)["RESULT"] == "FAIL")
             self.write(f"\n{len(self.groups) - failed} passed, {failed} failed\n")

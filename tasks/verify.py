@@ -10,8 +10,15 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from tasks import archive, config, git, jail, provenance, report
-from tasks.apply import apply_patch, kind_of, resolve_patch, script_files, unpack_zip
+from tasks import archive, config, faults, git, jail, provenance, report, steps
+from tasks.apply import (
+    apply_patch,
+    check_diff_paths,
+    kind_of,
+    resolve_patch,
+    script_files,
+    unpack_zip,
+)
 from tasks.errors import PatchgateError
 from tasks.gates import GateInputs, run_gate
 from tasks.scope import check_scope, judge
@@ -64,6 +71,8 @@ def declared_files(patch: str) -> list[str]:
     kind = kind_of(patch)
     if kind == "script":
         return script_files(patch)
+    if kind == "diff":
+        check_diff_paths(patch, "PREFLIGHT")
     if kind == "zip":
         # Checked now so an empty zip is refused before any work starts.
         unpack_zip(patch, os.path.join(os.path.dirname(patch), ".patchgate-check"))
@@ -79,20 +88,89 @@ def capture_live(ws_dir: str, live_repo: str) -> None:
 
 
 def check_live_guard(ws: Workspace, live_repo: str) -> None:
+    """Live must be as it was when this verification started, but for patchgate's own landings.
+
+    The guard is a tripwire for a patch or a gate that reached live (jail: none, or a jail
+    escape). A promotion (or finalize, or rollback) landing another patch on live meanwhile is
+    no such thing: HEAD moves that live's reflog records as patchgate landings ("patchgate
+    KIND: …", made under the promotion lock), or as the fast-forward to the remote that a
+    promotion makes, are explained; so are the working-tree entries of the paths they changed.
+    Everything else — another HEAD move, any other change to live's status — fails the run.
+    """
     guard = ws.path("live_guard.json")
     if not os.path.exists(guard):
         return
     before = read_json(guard)
     os.unlink(guard)
     now_head, now_status = git.head(live_repo), git.status(live_repo)
+    if (before["head"], before["status"]) == (now_head, now_status):
+        return
+    landed = landings_between(live_repo, before["head"], now_head)
+    if landed is not None:
+        if status_entries(before["status"], landed) == status_entries(now_status, landed):
+            return
     tree = "changed" if before["status"] != now_status else "same"
-    if (before["head"], before["status"]) != (now_head, now_status):
-        raise PatchgateError(
-            "VERIFY",
-            f"the live repository changed during verification (HEAD {before['head'][:12]} -> "
-            f"{now_head[:12]}, working tree {tree}); find out what touched it before trusting "
-            "this run",
+    raise PatchgateError(
+        "VERIFY",
+        f"the live repository changed during verification (HEAD {before['head'][:12]} -> "
+        f"{now_head[:12]}, working tree {tree}); find out what touched it before trusting "
+        "this run",
+    )
+
+
+REFLOG_DEPTH = 200
+FAST_FORWARD = re.compile(r"^merge [0-9a-f]{7,64}: Fast-forward$")
+
+
+def landings_between(live: str, old: str, new: str) -> set[str] | None:
+    """Paths changed by the patchgate landings that moved live's HEAD from ``old`` to ``new``.
+
+    None when some move on the way is not a landing (or the reflog does not reach ``old``).
+    """
+    if old == new:
+        return set()
+    done = git.run(
+        live, "log", "-g", f"-n{REFLOG_DEPTH}", "--format=%H %gs", "HEAD", "--", check=False
+    )
+    entries = [ln.split(" ", 1) for ln in done.output.splitlines() if " " in ln]
+    if done.returncode != 0 or not entries or entries[0][0] != new:
+        return None
+    for (sha, message), (older, _) in zip(entries, entries[1:], strict=False):
+        if sha == older:
+            continue
+        explained = message.startswith("patchgate ") or (
+            FAST_FORWARD.match(message) is not None and from_remote(live, sha)
         )
+        if not explained:
+            return None
+        if older == old:
+            moved = git.out(live, "diff", "--name-only", "-z", "--no-renames", old, new)
+            return set(moved.split("\0")) - {""}
+    return None
+
+
+def from_remote(live: str, sha: str) -> bool:
+    """Whether ``sha`` is on a remote-tracking branch: fetched, not made here."""
+    done = git.run(live, "branch", "-r", "--contains", sha, "--format=%(refname)", check=False)
+    return done.returncode == 0 and bool(done.output.strip())
+
+
+def status_entries(status: str, skip: set[str]) -> list[str]:
+    """``git status --porcelain -z`` entries, but those of the paths in ``skip``."""
+    fields = status.split("\0")
+    out, i = [], 0
+    while i < len(fields):
+        entry = fields[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        paths = [entry[3:]]
+        if entry[0] in "RC" and i < len(fields):  # a rename: the old path follows
+            paths.append(fields[i])
+            i += 1
+        if not any(p in skip for p in paths):
+            out.append(entry)
+    return sorted(out)
 
 
 def final_changes(ws: Workspace, gates: list[dict[str, Any]]) -> dict[str, Any]:
@@ -161,6 +239,7 @@ def patch_id(issue: str, patch_sha256: str) -> str:
 
 def record_verdict(ws: Workspace, result: dict[str, Any]) -> None:
     write_json(ws.result, result, "verification-result.schema.json")
+    faults.point("verify-result-written")
     event: dict[str, Any] = {
         "event": "verify_pass" if result["verification_status"] == "pass" else "verify_fail",
         "patch_id": result["patch_id"],
@@ -442,6 +521,7 @@ def task_verify() -> Iterator[dict[str, Any]]:
     log = report.log_path(root, "verify")
     try:
         recover_first(root, log)
+        steps.require_writable(root)
         cfg = config.load(root)
         head = git.live_head(cfg.live_repo)
         warning = jail.preflight(cfg["jail"])
@@ -453,14 +533,18 @@ def task_verify() -> Iterator[dict[str, Any]]:
 
 
 def recover_first(root: str, log: str) -> None:
-    """Before anything else: finish or undo a promotion a crash interrupted, and say so."""
+    """Before anything else: finish or undo a promotion a crash interrupted, and say so.
+
+    Also removes what atomic writes of dead processes left (``steps.sweep_leftovers``).
+    """
     # promote imports verify (it re-verifies before landing); importing it here, at call
     # time, keeps that one-way at import time.
     from tasks.promote import recover
 
     for line in recover(root):
         print(f"recover: {line}", flush=True)
-        report.log(log, f"recover: {line}")
+        report.try_log(log, f"recover: {line}")
+    steps.sweep_leftovers(root)
 
 
 ISSUE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks import git, report
+from tasks import faults, git, report
 from tasks.errors import PatchgateError
 from tasks.steps import read_json, write_json
 
@@ -93,6 +93,7 @@ def ensure(ws_dir: str, live_repo: str, base: str, patch: str, patch_sha256: str
         git.run(live_repo, "worktree", "prune", stage="WORKSPACE")
         report.log(log, f"workspace: git worktree add {ws.repo} at {base[:12]}")
         git.run(live_repo, "worktree", "add", "-q", "--detach", ws.repo, base, stage="WORKSPACE")
+        faults.point("workspace-added")
     if os.path.exists(ws.index):
         os.unlink(ws.index)
     write_json(

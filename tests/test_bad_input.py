@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Project, ProjectFactory, git, script
+from test_faults import doit
 
 Setup = Callable[[Project], None]
 
@@ -106,9 +107,57 @@ def twin_files(project: Project) -> None:
     project.patch("twin.diff", "--- x/a.txt\n+++ x/a.txt\n@@ -1 +1 @@\n-same\n+changed\n")
 
 
+def verified(name: str = "ok", text: str | None = None) -> Setup:
+    """The patch written and verified (it must pass): a state to promote from."""
+
+    def setup(project: Project) -> None:
+        project.patch(f"{name}.py", text or README_PATCH)
+        res = doit(project, VERIFY, f"patch=patches/{name}.py")
+        assert res.code == 0, res.out
+
+    return setup
+
+
+def failed_verification(project: Project) -> None:
+    project.patch("wide.py", script(["README.txt"], 'Path("other.txt").write_text("x\\n")'))
+    assert doit(project, VERIFY, "patch=patches/wide.py").code != 0
+
+
+def in_live(*argv: str) -> Setup:
+    def setup(project: Project) -> None:
+        git(project.live, *argv)
+
+    return setup
+
+
+def live_file(relative: str, text: str) -> Setup:
+    def setup(project: Project) -> None:
+        (project.live / relative).parent.mkdir(parents=True, exist_ok=True)
+        (project.live / relative).write_text(text)
+
+    return setup
+
+
+def nested_repo(project: Project) -> None:
+    sub = project.live / "vendored"
+    sub.mkdir()
+    subprocess.run(("git", "init", "-q", str(sub)), check=True)
+    (sub / "x.txt").write_text("x\n")
+    git(sub, "add", "x.txt")
+    git(sub, "-c", "user.name=n", "-c", "user.email=n@x.invalid", "commit", "-q", "-m", "x")
+
+
+def patch_gone(project: Project) -> None:
+    verified()(project)
+    (project.path / "patches" / "ok.py").unlink()
+
+
 TASKS = Path(__file__).resolve().parent.parent / "tasks"
 README_PATCH = script(["README.txt"], 'Path("README.txt").write_text("changed\\n")')
 VERIFY = "verify"
+PROMOTE = "promote"
+OK = patch_file("ok.py", README_PATCH)
+HANG = script(["README.txt"], "import time\ntime.sleep(60)")
 
 CASES = [
     # --- the patch file ---
@@ -187,6 +236,80 @@ CASES = [
          "unknown variable colour=; known variables:"),
     Case("verify-without-patch", nothing, (VERIFY,), "PREFLIGHT",
          "verify needs patch=PATH (a file under patches/"),
+    Case("verify-issue-bad-id", OK, (VERIFY, "patch=patches/ok.py", "issue=a b"), "PREFLIGHT",
+         "issue id 'a b' may hold only letters, digits"),
+    Case("verify-issue-without-workspace", nothing, (VERIFY, "issue=nothing"), "PREFLIGHT",
+         "no workspace for issue nothing; run doit verify patch=PATH first"),
+    Case("verify-glob-matches-nothing", nothing, (VERIFY, "patch=patches/*.nope"), "PREFLIGHT",
+         "patch=patches/*.nope matches no file; check the pattern"),
+    Case("verify-one-issue-several-patches",
+         both(OK, patch_file("two.py", README_PATCH)),
+         (VERIFY, "patch=patches/*.py", "issue=x"), "PREFLIGHT",
+         "issue= names one patch; drop it to verify several"),
+    Case("verify-issue-whose-patch-is-gone", patch_gone, (VERIFY, "issue=ok"), "PREFLIGHT",
+         "is gone; verify a patch with patch=PATH"),
+    Case("variable-not-a-number", OK, (VERIFY, "patch=patches/ok.py", "strip=abc"),
+         "PREFLIGHT", "strip=abc must be a whole number, e.g. strip=1"),
+    Case("variable-not-a-choice", OK, (VERIFY, "patch=patches/ok.py", "jail=docker"),
+         "PREFLIGHT", "jail=docker is not one of bwrap, none"),
+    Case("diff-path-outside-the-repo",
+         patch_file("evil.diff", "--- a/../evil.txt\n+++ b/../evil.txt\n@@ -0,0 +1 @@\n+x\n"),
+         (VERIFY, "patch=patches/evil.diff"), "PREFLIGHT",
+         "names a/../evil.txt, a path outside the repository"),
+    Case("script-hangs", both(configured(patch_timeout=1), patch_file("hang.py", HANG)),
+         (VERIFY, "patch=patches/hang.py"), "APPLY",
+         "patch script timed out after 1s and was killed; fix the patch or raise patch_timeout"),
+    Case("config-duplicate-gate-names",
+         both(configured(gates=[{"name": "a", "command": ["true"]}] * 2), OK),
+         (VERIFY, "patch=patches/ok.py"), "CONFIG", "duplicate gate name 'a'"),
+    Case("gate-command-missing",
+         both(configured(gates=[{"name": "a", "command": ["no-such-tool"]}]), OK),
+         (VERIFY, "patch=patches/ok.py"), "GATES", "command 'no-such-tool' not found"),
+    # --- promote ---
+    Case("promote-without-issue", nothing, (PROMOTE,), "PREFLIGHT", "promote needs issue=ID"),
+    Case("promote-issue-bad-id", nothing, (PROMOTE, "issue=../x"), "PREFLIGHT",
+         "issue id '../x' may hold only letters"),
+    Case("promote-without-workspace", nothing, (PROMOTE, "issue=nothing"), "PREFLIGHT",
+         "no workspace for issue nothing; run doit verify patch=PATH issue=nothing first"),
+    Case("promote-a-failed-verification", failed_verification, (PROMOTE, "issue=wide"),
+         "SCOPE", "changed but not declared in FILES: other.txt"),  # verified again, fails again
+    Case("promote-detached-head", both(verified(), in_live("checkout", "-q", "--detach")),
+         (PROMOTE, "issue=ok"), "PREFLIGHT", "is on a detached HEAD; check out the branch"),
+    Case("promote-wrong-branch", both(verified(), configured(branch="release")),
+         (PROMOTE, "issue=ok"), "PREFLIGHT",
+         "live is on branch main, but promotions land on release"),
+    Case("promote-live-gate-unknown", both(verified(), configured(live_gates=["nope"])),
+         (PROMOTE, "issue=ok"), "PREFLIGHT", "live_gates names 'nope', which is not a"),
+    Case("promote-over-uncommitted-work", both(verified(), live_file("README.txt", "mine\n")),
+         (PROMOTE, "issue=ok"), "PROMOTE", "live has uncommitted changes in README.txt"),
+    Case("promote-index-locked", both(verified(), live_file(".git/index.lock", "")),
+         (PROMOTE, "issue=ok"), "PREFLIGHT", "live's index is locked"),
+    Case("promote-bad-policy", verified(), (PROMOTE, "issue=ok", "live_changed=sometimes"),
+         "PREFLIGHT", "live_changed=sometimes is not one of fail, overwrite_live"),
+    # --- finalize ---
+    Case("finalize-without-message", nothing, ("finalize",), "PREFLIGHT",
+         'finalize needs message="…"'),
+    Case("finalize-nothing-to-commit", nothing, ("finalize", "message=x"), "FINALIZE",
+         "live has no uncommitted changes; nothing to finalize"),
+    Case("finalize-nested-repository", nested_repo, ("finalize", "message=x"), "FINALIZE",
+         "vendored/ is a nested repository"),
+    # --- audit, record, history, config, status ---
+    Case("audit-not-an-event", file_at("audit/provenance.jsonl", '{"seq": 0}\n'), ("audit",),
+         "AUDIT", "line 1: not a patchgate event"),
+    Case("record-without-event", nothing, ("record",), "RECORD", "which event?"),
+    Case("record-unknown-event", nothing, ("record", "event=bogus"), "RECORD",
+         "event=bogus is unknown"),
+    Case("record-unknown-commit", nothing,
+         ("record", "event=emergency_rollback", "last_good=deadbeef", "reason=x", "operator=me"),
+         "RECORD", "last_good=deadbeef is not a commit in live"),
+    Case("history-bad-count", nothing, ("history", "n=abc"), "PREFLIGHT",
+         "n=abc must be a whole number of commits"),
+    Case("config-command-bad-yaml", config_text("live_repo: live\ngates: [\n"), ("config",),
+         "CONFIG", "patchgate.yaml line 3 is not valid YAML"),
+    Case("config-command-unknown-variable", nothing, ("config", "colour=red"), "PREFLIGHT",
+         "unknown variable colour="),
+    Case("status-invalid-config", configured(jail="docker"), ("status",), "CONFIG",
+         "jail: 'docker' is not one of"),
 ]  # fmt: skip
 
 
@@ -195,7 +318,7 @@ def test_bad_input_gets_one_clear_line(make_project: ProjectFactory, case: Case)
     project = make_project()
     case.setup(project)
     before = project.state()
-    res = project.run(*case.args)
+    res = doit(project, *case.args)
     assert res.code != 0, res.out
     assert "Traceback" not in res.out
     assert res.summary.get("RESULT") == "FAIL", res.out

@@ -303,3 +303,10 @@ def test_symlink_out_of_the_workspace_is_archived_as_a_link(project: Project) ->
         assert (info.external_attr >> 16) & 0o170000 == 0o120000
         assert zf.read("files/etc") == b"/etc"
         assert not any(n.startswith("files/etc/") for n in zf.namelist())
+
+
+def test_summary_block_ends_with_the_log_line() -> None:
+    from tasks.report import summary_lines
+
+    lines = summary_lines({"LOG": "l", "DEMO": "d", "RESULT": "SUCCESS", "PUSH": "OK"})
+    assert lines == ["RESULT: SUCCESS", "PUSH: OK", "DEMO: d", "LOG: l"]

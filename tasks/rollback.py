@@ -1,0 +1,1073 @@
+"""doit rollback sha=S: plan the revert of a commit; with the operator's confirmation, land it.
+
+``doit rollback sha=S`` only plans, and writes nothing to live: the commit (subject, patch id
+and files from its trailers, or "not a patchgate commit"), the later commits that touch the same
+files, the exact revert and its ``--stat``, and a token bound to live's HEAD, the commit and that
+revert. The revert is computed as ``git revert`` would (a three-way apply of the commit's
+reverse onto HEAD) in a private index and object directory under ``patches/.state/rollback/``.
+
+``doit rollback sha=S confirm=TOKEN operator=NAME reason="…"`` executes it, as one chain in the
+reporter group ``issue_rollback-S12`` (S12: the commit's first 12 hex digits):
+
+    (load)                          lock, recovery, the plan again, the token, clean paths, fetch
+    rollback:rollback-S12-plan      the plan and who confirmed it
+    rollback:rollback-S12-…         verify's own chain on the revert (a diff HEAD -> reverted
+                                    tree): workspace, apply, scope, gates, result, archive
+    rollback:rollback-S12-land      journaled landing (promote's), the revert commit
+    rollback:rollback-S12-push      PUSH: OK | FAIL | SKIPPED
+    rollback:rollback-S12-finish    the rollback event, workspace removed, audit_command
+
+State: ``patches/.state/rollback/rollback-S12/state.json`` (the confirmed plan, its rollback id),
+``land.json`` and ``push.json`` beside it; ``rollback-S12.diff`` is the revert fed to the chain.
+A finished rollback moves its record to ``done/<rollback id>.json``. An interrupted rollback
+resumes with the same command: if its revert commit landed (HEAD moved, so the token no longer
+matches a fresh plan) the token is checked against the state file and it goes on at the push.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from tasks import audit, config, git, jail, lock, promote, provenance, report, trailers, verify
+from tasks.errors import PatchgateError
+from tasks.steps import failed_creator, read_json, step, write_json
+from tasks.workspace import Workspace
+
+
+def task_rollback() -> Iterator[dict[str, Any]]:
+    """Roll back a commit of live: plan its revert; land it once an operator confirms.
+
+    sha=S                      plan only: the commit, later commits touching its files, the
+                               revert (files, --stat) and the token that confirms it
+    sha=S confirm=TOKEN operator=NAME reason="…"   verify the revert like a patch, land it,
+                               push, record the rollback event (message="…": failure context)
+    allow_gates_fail=1 require_push=1 keep=1 skip_up_to_date=1 fast_forward=0 (see doit config)
+    """
+    yield from rollback_tasks(os.getcwd(), promote.requested("rollback"))
+
+
+STAGE = "ROLLBACK"
+TRIGGER = "doit rollback"
+ROLLBACK_DIR = os.path.join("patches", ".state", "rollback")
+TOKEN_LENGTH = 12
+SHOWN_LATER = 20
+USAGE = 'doit rollback sha=S, then doit rollback sha=S confirm=TOKEN operator=NAME reason="…"'
+# Flags that make a diff the same bytes whatever the user's diff configuration says.
+DIFF_FLAGS = (
+    "-p",
+    "--binary",
+    "--full-index",
+    "--no-renames",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--no-color",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+)
+_REVERTS_LINE = re.compile(r"^This reverts commit ([0-9a-f]{7,64})\b", re.MULTILINE)
+# What git apply says about a file it cannot revert (three-way or direct).
+_CONFLICT_LINES = tuple(
+    re.compile(p)
+    for p in (
+        r"^error: patch failed: (?P<path>.+):\d+$",
+        r"^error: (?P<path>.+): patch does not apply$",
+        r"^error: (?P<path>.+): does not exist in index$",
+        r"^error: (?P<path>.+): already exists in index$",
+        r"^error: (?P<path>.+): does not match index$",
+        r"^error: cannot read the current contents of '(?P<path>.+)'$",
+        r"^Applied patch to '(?P<path>.+)' with conflicts\.$",
+        r"^U (?P<path>.+)$",
+    )
+)
+
+
+# --- paths --------------------------------------------------------------------------------------
+
+
+def issue_of(sha: str) -> str:
+    """The issue name of the rollback of ``sha``: workspace, task names, state folder."""
+    return f"rollback-{sha[:12]}"
+
+
+def state_dir(root: str, issue: str) -> str:
+    return os.path.join(root, ROLLBACK_DIR, issue)
+
+
+def diff_path(root: str, issue: str) -> str:
+    """The revert as a patch: under patches/, so verify's apply step accepts it."""
+    return os.path.join(root, ROLLBACK_DIR, f"{issue}.diff")
+
+
+def done_dir(root: str) -> str:
+    return os.path.join(root, ROLLBACK_DIR, "done")
+
+
+def stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+# --- the commit to roll back --------------------------------------------------------------------
+
+
+def resolve(live: str, rev: str) -> str | None:
+    """The full sha of commit ``rev`` in live, or None."""
+    if not rev or rev.startswith("-"):
+        return None
+    done = git.run(
+        live, "rev-parse", "--verify", "-q", "--end-of-options", f"{rev}^{{commit}}", check=False
+    )
+    return done.output.strip() if done.returncode == 0 else None
+
+
+def describe(live: str, sha: str) -> tuple[str, str]:
+    """(subject, full message) of a commit."""
+    subject, _, body = git.run(live, "log", "-1", "--format=%s%x00%B", sha).output.partition("\0")
+    return subject.strip(), body
+
+
+def revert_subject(subject: str) -> str:
+    """``Revert "x"``; the revert of a revert re-applies: ``Reapply "x"`` (as git does)."""
+    if subject.startswith('Revert "') and subject.endswith('"') and len(subject) > 9:
+        return f'Reapply "{subject[len("Revert ") + 1 :]}'
+    return f'Revert "{subject}"'
+
+
+def inspect_commit(live: str, raw: str, head: str, branch: str) -> dict[str, Any]:
+    """What the plan says about commit ``raw``; refuses what cannot be rolled back."""
+    sha = resolve(live, raw)
+    if sha is None:
+        raise PatchgateError(
+            "PREFLIGHT",
+            f"sha={raw} is not a commit in live ({live}); find the commit to roll back with "
+            f"doit history or git -C {live} log --oneline",
+        )
+    if not promote.is_ancestor(live, sha, head):
+        raise PatchgateError(
+            "PREFLIGHT",
+            f"commit {sha[:12]} is not on {branch} (live's HEAD {head[:12]} does not contain "
+            "it); only commits of the branch live is on can be rolled back",
+        )
+    parents = git.out(live, "rev-list", "--parents", "-n", "1", sha).split()[1:]
+    if not parents:
+        raise PatchgateError(
+            "PREFLIGHT",
+            f"commit {sha[:12]} is the first commit of {branch}: there is no earlier state to "
+            "go back to; roll back a later commit",
+        )
+    if len(parents) > 1:
+        raise PatchgateError(
+            "PREFLIGHT",
+            f"commit {sha[:12]} is a merge commit ({len(parents)} parents); patchgate reverts "
+            "single-parent commits only — roll back the commits the merge brought in one by "
+            f"one, or revert it by hand choosing the mainline (git -C {live} revert -m 1 "
+            f"{sha[:12]}) and record it",
+        )
+    subject, body = describe(live, sha)
+    info = trailers.CommitInfo(sha, subject, trailers.parse_trailers(body))
+    reverts = info.first(trailers.REVERTS)
+    if reverts is None:
+        found = _REVERTS_LINE.search(body)
+        reverts = found.group(1) if found else None
+    original: dict[str, Any] | None = None
+    if reverts is not None:
+        full = resolve(live, reverts)
+        original = {"sha": full or reverts, "subject": None, "patch_id": None}
+        if full is not None:
+            original["subject"] = describe(live, full)[0]
+            original["patch_id"] = trailers.CommitInfo(
+                full, "", trailers.commit_trailers(live, full)
+            ).first(trailers.PATCH_ID)
+    files = info.first(trailers.FILES)
+    return {
+        "sha": sha,
+        "parent": parents[0],
+        "subject": subject,
+        "patch_id": info.first(trailers.PATCH_ID),
+        "rollback_id": info.first(trailers.ROLLBACK_ID),
+        "trailer_files": trailers.split_files(files) if files else [],
+        "patchgate": any(info.first(k) for k in trailers.MARKER_KEYS),
+        "original": original,
+        "revert_subject": revert_subject(subject),
+    }
+
+
+def recorded_patch_id(commit: dict[str, Any]) -> str:
+    """The event's patch id: the reverted commit's; for a reland, the re-applied commit's."""
+    original = commit["original"]
+    if commit["patch_id"]:
+        return str(commit["patch_id"])
+    if original and original["patch_id"]:
+        return str(original["patch_id"])
+    return provenance.NO_PATCH
+
+
+# --- the revert, computed without touching live -----------------------------------------------
+
+
+@contextlib.contextmanager
+def scratch(root: str, live: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """A private index and object directory: git writes there, live's own are only read."""
+    path = os.path.join(root, ROLLBACK_DIR, f"scratch-{os.getpid()}")
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(os.path.join(path, "objects"))
+    objects = git.out(live, "rev-parse", "--path-format=absolute", "--git-path", "objects")
+    env = git.git_env(
+        {
+            "GIT_INDEX_FILE": os.path.join(path, "index"),
+            "GIT_OBJECT_DIRECTORY": os.path.join(path, "objects"),
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES": objects,
+        }
+    )
+    try:
+        yield path, env
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def conflicting_files(output: str) -> list[str]:
+    """The paths git apply names in its complaints, sorted."""
+    found = set()
+    for line in output.splitlines():
+        for pattern in _CONFLICT_LINES:
+            match = pattern.match(line.strip())
+            if match:
+                found.add(match.group("path"))
+                break
+    return sorted(found)
+
+
+def first_error(output: str) -> str:
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip().startswith("error:")]
+    if lines:
+        return lines[0]
+    if conflicting_files(output):
+        return "the three-way merge left conflicts"
+    return promote.first_problem(output)
+
+
+def compute_revert(root: str, live: str, sha: str, head: str) -> dict[str, Any]:
+    """The revert of ``sha`` on ``head``, as ``git revert --no-commit`` would make it.
+
+    The commit's reverse (``sha`` -> its parent) is applied with ``git apply --cached --3way``
+    to a private index holding ``head``: lines later commits moved or changed near the reverted
+    ones merge as git revert merges them; real conflicts are named. Returns the reverted tree,
+    the diff ``head`` -> that tree (the patch the workspace applies: it applies exactly), its
+    files and ``--stat``; or ``conflicts`` and the first error.
+    """
+    with scratch(root, live) as (path, env):
+        reverse = os.path.join(path, "reverse.diff")
+        git.run(live, "diff-tree", *DIFF_FLAGS, f"--output={reverse}", sha, f"{sha}^", env=env)
+        if os.path.getsize(reverse) == 0:
+            return {"empty_commit": True, "conflicts": [], "diff": b""}
+        git.run(live, "read-tree", head, env=env)
+        applied = git.run(
+            live,
+            "apply",
+            "--cached",
+            "--3way",
+            "--whitespace=nowarn",
+            reverse,
+            check=False,
+            env=env,
+        )
+        if applied.returncode != 0:
+            return {
+                "conflicts": conflicting_files(applied.output),
+                "detail": first_error(applied.output),
+                "diff": b"",
+            }
+        tree = git.out(live, "write-tree", env=env)
+        forward = os.path.join(path, "revert.diff")
+        git.run(live, "diff-tree", *DIFF_FLAGS, f"--output={forward}", head, tree, env=env)
+        with open(forward, "rb") as fh:
+            diff = fh.read()
+        names = git.run(
+            live, "diff-tree", "-r", "-z", "--name-only", "--no-renames", head, tree, env=env
+        ).output
+        stat = git.run(
+            live, "diff-tree", "-r", "--stat=100", "--no-renames", "--no-color", head, tree, env=env
+        ).output
+        return {
+            "conflicts": [],
+            "tree": tree,
+            "diff": diff,
+            "files": sorted(n for n in names.split("\0") if n),
+            "stat": [ln.rstrip() for ln in stat.splitlines() if ln.strip()],
+        }
+
+
+def token_of(head: str, sha: str, diff: bytes) -> str:
+    """The preview token: the first 12 hex digits of sha256(HEAD, commit, the revert's diff)."""
+    digest = hashlib.sha256(f"patchgate-rollback\0{head}\0{sha}\0".encode())
+    digest.update(diff)
+    return digest.hexdigest()[:TOKEN_LENGTH]
+
+
+def changed_by(live: str, sha: str) -> list[str]:
+    out = git.run(live, "diff-tree", "-r", "-z", "--name-only", "--no-renames", f"{sha}^", sha)
+    return sorted(n for n in out.output.split("\0") if n)
+
+
+def later_commits(live: str, sha: str, head: str, files: Sequence[str]) -> list[dict[str, Any]]:
+    """Commits after ``sha`` up to ``head`` touching ``files``, newest first (at most a few)."""
+    if sha == head or not files:
+        return []
+    out = git.run(
+        live,
+        "--literal-pathspecs",
+        "log",
+        "--no-renames",
+        "--name-only",
+        f"--max-count={SHOWN_LATER + 1}",
+        "--format=%x00%H %s",
+        f"{sha}..{head}",
+        "--",
+        *files,
+    ).output
+    found = []
+    wanted = set(files)
+    for chunk in out.split("\0")[1:]:
+        first, _, rest = chunk.partition("\n")
+        commit, _, subject = first.partition(" ")
+        touched = sorted(p for p in (ln.strip() for ln in rest.splitlines()) if p in wanted)
+        found.append({"sha": commit, "subject": subject, "files": touched})
+    return found
+
+
+def reverted_by(live: str, sha: str, head: str) -> list[dict[str, str]]:
+    """Patchgate revert commits of ``sha`` already on the branch."""
+    if sha == head:
+        return []
+    infos = trailers.patchgate_commits(live, f"{sha}..{head}", markers=(trailers.ROLLBACK_ID,))
+    return [
+        {"sha": i.sha, "rollback_id": i.first(trailers.ROLLBACK_ID) or "?"}
+        for i in infos
+        if audit.same_commit(i.first(trailers.REVERTS) or "", sha)
+    ]
+
+
+def make_plan(
+    root: str, live: str, commit: dict[str, Any], head: str, branch: str
+) -> tuple[dict[str, Any], bytes]:
+    """The plan (plain values, for the steps) and the revert's diff bytes."""
+    sha = commit["sha"]
+    revert = compute_revert(root, live, sha, head)
+    diff: bytes = revert.pop("diff")
+    touched = changed_by(live, sha)
+    plan = {
+        **commit,
+        **revert,
+        "head": head,
+        "branch": branch,
+        "issue": issue_of(sha),
+        "commit_files": touched,
+        "later": later_commits(live, sha, head, touched),
+        "reverted_by": reverted_by(live, sha, head),
+        "token": token_of(head, sha, diff) if diff else None,
+        "diff_sha256": hashlib.sha256(diff).hexdigest(),
+    }
+    return plan, diff
+
+
+def confirm_line(sha: str, token: str) -> str:
+    return f'doit rollback sha={sha} confirm={token} operator=NAME reason="…"'
+
+
+def plan_lines(plan: dict[str, Any], confirmed: bool = False) -> list[str]:
+    """The plan as the operator reads it (``confirmed``: as it is being executed)."""
+    sha, short = plan["sha"], plan["sha"][:12]
+    state = "confirmed, executing it" if confirmed else "nothing has been changed"
+    lines = [
+        f"rollback plan: commit {short} on {plan['branch']} (live HEAD {plan['head'][:12]}); "
+        f"{state}",
+        f"  commit    {sha}",
+        f"  subject   {plan['subject']}",
+    ]
+    if plan["patch_id"]:
+        files = ", ".join(plan["trailer_files"]) or "(no Patchgate-Files trailer)"
+        lines.append(f"  made by   patchgate: patch {plan['patch_id']}; files {files}")
+    elif plan["rollback_id"]:
+        lines.append(f"  made by   patchgate: rollback {plan['rollback_id']}")
+    else:
+        lines.append(
+            "  made by   NOT a patchgate commit (no Patchgate-Patch-Id trailer): rolling it "
+            'back is allowed; the rollback event records patch id "-"'
+        )
+    original = plan["original"]
+    if original:
+        what = f' "{original["subject"]}"' if original["subject"] else ""
+        lines.append(
+            f"  kind      reland: {short} reverted {original['sha'][:12]}{what}; rolling it "
+            "back applies that commit again"
+        )
+    else:
+        lines.append("  kind      rollback")
+    for done in plan["reverted_by"]:
+        lines.append(
+            f"  note      already rolled back once by {done['sha'][:12]} ({done['rollback_id']})"
+        )
+    lines.append(
+        "  later commits touching its files (the revert may conflict with them or undo part "
+        "of them):"
+    )
+    later = plan["later"]
+    for item in later[:SHOWN_LATER]:
+        touched = ", ".join(item["files"])
+        lines.append(f"            {item['sha'][:12]}  {item['subject']}  ({touched})")
+    if len(later) > SHOWN_LATER:
+        lines.append(f"            … and more: git log {short}..{plan['head'][:12]} -- FILES")
+    if not later:
+        lines.append("            none")
+    if plan.get("empty_commit"):
+        lines.append(f"  revert    none: {short} changes no file")
+        return lines
+    if plan["conflicts"] or plan.get("detail"):
+        conflicts = ", ".join(plan["conflicts"]) or "?"
+        lines.append(f"  revert    CONFLICT in {conflicts}: {plan.get('detail')}")
+        return lines
+    if not plan["files"]:
+        lines.append(f"  revert    none: live's HEAD already has none of the changes of {short}")
+        return lines
+    lines.append(
+        f"  revert    as git revert {short} --no-edit; verified in workspace "
+        f"issue_{plan['issue']} (the gates) before it lands:"
+    )
+    lines += [f"           {ln}" for ln in plan["stat"]]
+    lines.append(f"  message   {plan['revert_subject']}")
+    lines.append(
+        f"  token     {plan['token']} (binds live HEAD {plan['head'][:12]}, commit {short} "
+        "and this exact revert)"
+    )
+    lines.append(f"CONFIRM: {confirm_line(sha, plan['token'])}")
+    return lines
+
+
+def check_revertible(plan: dict[str, Any]) -> None:
+    """Refuse a plan that has nothing to land: an empty commit, a conflict, nothing to undo."""
+    short = plan["sha"][:12]
+    if plan.get("empty_commit"):
+        raise PatchgateError(STAGE, f"commit {short} changes no file; there is nothing to revert")
+    if plan["conflicts"] or plan.get("detail"):
+        files = ", ".join(plan["conflicts"]) or "(git named no file)"
+        raise PatchgateError(
+            STAGE,
+            f"the revert of {short} conflicts with later commits in {files} "
+            f"({plan.get('detail')}); nothing was changed — revert by hand "
+            f"(git revert {short}) and resolve, or roll back the later commits first",
+        )
+    if not plan["files"]:
+        by = plan["reverted_by"]
+        already = f" (rolled back by {by[0]['sha'][:12]}, {by[0]['rollback_id']})" if by else ""
+        raise PatchgateError(
+            STAGE,
+            f"nothing to revert: live's HEAD already has none of the changes of {short}{already}",
+        )
+
+
+# --- actions ------------------------------------------------------------------------------------
+
+
+def show_plan(plan: dict[str, Any], notes: list[str], log: str) -> dict[str, Any]:
+    """Action of the plan-only command: print the plan; the summary carries the CONFIRM line."""
+    for note in notes:
+        promote.say(log, f"rollback: {note}")
+    for line in plan_lines(plan):
+        promote.say(log, line)
+    check_revertible(plan)
+    return {
+        "summary": {
+            "RESULT": "SUCCESS",
+            "FILES": ", ".join(plan["files"]),
+            "TOKEN": plan["token"],
+            "CONFIRM": confirm_line(plan["sha"], plan["token"]),
+            "NOTE": "plan only: nothing was changed; run the CONFIRM line to roll back",
+        }
+    }
+
+
+def show_unfinished(state: dict[str, Any], commit: str, log: str) -> dict[str, Any]:
+    """Action of the plan-only command when this commit's rollback landed but did not finish."""
+    line = (
+        f"rollback {state['rollback_id']} of {state['sha'][:12]} landed {commit[:12]} but did "
+        "not finish (push, rollback event); run its command again to finish it"
+    )
+    promote.say(log, line)
+    command = confirm_line(state["sha"], state["token"])
+    promote.say(log, f"CONFIRM: {command}")
+    return {"summary": {"RESULT": "SUCCESS", "COMMIT": commit, "CONFIRM": command, "NOTE": line}}
+
+
+def show_confirmed(plan: dict[str, Any], ctx: dict[str, Any], log: str) -> None:
+    """Action of rollback:ID-plan when executing: what is about to happen, and who said so."""
+    promote.announce(ctx, log)
+    for line in plan_lines(plan, confirmed=True)[:-1]:  # not the CONFIRM line: this is it
+        promote.say(log, line)
+    rb = ctx["rollback"]
+    promote.say(
+        log,
+        f"rollback: {rb['rollback_id']} confirmed by {rb['operator']} (token {rb['token']}); "
+        f"reason: {rb['reason']}",
+    )
+
+
+def check_clean(live: str, paths: Sequence[str], short: str) -> None:
+    """No uncommitted change (staged, unstaged, untracked, ignored) in the paths to revert."""
+    out = git.run(
+        live,
+        "--no-optional-locks",
+        "--literal-pathspecs",
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--untracked-files=all",
+        "--ignored=matching",
+        "--no-renames",
+        "--",
+        *paths,
+    ).output
+    dirty = sorted(promote.changed_entries(out))
+    if dirty:
+        more = f" and {len(dirty) - 5} more" if len(dirty) > 5 else ""
+        raise PatchgateError(
+            STAGE,
+            f"live has uncommitted changes in {', '.join(dirty[:5])}{more}, which the revert "
+            f"of {short} would overwrite; commit, move or discard them (patchgate touches none "
+            "of your work), then run the same command again",
+        )
+
+
+def verification_value(gates: dict[str, str], failing: Sequence[str]) -> str:
+    value = trailers.verification_value("pass", gates)
+    return f"{value}; allow_gates_fail=1" if failing else value
+
+
+def revert_message(
+    rb: dict[str, Any], head: str, files: Sequence[str], gates: dict[str, str]
+) -> str:
+    failing = sorted(g for g, v in gates.items() if v == "fail")
+    pairs = [
+        (trailers.ROLLBACK_ID, rb["rollback_id"]),
+        (trailers.REVERTS, rb["sha"]),
+        (trailers.REASON, rb["reason"]),
+        (trailers.FAILURE_CONTEXT, rb["failure_context"] or ""),
+        (trailers.OPERATOR, rb["operator"]),
+        (trailers.TRIGGER, TRIGGER),
+        (trailers.BASE, head),
+        (trailers.VERIFICATION, verification_value(gates, failing)),
+        (trailers.FILES, trailers.files_value(files)),
+    ]
+    body = f"This reverts commit {rb['sha']}."
+    if rb["original"]:
+        body += f"\n\nIt applies commit {rb['original']['sha']} again (a reland)."
+    return trailers.format_message(rb["revert_subject"], body, pairs)
+
+
+def land_revert(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
+    """Action of rollback:ID-land: the verified revert onto live — journaled, all or nothing."""
+    ws = Workspace.at(ws_dir)
+    rb, live, root = ctx["rollback"], ctx["live"], ctx["root"]
+    lock.acquire(root, ctx["issue"], TRIGGER)
+    result = read_json(ws.result)
+    if result["verification_status"] != "pass" or not result["tree"] or not result["changes"]:
+        raise PatchgateError(
+            STAGE,
+            f"the verification of the revert did not pass ({result.get('stage')}: "
+            f"{result.get('reason')}); nothing was committed",
+        )
+    branch = promote.current_branch(live, ctx["branch"])
+    head = git.live_head(live)
+    if head != rb["head"] or result["base_sha"] != head:
+        raise PatchgateError(
+            STAGE,
+            f"live moved during the rollback ({rb['head'][:12]} -> {head[:12]}); nothing was "
+            f"committed — plan again: doit rollback sha={rb['sha']}",
+        )
+    paths = sorted(c["path"] for c in result["changes"])
+    check_clean(live, paths, rb["sha"][:12])
+    promote.check_writable(live, result["changes"])
+    gates = {g: str(r.get("verdict", "")) for g, r in result["gates"].items()}
+    failing = sorted(g for g, v in gates.items() if v == "fail")
+    if failing:
+        promote.say(log, f"rollback: warning: landing with failing gates allowed: {failing}")
+    if result["tree"] != rb["tree"]:
+        promote.say(
+            log,
+            "rollback: note: a fixing gate changed the revert; what lands is the verified "
+            f"tree {result['tree'][:12]}, not the planned {rb['tree'][:12]}",
+        )
+    record = {
+        "issue": ctx["issue"],
+        "rollback_id": rb["rollback_id"],
+        "sha": rb["sha"],
+        "files": paths,
+        "old_head": head,
+        "tree": result["tree"],
+        "branch": branch,
+        "gates": gates,
+        "failing_gates": failing,
+    }
+    hook = None
+    if ctx["live_gates"]:
+
+        def hook() -> None:
+            promote.run_live_gates(ws, ctx, result["changes"], log)
+
+    try:
+        commit = promote.land_changes(
+            root=root,
+            live=live,
+            branch=branch,
+            head=head,
+            changes=result["changes"],
+            tree=result["tree"],
+            message=revert_message(rb, head, paths, gates),
+            kind="rollback",
+            label=rb["rollback_id"],
+            record_path=os.path.join(ctx["state"], "land.json"),
+            record=record,
+            log=log,
+            before_commit=hook,
+        )
+    except PatchgateError as err:
+        raise PatchgateError(STAGE if err.stage == "PROMOTE" else err.stage, err.message) from err
+    promote.say(log, f"rollback: committed {commit} on {branch}: {rb['revert_subject']}")
+
+
+def recorded(root: str, rollback_id: str) -> bool:
+    return any(e.get("rollback_id") == rollback_id for e in audit.rollback_events(root))
+
+
+def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> dict[str, Any]:
+    """Action of rollback:ID-finish: the rollback event, the done record, cleanup, audit_command."""
+    ws = Workspace.at(ws_dir)
+    rb, root, live = ctx["rollback"], ctx["root"], ctx["live"]
+    landed = read_json(os.path.join(ctx["state"], "land.json"))
+    pushed = read_json(os.path.join(ctx["state"], "push.json"))
+    commit = landed["commit"]
+    if not recorded(root, rb["rollback_id"]):  # a rerun after a crash right after the append
+        event: dict[str, Any] = {
+            "event": "rollback",
+            "patch_id": rb["patch_id"],
+            "rollback_id": rb["rollback_id"],
+            "reason": rb["reason"],
+            "operator": rb["operator"],
+            "operator_confirmed": True,
+            "revert_commit": commit,
+            "reverted_commit": rb["sha"],
+            "kind": "reland" if rb["original"] else "rollback",
+            "push": pushed["push"],
+            "files": landed["files"],
+            "gates": landed["gates"],
+            "trigger": TRIGGER,
+            "base_sha": landed["old_head"],
+            "token": rb["token"],
+        }
+        if rb["failure_context"]:
+            event["failure_context"] = rb["failure_context"]
+        if landed["failing_gates"]:
+            event["allow_gates_fail"] = True
+        provenance.append_event(root, event)
+    summary = {
+        "RESULT": "SUCCESS",
+        "FILES": ", ".join(landed["files"]),
+        "COMMIT": commit,
+        "PUSH": pushed["push"],
+        "REVERTS": rb["sha"],
+        "ROLLBACK_ID": rb["rollback_id"],
+    }
+    note = promote.push_note(ctx, pushed)
+    if note:
+        summary["NOTE"] = promote.redact(note)
+    done = os.path.join(done_dir(root), f"{rb['rollback_id']}.json")
+    write_json(
+        done,
+        {
+            **rb,
+            "commit": commit,
+            "push": pushed["push"],
+            "finished": promote.now(),
+            "summary": summary,
+        },
+    )
+    diff = diff_path(root, ctx["issue"])
+    if os.path.exists(diff):
+        os.replace(diff, os.path.join(done_dir(root), f"{rb['rollback_id']}.diff"))
+    shutil.rmtree(ctx["state"], ignore_errors=True)
+    if not ctx["keep"] and os.path.exists(ws.dir):
+        promote.remove_workspace(live, ws, log)
+    promote.plog(log, f"rollback: done: {rb['rollback_id']} in {commit} (push {pushed['push']})")
+    promote.run_audit(ctx, commit, pushed["push"], log)
+    return {"summary": summary}
+
+
+def report_done(ws_dir: str, record_path: str, log: str) -> dict[str, Any]:
+    """Action for a rollback that finished before: say so, change nothing."""
+    record = read_json(record_path)
+    line = (
+        f"rollback {record['rollback_id']} of {record['sha'][:12]} was already done in "
+        f"{record['commit']}"
+    )
+    promote.say(log, line)
+    return {"summary": {**record["summary"], "NOTE": line}}
+
+
+def refuse(ws_dir: str, stage: str, message: str) -> None:
+    raise PatchgateError(stage, message)
+
+
+# --- the task creator's work --------------------------------------------------------------------
+
+
+def executing(cfg: config.Config) -> bool:
+    """Whether the command asks to execute (any of confirm=, operator=, reason= given)."""
+    cli = config.command_line()
+    return "confirm" in cli or "reason" in cli or cfg.sources.get("operator") == "command line"
+
+
+def confirmation(cfg: config.Config, sha: str) -> dict[str, str | None]:
+    """confirm=, operator= and reason= from the command line, or a one-line refusal.
+
+    The ``operator`` setting of patchgate.yaml does not count: a person confirms on the
+    command line. No setting turns the confirmation off.
+    """
+    token = (config.variable("confirm") or "").strip().lower()
+    operator = str(cfg["operator"] or "").strip()
+    if cfg.sources.get("operator") != "command line":
+        operator = ""
+    reason = " ".join((config.variable("reason") or "").split())
+    missing = [
+        name
+        for name, value in (
+            ("confirm=TOKEN", token),
+            ("operator=NAME", operator),
+            ('reason="…"', reason),
+        )
+        if not value
+    ]
+    if missing:
+        raise PatchgateError(
+            STAGE,
+            f"a rollback runs only when an operator confirms it on the command line; missing "
+            f"{' '.join(missing)} (the operator setting in patchgate.yaml does not count) — plan "
+            f"it with doit rollback sha={sha}, then run the CONFIRM line it prints",
+        )
+    context = " ".join((config.variable("message") or "").split())
+    return {
+        "token": token,
+        "operator": operator,
+        "reason": reason,
+        "failure_context": context or None,
+    }
+
+
+def read_state(path: str) -> dict[str, Any] | None:
+    if not os.path.exists(path):
+        return None
+    state: dict[str, Any] = read_json(path)
+    return state
+
+
+def find_done(root: str, sha: str, token: str, live: str) -> str | None:
+    """The done record of a finished rollback of ``sha`` confirmed with ``token``, if its
+    revert is still on the branch."""
+    for path in sorted(glob.glob(os.path.join(done_dir(root), f"{issue_of(sha)}-*.json"))):
+        record = read_json(path)
+        if (
+            record.get("sha") == sha
+            and record.get("token") == token
+            and promote.is_ancestor(live, record["commit"], "HEAD")
+        ):
+            return path
+    return None
+
+
+def rerun_command(rb: dict[str, Any]) -> str:
+    return (
+        f"doit rollback sha={rb['sha']} confirm={rb['token']} "
+        f"operator={shlex.quote(rb['operator'])} reason={shlex.quote(rb['reason'])}"
+    )
+
+
+def context(cfg: config.Config, issue: str, branch: str, rb: dict[str, Any]) -> dict[str, Any]:
+    """Plain values the actions need (picklable for doit -P process); promote's, adapted."""
+    ctx = promote.context(cfg, issue, branch, state_dir(cfg.root, issue))
+    ctx.update(
+        kind="rollback",
+        rerun=rerun_command(rb),
+        operator=rb["operator"],
+        operator_confirmed=True,
+        rollback=rb,
+    )
+    return ctx
+
+
+def write_if_changed(path: str, data: bytes) -> None:
+    """Write ``data`` atomically unless the file already holds it (doit compares content)."""
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
+        if fh.read() == data:
+            return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def confirmed_state(
+    plan: dict[str, Any], request: dict[str, Any], previous: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The state of this execution; an earlier attempt of the same plan keeps its rollback id."""
+    same = previous is not None and previous.get("token") == plan["token"]
+    rollback_id = previous["rollback_id"] if same and previous else f"{plan['issue']}-{stamp()}"
+    return {
+        "rollback_id": rollback_id,
+        "issue": plan["issue"],
+        "sha": plan["sha"],
+        "token": plan["token"],
+        "head": plan["head"],
+        "branch": plan["branch"],
+        "tree": plan["tree"],
+        "files": plan["files"],
+        "subject": plan["subject"],
+        "revert_subject": plan["revert_subject"],
+        "original": plan["original"],
+        "patch_id": recorded_patch_id(plan),
+        "operator": request["operator"],
+        "reason": request["reason"],
+        "failure_context": request["failure_context"],
+        "started": previous["started"] if same and previous else promote.now(),
+    }
+
+
+def rollback_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
+    log = report.log_path(root, "rollback")
+    if not wanted:  # doit list, or another command: describe, touch nothing
+        yield promote.placeholder("rollback", root, log, "plan", "rollback sha=S")
+        return
+    try:
+        verify.recover_first(root, log)  # as every command does: a crashed landing first
+        cfg = config.load(root)
+        raw = config.variable("sha")
+        if raw is None:
+            raise PatchgateError(
+                "PREFLIGHT",
+                f"rollback needs sha=S, the commit of live to roll back (doit history lists "
+                f"patchgate's): {USAGE}",
+            )
+        live = cfg.live_repo
+        head = git.live_head(live)
+        branch = promote.current_branch(live, cfg["branch"])
+        commit = inspect_commit(live, raw.strip(), head, branch)
+    except PatchgateError as err:
+        yield failed_creator("rollback", root, log, err)
+        return
+    issue = issue_of(commit["sha"])
+    group = f"issue_{issue}"
+    log = report.log_path(root, group)
+    common: dict[str, Any] = {"root": root, "log": log, "stage": STAGE, "uptodate": [False]}
+    if not executing(cfg):
+        yield from plan_only(cfg, commit, head, branch, common)
+        return
+    yield from execute(cfg, commit, branch, common)
+
+
+def plan_only(
+    cfg: config.Config, commit: dict[str, Any], head: str, branch: str, common: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """doit rollback sha=S: print the plan; nothing is written to live."""
+    root, live, log = cfg.root, cfg.live_repo, common["log"]
+    issue = issue_of(commit["sha"])
+    group = f"issue_{issue}"
+    state = read_state(os.path.join(state_dir(root, issue), "state.json"))
+    landed = os.path.join(state_dir(root, issue), "land.json")
+    if state is not None and os.path.exists(landed):
+        record = read_json(landed)
+        if promote.is_ancestor(live, record["commit"], head):
+            yield step(
+                group,
+                f"{issue}-plan",
+                show_unfinished,
+                [state, record["commit"], log],
+                **common,
+                doc="an unfinished rollback of this commit: how to finish it",
+            )
+            return
+    notes = []
+    if os.path.exists(promote.journal_path(root)):
+        notes.append(
+            f"{promote.JOURNAL} exists: a landing is running; this plan may be stale when it ends"
+        )
+    try:
+        plan, _ = make_plan(root, live, commit, head, branch)
+    except PatchgateError as err:
+        yield failed_creator(group, root, log, err, f"{issue}-plan")
+        return
+    yield step(
+        group,
+        f"{issue}-plan",
+        show_plan,
+        [plan, notes, log],
+        **common,
+        doc="the plan: commit, later commits, the revert, the token",
+    )
+
+
+def execute(
+    cfg: config.Config, commit: dict[str, Any], branch: str, common: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """doit rollback sha=S confirm=TOKEN operator=NAME reason=…: verify, land, push, record."""
+    root, live, log = cfg.root, cfg.live_repo, common["log"]
+    sha = commit["sha"]
+    issue = issue_of(sha)
+    group = f"issue_{issue}"
+    ws = Workspace(root, issue)
+    folder = state_dir(root, issue)
+    state_file = os.path.join(folder, "state.json")
+    land_file, push_file = os.path.join(folder, "land.json"), os.path.join(folder, "push.json")
+    notes: list[str] = []
+    try:
+        request = confirmation(cfg, sha)
+        lock.acquire(root, issue, TRIGGER)
+        notes += promote.recover(root)
+        head = git.live_head(live)
+        previous = read_state(state_file)
+        landed = promote.landed_record(land_file, live) if previous else None
+        if previous is not None and landed is not None:
+            if request["token"] != previous["token"]:
+                raise PatchgateError(
+                    STAGE,
+                    f"rollback {previous['rollback_id']} of {sha[:12]} landed its revert "
+                    f"{landed['commit'][:12]} but did not finish; finish it with its own "
+                    f"token: {rerun_command(previous)}",
+                )
+            notes.append(
+                f"resuming {previous['rollback_id']}: its revert {landed['commit'][:12]} "
+                "landed; pushing and recording it"
+            )
+            ctx = context(cfg, issue, branch, previous)
+            yield from finishing(ctx, ws, group, common, {**ctx, "notes": notes}, [])
+            return
+        done = find_done(root, sha, str(request["token"]), live)
+        if done is not None:
+            yield promote.pstep(
+                group, f"{issue}-finish", report_done, [ws.dir, done, log], **common, doc="done"
+            )
+            return
+        plan, diff = make_plan(root, live, commit, head, branch)
+        check_revertible(plan)
+        if request["token"] != plan["token"]:
+            raise PatchgateError(
+                STAGE,
+                f"confirm={request['token']} does not match the plan of {sha[:12]} on live as "
+                f"it is now (HEAD {head[:12]}): live moved since the plan, or the token is "
+                f"mistyped — nothing was changed; plan again (doit rollback sha={sha}), review "
+                "it, then run its CONFIRM line",
+            )
+        check_clean(live, plan["files"], sha[:12])
+        notes += promote.sync_live(cfg, branch, log)
+        moved = git.live_head(live)
+        if moved != head:
+            raise PatchgateError(
+                STAGE,
+                f"live moved to {moved[:12]} while the rollback started (fetched from the "
+                f"remote): the plan was made on {head[:12]} — plan again "
+                f"(doit rollback sha={sha}) and confirm the new plan",
+            )
+        warning = jail.preflight(cfg["jail"])
+        rb = confirmed_state(plan, request, previous)
+        ctx = context(cfg, issue, branch, rb)
+        write_if_changed(diff_path(root, issue), diff)
+        for stale in (land_file, push_file):
+            if os.path.exists(stale):
+                os.unlink(stale)
+        write_json(state_file, rb)
+    except PatchgateError as err:
+        for note in notes:
+            promote.say(log, f"rollback: {note}")
+        yield promote.pstep(
+            group,
+            f"{issue}-preflight",
+            refuse,
+            [ws.dir, err.stage, promote.redact(err.message)],
+            **{**common, "stage": err.stage},
+            doc="refuse",
+        )
+        return
+    first = {**ctx, "notes": notes}
+    plan_step = step(
+        group,
+        f"{issue}-plan",
+        show_confirmed,
+        [plan, first, log],
+        **common,
+        doc="the confirmed plan",
+        before_first_step=(verify.capture_live, (ws.dir, live)),
+    )
+    yield plan_step
+    chain = list(
+        verify.chain(cfg, diff_path(root, issue), issue, head, warning, basename="rollback")
+    )
+    # Before yielding: doit prefixes the names of the dicts it is given ("rollback:…").
+    verified = next(
+        (t["name"] for t in chain if t["name"] == f"{issue}-archive"), f"{issue}-preflight"
+    )
+    yield from chain
+    yield promote.pstep(
+        group,
+        f"{issue}-land",
+        land_revert,
+        [ws.dir, ctx, log],
+        **common,
+        doc="land the verified revert on live (journaled), the revert commit",
+        file_dep=[ws.result] if verified.endswith("-archive") else [],
+        task_dep=[f"rollback:{verified}"],
+        targets=[land_file],
+    )
+    yield from finishing(ctx, ws, group, common, ctx, [f"rollback:{issue}-land"])
+
+
+def finishing(
+    ctx: dict[str, Any],
+    ws: Workspace,
+    group: str,
+    common: dict[str, Any],
+    push_ctx: dict[str, Any],
+    push_deps: list[str],
+) -> Iterator[dict[str, Any]]:
+    """The push and finish steps (also all that runs when a landed rollback resumes)."""
+    issue, log = ctx["issue"], common["log"]
+    land_file = os.path.join(ctx["state"], "land.json")
+    push_file = os.path.join(ctx["state"], "push.json")
+    yield promote.pstep(
+        group,
+        f"{issue}-push",
+        promote.push_landed,
+        [ws.dir, push_ctx, log],
+        **{**common, "stage": "PUSH"},
+        doc="push the revert commit to the remote",
+        file_dep=[land_file],
+        task_dep=push_deps,
+        targets=[push_file],
+    )
+    # No file_dep on land.json / push.json: finish removes them with the rest of the state.
+    yield promote.pstep(
+        group,
+        f"{issue}-finish",
+        finish,
+        [ws.dir, ctx, log],
+        **{**common, "stage": "FINISH"},
+        doc="the rollback event, cleanup, audit_command",
+        task_dep=[f"rollback:{issue}-push"],
+        targets=[os.path.join(done_dir(ctx["root"]), f"{ctx['rollback']['rollback_id']}.json")],
+    )
