@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.common import summary
 from tasks import jail
 
 BUSY_TEST = """
@@ -47,7 +48,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21, help="runs of `python -c pass`")
     parser.add_argument("--gate-runs", type=int, default=3, help="runs of the pytest gate")
+    parser.add_argument("--quick", action="store_true", help="9 runs of python, 1 of the gate")
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.gate_runs = min(args.runs, 9), 1
     warning = jail.preflight("bwrap")
     if warning:
         print(warning)
@@ -69,6 +73,13 @@ def main() -> None:
         print(
             f"~1 s pytest gate, median of {args.gate_runs}: jailed {inside:.3f} s, "
             f"unjailed {outside:.3f} s, ratio {inside / outside:.3f} (aim <= 1.2)"
+        )
+        summary(
+            "+  a ~1 s pytest gate, jailed vs unjailed",
+            f"{inside * 1000:.0f} ms",
+            f"unjailed {outside * 1000:.0f} ms",
+            f"{inside / outside:.2f}x",
+            "<= 1.2x",
         )
 
 

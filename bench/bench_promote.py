@@ -26,7 +26,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Bench, Timed, cache_bytecode, git, make_project, scratch_dir, side_by_side
+from bench.common import (
+    Bench,
+    Timed,
+    cache_bytecode,
+    git,
+    make_project,
+    scratch_dir,
+    side_by_side,
+    summary,
+)
 
 AIM = 1.3
 _runs = itertools.count()
@@ -112,6 +121,13 @@ def main() -> int:
         print(
             f"promotion {sizes[-1]} vs {sizes[0]} files: {ratio:.2f}x (aim <= {AIM}x: "
             f"{verdict}); end to end {totals[-1] / totals[0]:.2f}x"
+        )
+        summary(
+            f"+  promote a one-file patch, {sizes[-1]} vs {sizes[0]} files (w/o archive, cleanup)",
+            f"{core[-1] * 1000:.0f} ms",
+            f"{core[0] * 1000:.0f} ms",
+            f"{ratio:.2f}x",
+            f"<= {AIM}x",
         )
     return 0
 

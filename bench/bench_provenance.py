@@ -17,6 +17,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.common import summary
 from tasks import provenance
 
 
@@ -85,7 +86,14 @@ def main(count: int) -> None:
     )
     print(f"verify_chain resumed: {incr_s * 1e3:9.2f} ms (lines parsed: {incr.lines_parsed})")
     print(f"full / resumed:       {full_s / incr_s:9.0f}x")
+    summary(
+        f"+  provenance: append to a {count:,}-event log",
+        f"{append_s * 1e3:.2f} ms",
+        f"verify_chain full {full_s * 1e3:.0f} ms",
+        f"resumed {incr_s * 1e3:.2f} ms",
+    )
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)
+    numbers = [a for a in sys.argv[1:] if not a.startswith("-")]
+    main(int(numbers[0]) if numbers else 20_000 if "--quick" in sys.argv else 100_000)

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -152,9 +153,20 @@ class Bench:
         return out
 
     def forget(self) -> None:
-        """Remove every workspace and all doit state: the next verify starts from nothing."""
+        """Remove every workspace and all doit state: the next verify starts from nothing.
+
+        The parsed configuration (patches/.state/config-cache.json) stays, as it does for a
+        user verifying a new patch in a configured project.
+        """
+        state = self.path / "patches" / ".state"
         shutil.rmtree(self.path / "patches" / "workspaces", ignore_errors=True)
-        shutil.rmtree(self.path / "patches" / ".state", ignore_errors=True)
+        if state.is_dir():
+            for entry in state.iterdir():
+                if entry.name != "config-cache.json":
+                    if entry.is_dir():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink()
         git(self.live, "worktree", "prune")
 
     def cleanup(self) -> None:
@@ -175,6 +187,28 @@ def edit_script(path: str, text: str) -> str:
     """A patch script that writes ``text`` to the repo-relative ``path``."""
     return (
         f"from pathlib import Path\n\nFILES = [{path!r}]\n\nPath({path!r}).write_text({text!r})\n"
+    )
+
+
+SUMMARY_ENV = "PATCHGATE_BENCH_SUMMARY"
+
+
+def summary(measure: str, value: str, reference: str = "", ratio: str = "", aim: str = "") -> None:
+    """One row of run_all's closing table (a JSON line in $PATCHGATE_BENCH_SUMMARY, if set)."""
+    path = os.environ.get(SUMMARY_ENV)
+    if not path:
+        return
+    row = {"measure": measure, "value": value, "reference": reference, "ratio": ratio, "aim": aim}
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    """Rows as aligned columns (the first row is ``header``)."""
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in (header, *rows)
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from tasks import faults, git, jail, proc, report
 from tasks.errors import PatchgateError
 from tasks.steps import write_json
-from tasks.workspace import Workspace, attempt, mark_tree
+from tasks.workspace import Workspace, attempt, mark_tree, wait_live_capture
 
 PATCHES_DIR = "patches"
 KINDS = {".py": "script", ".diff": "diff", ".patch": "diff", ".zip": "zip"}
@@ -313,6 +313,7 @@ def apply_patch(
     kind = kind_of(patch)
     report.log(log, f"apply: {kind} {os.path.relpath(patch, ws.root)} in {ws.repo}")
     with attempt(ws) as base:
+        wait_live_capture(ws.dir)  # the live guard's "before" is taken: the patch may run
         if carry is not None:
             kind = "carry"
             files = lay_tree(ws, carry, log)

@@ -37,7 +37,7 @@ ENV = "PATCHGATE_FAULT"
 def armed(name: str) -> bool:
     """Whether PATCHGATE_FAULT names ``name`` (for points that must prepare a torn write)."""
     wanted = os.environ.get(ENV)
-    return bool(wanted) and name in (w.strip() for w in wanted.split(","))
+    return wanted is not None and name in (w.strip() for w in wanted.split(","))
 
 
 def point(name: str) -> None:

@@ -14,7 +14,7 @@ from tasks import config, faults, git, proc, report
 from tasks.apply import run_jailed
 from tasks.errors import PatchgateError
 from tasks.steps import read_json, write_json
-from tasks.workspace import Workspace, ensure_tree, forget_tree, mark_tree
+from tasks.workspace import Workspace, ensure_tree, forget_tree, mark_tree, wait_live_capture
 
 # Exit code 5 is pytest's "no tests were collected": never a pass.
 PYTEST_NO_TESTS = 5
@@ -410,6 +410,7 @@ def run_gate(
         )
         return
     ensure_tree(ws, current["tree"])
+    wait_live_capture(ws.dir)  # the live guard's "before" is taken: the gate may run
     junit = junit_path(ws, gate["name"]) if expects_junit(gate) else None
     os.makedirs(ws.path("cache", gate["name"]), exist_ok=True)
     if os.path.exists(junit_path(ws, gate["name"])):

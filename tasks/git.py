@@ -126,12 +126,56 @@ def diff_trees(repo: str, old: str, new: str) -> list[Change]:
 def restore(repo: str, base: str, tree: str | None = None) -> None:
     """Put the worktree at ``base`` exactly (tracked and untracked), then lay ``tree`` over it.
 
-    Only what differs is rewritten: reset --hard and clean touch changed paths only.
+    What ``reset --hard base`` + ``clean -fd`` do; when HEAD and the index are already at
+    ``base`` (a workspace between two attempts), one status walk finds what the attempt
+    changed and only that is put back: a 20,000-file worktree is not read three times.
     """
-    run(repo, "reset", "-q", "--hard", base)
-    run(repo, "clean", "-q", "-fd")
+    if not _undo_changes(repo, base):
+        run(repo, "reset", "-q", "--hard", base)
+        run(repo, "clean", "-q", "-fd")
     if tree is not None:
         overlay(repo, tree_of(repo, base), tree)
+
+
+def _undo_changes(repo: str, base: str) -> bool:
+    """reset --hard + clean -fd for a worktree whose HEAD is ``base`` and index clean; False
+    (and nothing done) when that is not the case or anything is unusual."""
+    heads = run(repo, "rev-parse", "HEAD", base, check=False)
+    lines = heads.output.split()
+    if heads.returncode != 0 or len(lines) != 2 or lines[0] != lines[1]:
+        return False
+    done = run(
+        repo,
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--untracked-files=normal",
+        "--no-renames",
+        "--ignore-submodules",
+        check=False,
+    )
+    if done.returncode != 0:
+        return False
+    modified, untracked = [], []
+    for entry in (e for e in done.output.split("\0") if e):
+        code, path = entry[:2], entry[3:]
+        if code == "??":
+            untracked.append(path)
+        elif code[0] == " " and code[1] in "MDT":
+            modified.append(path)
+        else:
+            return False  # staged or unmerged: the slow, general way
+    if untracked:
+        # Pathspecs keep clean from walking the whole tree; past a few hundred, walk it.
+        which = ("--", *untracked) if len(untracked) <= 256 else ()
+        if run(repo, "--literal-pathspecs", "clean", "-q", "-fd", *which, check=False).returncode:
+            return False
+    if modified:
+        paths = "\0".join(modified) + "\0"
+        checkout = ("checkout-index", "-f", "-q", "-z", "--stdin")
+        if run(repo, *checkout, input_bytes=paths.encode(), check=False).returncode:
+            return False
+    return True
 
 
 def overlay(repo: str, old: str, new: str, skip: Sequence[str] = ()) -> list[Change]:

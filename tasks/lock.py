@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -65,8 +66,8 @@ def _write_holder(fd: int, what: str, issue: str) -> None:
         "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     data = json.dumps(info).encode()
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, data, 0)
+    os.pwrite(fd, data, 0)  # then cut: the file is never empty for a reader in between
+    os.ftruncate(fd, len(data))
     os.fsync(fd)
 
 
@@ -80,8 +81,21 @@ def holder(root: str) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
+def _live_holder(root: str, patience: float = 1.0) -> dict[str, Any]:
+    """The holder's info, given it a moment to write it (it does so right after its flock)."""
+    deadline = time.monotonic() + patience
+    while True:
+        info = holder(root)
+        pid = info.get("pid")
+        if isinstance(pid, int) and pid != os.getpid() and steps.pid_alive(pid):
+            return info
+        if time.monotonic() > deadline:
+            return {}
+        time.sleep(0.01)
+
+
 def busy_message(root: str) -> str:
-    info = holder(root)
+    info = _live_holder(root)
     where = os.path.relpath(lock_path(root), root)
     if not info.get("pid"):
         return f"another promotion holds the lock ({where}); wait for it to finish, then retry"
@@ -113,12 +127,12 @@ def acquire(root: str, issue: str, what: str) -> None:
         if _parent_holds(key):
             return
         raise PatchgateError("PREFLIGHT", busy_message(key))
+    _write_holder(fd, what, issue)  # first: a second promotion names us at once
     try:
         check_index_lock(key)
     except PatchgateError:
         os.close(fd)
         raise
-    _write_holder(fd, what, issue)
     _held[key] = fd
     steps.sweep_leftovers(key)
 

@@ -51,6 +51,7 @@ def task_promote() -> Iterator[dict[str, Any]]:
 
 STATE_DIR = os.path.join("patches", ".state")
 JOURNAL = os.path.join(STATE_DIR, "promote-journal.json")
+JOURNAL_SCHEMA = "promote-journal.schema.json"
 TOKEN_VARIABLES = ("PATCHGATE_PUSH_TOKEN", "GITHUB_TOKEN")
 SHA = re.compile(r"^[0-9a-f]{40}$")
 USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")
@@ -458,7 +459,7 @@ def open_journal(
         "record_path": record_path,
         "record": record,
     }
-    write_json(path, journal)
+    write_json(path, journal, JOURNAL_SCHEMA)
     faults.point(f"{kind}-journaled")
     return journal
 
@@ -692,7 +693,7 @@ def land_changes(
         committed = True
         faults.point(f"{kind}-ref-moved")
         journal.update(phase="committed", commit=commit)
-        write_json(journal_path(root), journal)
+        write_json(journal_path(root), journal, JOURNAL_SCHEMA)
         faults.point(f"{kind}-committed")
         complete(root, live, journal)
     except OSError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -89,6 +90,10 @@ class Group:
     executed: list[str] = field(default_factory=list)
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    raise SystemExit(130)
+
+
 def failure_reason(exc: BaseFail) -> str:
     if isinstance(exc, TaskError):
         # A bug, not bad input: one line here, the traceback in the log.
@@ -106,6 +111,11 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         super().__init__(outstream, options)
         self.groups: dict[str, Group] = {}
         self.running: Any = None  # the task started and not finished: set when interrupted
+        # Ctrl-C ends the run as SystemExit(130): every ``finally`` and ``except BaseException``
+        # on the way undoes what it must, doit saves what succeeded, this reporter says where
+        # it stopped, and Python exits without a KeyboardInterrupt traceback.
+        with contextlib.suppress(ValueError):  # not the main thread: leave Ctrl-C alone
+            signal.signal(signal.SIGINT, _interrupted)
 
     def _group(self, task: Any) -> Group | None:
         meta = task.meta or {}
@@ -167,12 +177,12 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         for group in self.groups.values():
             fields = self._fields(group)
             text = "\n".join(summary_lines(fields))
-            failed = try_log(group.log, f"{group.detail}\n{text}" if group.detail else text)
-            if failed:
-                fields["LOG"] += f" (not written: {failed})"
+            unwritten = try_log(group.log, f"{group.detail}\n{text}" if group.detail else text)
+            if unwritten:
+                fields["LOG"] += f" (not written: {unwritten})"
                 text = "\n".join(summary_lines(fields))
             self.write("\n" + text + "\n")
-            if not failed:
+            if not unwritten:
                 point_latest(group.root, group.log)
         if len(self.groups) > 1:
             failed = sum(1 for g in self.groups.values() if self._fields(g)["RESULT"] == "FAIL")

@@ -36,7 +36,7 @@ def _dep_file() -> str:
 
 
 def _unwritable(folder: str) -> str | None:
-    """Why ``folder`` (or the nearest existing folder above it) cannot be written; None if it can."""
+    """Why ``folder`` (or the nearest existing folder above it) is not writable; None if it is."""
     probe = folder
     while not os.path.isdir(probe):
         parent = os.path.dirname(probe)
@@ -248,7 +248,7 @@ def write_json(path: str, data: Any, schema: str | None = None) -> None:
 LEFTOVER = re.compile(r"^(?:.+\.(?P<a>\d+)(?:\.tmp)?|promote-(?P<b>\d+)\.index(?:\.lock)?)$")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -276,7 +276,7 @@ def sweep_leftovers(root: str) -> list[str]:
     for folder in folders:
         for name in _listdir(folder):
             match = LEFTOVER.match(name)
-            if match is None or _alive(int(match["a"] or match["b"])):
+            if match is None or pid_alive(int(match["a"] or match["b"])):
                 continue
             path = os.path.join(folder, name)
             with contextlib.suppress(OSError):
@@ -286,7 +286,7 @@ def sweep_leftovers(root: str) -> list[str]:
     latest = os.path.join(root, "patches")
     for name in _listdir(latest):
         match = re.match(r"^latest\.log\.(\d+)\.tmp$", name)
-        if match and not _alive(int(match[1])):
+        if match and not pid_alive(int(match[1])):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(latest, name))
                 removed.append(os.path.join(latest, name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import re
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ from tasks.errors import PatchgateError
 from tasks.gates import GateInputs, run_gate
 from tasks.scope import check_scope, judge
 from tasks.steps import failed_creator, read_json, sha256_file, step, write_json
-from tasks.workspace import Workspace, ensure, is_intact
+from tasks.workspace import LIVE_GUARD, Workspace, ensure, is_intact, wait_live_capture
+from tasks.workspace import capture_live as capture_live  # the chains' before_first_step
 
 RULES = ("allow_undeclared", "allow_untouched", "allow_noop")
 
@@ -79,14 +81,6 @@ def declared_files(patch: str) -> list[str]:
     return []
 
 
-def capture_live(ws_dir: str, live_repo: str) -> None:
-    """Before the first step runs: live's HEAD and status, for the live guard."""
-    write_json(
-        os.path.join(ws_dir, "live_guard.json"),
-        {"head": git.head(live_repo), "status": git.status(live_repo)},
-    )
-
-
 def check_live_guard(ws: Workspace, live_repo: str) -> None:
     """Live must be as it was when this verification started, but for patchgate's own landings.
 
@@ -97,18 +91,25 @@ def check_live_guard(ws: Workspace, live_repo: str) -> None:
     promotion makes, are explained; so are the working-tree entries of the paths they changed.
     Everything else — another HEAD move, any other change to live's status — fails the run.
     """
-    guard = ws.path("live_guard.json")
-    if not os.path.exists(guard):
+    guard = ws.path(LIVE_GUARD)
+    before = wait_live_capture(ws.dir)
+    if before is None:
         return
-    before = read_json(guard)
     os.unlink(guard)
+    if before.get("error"):
+        raise PatchgateError(
+            "VERIFY",
+            f"live's state could not be read before this verification ({before['error']}); "
+            "fix the live repository and verify again",
+        )
     now_head, now_status = git.head(live_repo), git.status(live_repo)
     if (before["head"], before["status"]) == (now_head, now_status):
         return
     landed = landings_between(live_repo, before["head"], now_head)
-    if landed is not None:
-        if status_entries(before["status"], landed) == status_entries(now_status, landed):
-            return
+    if landed is not None and (
+        status_entries(before["status"], landed) == status_entries(now_status, landed)
+    ):
+        return
     tree = "changed" if before["status"] != now_status else "same"
     raise PatchgateError(
         "VERIFY",
@@ -135,7 +136,7 @@ def landings_between(live: str, old: str, new: str) -> set[str] | None:
     entries = [ln.split(" ", 1) for ln in done.output.splitlines() if " " in ln]
     if done.returncode != 0 or not entries or entries[0][0] != new:
         return None
-    for (sha, message), (older, _) in zip(entries, entries[1:], strict=False):
+    for (sha, message), (older, _) in itertools.pairwise(entries):
         if sha == older:
             continue
         explained = message.startswith("patchgate ") or (

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,11 +84,13 @@ def ensure(ws_dir: str, live_repo: str, base: str, patch: str, patch_sha256: str
     ws = Workspace.at(ws_dir)
     os.makedirs(ws.dir, exist_ok=True)
     previous = ws.read_meta() if os.path.exists(ws.meta) else {}
+    fresh = False  # the worktree is exactly at base: git just wrote it
     if is_intact(ws):
         if previous.get("base_sha") != base:
             report.log(log, f"workspace: base moved to {base[:12]}; checking it out in place")
             git.restore(ws.repo, "HEAD")
             git.run(ws.repo, "checkout", "-q", "--detach", base, stage="WORKSPACE")
+            fresh = True
     else:
         if os.path.lexists(ws.repo):
             report.log(log, "workspace: worktree damaged; re-creating it")
@@ -94,15 +99,20 @@ def ensure(ws_dir: str, live_repo: str, base: str, patch: str, patch_sha256: str
         report.log(log, f"workspace: git worktree add {ws.repo} at {base[:12]}")
         git.run(live_repo, "worktree", "add", "-q", "--detach", ws.repo, base, stage="WORKSPACE")
         faults.point("workspace-added")
+        fresh = True
     if os.path.exists(ws.index):
         os.unlink(ws.index)
+    base_tree = git.tree_of(ws.repo, base)
+    forget_tree(ws)
+    if fresh:  # apply need not reset and clean a tree git has just checked out
+        mark_tree(ws, base_tree)
     write_json(
         ws.meta,
         {
             "issue": ws.issue,
             "live_repo": live_repo,
             "base_sha": base,
-            "base_tree": git.tree_of(ws.repo, base),
+            "base_tree": base_tree,
             "attempt": int(previous.get("attempt", 0)) + 1,
             "patch": patch,
             "patch_sha256": patch_sha256,
@@ -115,9 +125,11 @@ def ensure(ws_dir: str, live_repo: str, base: str, patch: str, patch_sha256: str
 @contextmanager
 def attempt(ws: Workspace) -> Iterator[str]:
     """Start from the base exactly; if anything goes wrong, put the base back (pre-commit style)."""
-    base = ws.read_meta()["base_sha"]
+    meta = ws.read_meta()
+    base = meta["base_sha"]
+    if known_tree(ws) != meta["base_tree"]:  # within one run only: see known_tree
+        git.restore(ws.repo, base)
     forget_tree(ws)
-    git.restore(ws.repo, base)
     try:
         yield base
     except BaseException:
@@ -163,3 +175,57 @@ def require(ws: Workspace) -> None:
         raise PatchgateError(
             "PREFLIGHT", f"no workspace for issue {ws.issue}; run doit verify patch=... first"
         )
+
+
+# --- the live guard's "before": live's HEAD and status when the verification started ---------
+
+LIVE_GUARD = "live_guard.json"
+_capturing: dict[str, threading.Thread] = {}
+
+
+def capture_live(ws_dir: str, live_repo: str) -> None:
+    """Before an issue's first step runs (the reporter calls it): live's HEAD and status.
+
+    HEAD is read now; ``git status`` of live (an O(files) walk) runs on a thread while the
+    first step starts, and lands in live_guard.json. Untrusted code (the patch, a gate) runs
+    only after ``wait_live_capture``: the "before" never includes what the patch did.
+    """
+    path = os.path.join(ws_dir, LIVE_GUARD)
+    head = git.head(live_repo)
+    write_json(path, {"head": head, "status": None})
+
+    def finish() -> None:
+        data: dict[str, Any] = {"head": head}
+        try:
+            data["status"] = git.status(live_repo)
+        except PatchgateError as exc:
+            data.update(status=None, error=exc.message)
+        with contextlib.suppress(OSError):
+            write_json(path, data)
+
+    thread = threading.Thread(target=finish, name=f"live-guard-{ws_dir}", daemon=True)
+    _capturing[path] = thread
+    thread.start()
+
+
+def wait_live_capture(ws_dir: str, timeout: float = git.GIT_TIMEOUT) -> dict[str, Any] | None:
+    """The captured "before" once complete; None if nothing was captured for this run."""
+    path = os.path.join(ws_dir, LIVE_GUARD)
+    thread = _capturing.pop(path, None)
+    if thread is not None:  # captured by this very process
+        thread.join(timeout)
+    deadline = time.monotonic() + timeout
+    while True:  # captured by doit's main process, this is a worker (-P process)
+        try:
+            data: dict[str, Any] = read_json(path)
+        except (OSError, ValueError):
+            return None
+        if data.get("status") is not None or data.get("error"):
+            return data
+        if time.monotonic() > deadline:
+            raise PatchgateError(
+                "VERIFY",
+                f"live's state before this verification was not captured within {timeout:.0f}s "
+                f"({path}); run the same command again",
+            )
+        time.sleep(0.005)

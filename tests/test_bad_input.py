@@ -147,6 +147,12 @@ def nested_repo(project: Project) -> None:
     git(sub, "-c", "user.name=n", "-c", "user.email=n@x.invalid", "commit", "-q", "-m", "x")
 
 
+def hand_commit(project: Project) -> None:
+    """A second commit in live, made by hand: something to roll back."""
+    (project.live / "README.txt").write_text("calc, edited by hand\n")
+    git(project.live, "commit", "-q", "-am", "by hand")
+
+
 def patch_gone(project: Project) -> None:
     verified()(project)
     (project.path / "patches" / "ok.py").unlink()
@@ -310,6 +316,18 @@ CASES = [
          "unknown variable colour="),
     Case("status-invalid-config", configured(jail="docker"), ("status",), "CONFIG",
          "jail: 'docker' is not one of"),
+    # --- rollback ---
+    Case("rollback-without-sha", nothing, ("rollback",), "PREFLIGHT", "rollback needs sha=S"),
+    Case("rollback-unknown-sha", nothing, ("rollback", "sha=deadbeef"), "PREFLIGHT",
+         "sha=deadbeef is not a commit in live"),
+    Case("rollback-first-commit", nothing, ("rollback", "sha=HEAD"), "PREFLIGHT",
+         "is the first commit of main: there is no earlier state to go back to"),
+    Case("rollback-wrong-token", hand_commit,
+         ("rollback", "sha=HEAD", "confirm=000000000000", "operator=op", "reason=r"),
+         "ROLLBACK", "confirm=000000000000 does not match the plan"),
+    Case("rollback-without-operator", hand_commit,
+         ("rollback", "sha=HEAD", "confirm=000000000000"), "ROLLBACK",
+         "missing operator=NAME reason="),
 ]  # fmt: skip
 
 

@@ -23,7 +23,10 @@ QUICK = {"name": "quick", "command": ["sh", "-c", "test -f README.txt"], "files"
 
 
 def note(i: int) -> str:
-    return script([f"docs/p{i}.txt"], f'Path("docs").mkdir(exist_ok=True)\nPath("docs/p{i}.txt").write_text("note {i}\\n")')
+    return script(
+        [f"docs/p{i}.txt"],
+        f'Path("docs").mkdir(exist_ok=True)\nPath("docs/p{i}.txt").write_text("note {i}\\n")',
+    )
 
 
 def start(project: Project, *args: str) -> subprocess.Popen[str]:

@@ -85,9 +85,7 @@ def leftovers(project: Project) -> list[str]:
     for top in (project.path / "patches", project.path / "audit", project.live):
         for dirpath, dirnames, filenames in os.walk(top):
             dirnames[:] = [d for d in dirnames if d not in (".git", "repo")]
-            found += [
-                os.path.join(dirpath, n) for n in filenames + dirnames if LEFTOVER.search(n)
-            ]
+            found += [os.path.join(dirpath, n) for n in filenames + dirnames if LEFTOVER.search(n)]
     index_lock = project.live / ".git" / "index.lock"
     return found + ([str(index_lock)] if index_lock.exists() else [])
 
@@ -250,7 +248,10 @@ def assert_promoted(landing: Landing) -> None:
     assert len(commits) == len(set(commits)), "a landing was recorded twice"
     record = json.loads((project.path / "patches/.state/promoted/two.json").read_text())
     assert record["commit"] == head
-    assert zipfile.ZipFile(project.path / "patches/successful/two/patched_success.zip").testzip() is None
+    assert (
+        zipfile.ZipFile(project.path / "patches/successful/two/patched_success.zip").testzip()
+        is None
+    )
     assert_no_debris(project)
 
 
@@ -312,7 +313,14 @@ def test_kill_during_promote(landing: Landing, point: str, after: str) -> None:
 def test_kill_while_removing_the_workspace_is_finished_by_the_rerun(landing: Landing) -> None:
     landing.reset()
     project = landing.project
-    killed = doit(project, "promote", "issue=two", "keep=0", "message=removing", fault="promote-worktree-removed")
+    killed = doit(
+        project,
+        "promote",
+        "issue=two",
+        "keep=0",
+        "message=removing",
+        fault="promote-worktree-removed",
+    )
     assert killed.code == -signal.SIGKILL
     assert not (project.ws("two") / "repo").exists() and project.ws("two").exists()
     rerun = doit(project, "promote", "issue=two", "keep=0", "message=removing")
@@ -555,8 +563,25 @@ def test_disk_full_while_writing_the_log(tmp_path: Path, calc_template: Path) ->
         assert leftovers(project) == []
         remount(patches, "size=32m")
         res = doit(project, "verify", "patch=patches/loud.py")
-        assert res.code == 0, res.out
+        assert res.code == 0, res.out + workspace_story(project, "loud")
         assert_no_debris(project)
+
+
+def workspace_story(project: Project, issue: str) -> str:
+    """What a failed assertion needs to be understood: the worktree's state and the logs."""
+    repo = project.ws(issue) / "repo"
+    logs = sorted((project.path / "patches" / "logs").glob(f"*_issue_{issue}.log"))
+    text = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
+    status = subprocess.run(
+        ("git", "-C", str(repo), "status", "--porcelain", "--untracked-files=all"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    files = (
+        sorted(p.name for p in project.ws(issue).iterdir()) if project.ws(issue).exists() else []
+    )
+    return f"\nworkspace files: {files}\nworktree status: {status.stdout}{status.stderr}{text}"
 
 
 def test_read_only_patches_folder_is_refused_clearly(tmp_path: Path, calc_template: Path) -> None:
@@ -642,4 +667,141 @@ def test_ctrl_c_during_a_gate_stops_the_run_and_its_processes(
     again = doit(project, "verify", "patch=patches/two.py")
     assert again.code == 0, again.out
     assert_chain(project)
+    assert_no_debris(project)
+
+
+# --- rollback: its landing is promote's --------------------------------------------------------
+
+
+@dataclass
+class Reverting:
+    """The rollback family's project: commit ``sha`` (the patch TWO) promoted, to roll back."""
+
+    project: Project
+    bare: Path
+    sha: str
+    user: tuple[dict[str, bytes], str]
+
+    @property
+    def issue(self) -> str:
+        return f"rollback-{self.sha[:12]}"
+
+    def reset(self) -> str:
+        """live at the promoted commit again, no rollback state; returns the plan's token."""
+        project, live = self.project, self.project.live
+        (project.path / promote.JOURNAL).unlink(missing_ok=True)
+        git(live, "reset", "-q", "--hard", self.sha)
+        git(live, "clean", "-q", "-fdx")
+        git(self.bare, "update-ref", "refs/heads/main", self.sha)
+        git(live, "update-ref", "refs/remotes/origin/main", self.sha)
+        shutil.rmtree(project.path / "patches" / ".state" / "rollback", ignore_errors=True)
+        put_user_work(live)
+        self.user = user_work(live)
+        planned = doit(project, "rollback", f"sha={self.sha}")
+        assert planned.code == 0, planned.out
+        found = re.search(r"confirm=([0-9a-f]{12}) ", planned.summary["CONFIRM"])
+        assert found, planned.out
+        return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def reverting(tmp_path_factory: pytest.TempPathFactory, calc_template: Path) -> Reverting:
+    project = new_project(
+        tmp_path_factory.mktemp("faults-rollback") / "project", calc_template, gates=[]
+    )
+    bare = add_remote(project)
+    project.patch("two.py", TWO)
+    assert doit(project, "verify", "patch=patches/two.py").code == 0
+    landed = doit(project, "promote", "issue=two", "message=calc: multiply")
+    assert landed.code == 0, landed.out
+    return Reverting(project, bare, landed.summary["COMMIT"], ({}, ""))
+
+
+ROLLBACK_KILLS = [
+    "step-before:rollback:{issue}-land",
+    "rollback-journaled",
+    "rollback-put:README.txt",  # one file reverted, the other not yet
+    "rollback-copied",
+    "rollback-commit-made",
+    "rollback-ref-moved",
+    "step-before:rollback:{issue}-push",
+    "step-before:rollback:{issue}-finish",
+]
+
+
+@pytest.mark.parametrize("point", ROLLBACK_KILLS)
+def test_kill_during_rollback(reverting: Reverting, point: str) -> None:
+    token = reverting.reset()
+    project, live, sha = reverting.project, reverting.project.live, reverting.sha
+    confirm = ("rollback", f"sha={sha}", f"confirm={token}", "operator=op", "reason=kill test")
+    killed = doit(project, *confirm, fault=point.format(issue=reverting.issue))
+    assert killed.code == -signal.SIGKILL, killed.out
+    head = git(live, "rev-parse", "HEAD")
+    if head != sha:  # the complete revert, nothing less
+        assert git(live, "rev-parse", "HEAD^") == sha
+        assert git(live, "rev-parse", "HEAD^{tree}") == git(live, "rev-parse", f"{sha}^^{{tree}}")
+    for path, data in patch_files(live).items():
+        assert data in (PRE[path], POST[path]), f"{path} is half-written: {data!r}"
+    assert user_work(live) == reverting.user
+    assert_chain(project, torn_allowed=True)
+    interrupted = (project.path / promote.JOURNAL).exists()
+    nxt = doit(project, "status")
+    assert nxt.code == 0, nxt.out
+    assert ("recover: recovered:" in nxt.out) == interrupted, nxt.out
+    assert not (project.path / promote.JOURNAL).exists()
+    reverted = git(live, "rev-parse", "HEAD") != sha
+    assert patch_files(live) == (PRE if reverted else POST)
+    assert git(live, "status", "--porcelain", "--", *TWO_FILES) == ""
+    rerun = doit(project, *confirm)
+    assert_clean_output(rerun)
+    assert rerun.code == 0, rerun.out
+    revert = git(live, "rev-parse", "HEAD")
+    assert git(live, "rev-parse", "HEAD^") == sha and patch_files(live) == PRE
+    assert git(reverting.bare, "rev-parse", "main") == revert
+    assert user_work(live) == reverting.user
+    events = assert_chain(project)
+    rollbacks = [e for e in events if e["event"] == "rollback" and e["revert_commit"] == revert]
+    assert len(rollbacks) == 1
+    assert_no_debris(project)
+
+
+def test_ctrl_c_during_a_live_gate_undoes_the_landing(tmp_path: Path, calc_template: Path) -> None:
+    token = f"pg-live-gate-{os.getpid()}-{time.monotonic_ns()}"
+    # Slow only in live (where the user keeps an untracked LIVE_MARK): quick in the workspace.
+    wait = "import os, time; time.sleep(60 if os.path.exists('LIVE_MARK') else 0)"
+    slow = {"name": "slow", "command": ["{python}", "-c", wait, token], "files": ["*"]}
+    project = new_project(tmp_path / "project", calc_template, gates=[slow], live_gates=["slow"])
+    project.patch("two.py", TWO)
+    assert doit(project, "verify", "patch=patches/two.py").code == 0
+    put_user_work(project.live)
+    (project.live / "LIVE_MARK").write_text("")
+    before = project.state()
+    argv = [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(project.path)]
+    run = subprocess.Popen(
+        [*argv, "promote", "issue=two"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=run_env(),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not processes_with(token) or "live gate slow:" not in "".join(
+            p.read_text() for p in (project.path / "patches" / "logs").glob("*_issue_two.log")
+        ):
+            assert run.poll() is None and time.monotonic() < deadline, "no live gate started"
+            time.sleep(0.05)
+        assert patch_files(project.live) == POST  # copied, gated, not committed yet
+        os.killpg(run.pid, signal.SIGINT)
+        out, _ = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    res = Result(run.returncode, out)
+    assert res.code == 130, out
+    assert_clear_failure(res, "PROMOTE", "interrupted during promote:two-land")
+    assert project.state() == before  # the landing was undone on the spot
+    assert not processes_with(token)
     assert_no_debris(project)
