@@ -1,7 +1,9 @@
 """Run every benchmark under bench/, then print one summary table of the key figures.
 
-    python bench/run_all.py            # full sizes (several minutes on 2 cores)
-    python bench/run_all.py --quick    # fewer runs and smaller logs (about 3 minutes)
+    python bench/run_all.py            # full sizes (about 6 minutes on 2 cores)
+    python bench/run_all.py --quick    # fewer runs, smaller logs (about 2 minutes); the
+                                       # 20,000-file first verify runs once: a smoke figure,
+                                       # this disk's checkout speed varies more than 2x
 
 Each bench_*.py prints its own table of figures and ratios measured side by side in one run,
 and hands its key rows to this runner (bench.common.summary: a JSON line per row in the file

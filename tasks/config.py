@@ -162,9 +162,10 @@ def read_file(root: str) -> dict[str, Any]:
     data = parse(raw)
     with contextlib.suppress(OSError):  # a read-only project still works, only slower
         os.makedirs(os.path.dirname(cache), exist_ok=True)
-        with open(f"{cache}.{os.getpid()}", "w", encoding="utf-8") as fh:
+        tmp = f"{cache}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
             json.dump({"digest": digest, "data": data}, fh)
-        os.replace(f"{cache}.{os.getpid()}", cache)
+        os.replace(tmp, cache)
     return data
 
 

@@ -8,7 +8,7 @@ Children already started (a git command) run on to their end, as they would afte
 Points (grep ``faults.point``; KIND is promote, finalize or any other lifecycle that lands
 through ``promote.land_changes``; TASK is a doit task name such as ``verify:ID-apply``):
 
-* every step: ``step-before:TASK``, ``step-after:TASK`` (steps.run_step, promote.run_staged);
+* every step: ``step-before:TASK``, ``step-after:TASK`` (steps.run_step);
 * workspace: ``workspace-added`` (worktree made, meta.json not yet written);
 * apply: ``apply-ran`` (the patch changed the worktree, nothing recorded yet);
 * gates: ``gate-ran:NAME`` (the gate ran, its record not yet written);

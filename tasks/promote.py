@@ -26,13 +26,14 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from tasks import config, faults, git, jail, lock, proc, provenance, report, trailers, verify
 from tasks.apply import jail_env
 from tasks.errors import PatchgateError
 from tasks.gates import expand, junit_path, matching, verdict_of
-from tasks.steps import StepFailed, failed_creator, read_json, step, write_json
+from tasks.steps import failed_creator, read_json, step, write_json
 from tasks.workspace import Workspace
 
 
@@ -1176,24 +1177,12 @@ def refuse(ws_dir: str, stage: str, message: str) -> None:
     raise PatchgateError(stage, message)
 
 
-def run_staged(
-    func: Callable[..., Any],
-    log: str,
-    on_failure: Callable[[str, str, str], None] | None,
-    *args: Any,
-    task: Any,
-) -> Any:
-    """steps.run_step, with every message redacted: push errors can quote a remote's URL."""
-    faults.point(f"step-before:{task.name}")
+def redacting(func: Callable[..., Any], *args: Any) -> Any:
+    """Run ``func``; its error messages leave redacted (a push error can quote a URL)."""
     try:
-        result = func(*args)
+        return func(*args)
     except PatchgateError as err:
-        plog(log, f"FAILED at {err.stage}: {err.message}")
-        if on_failure is not None:
-            on_failure(args[0], err.stage, err.message)
-        return StepFailed(redact(err.message), err.stage)
-    faults.point(f"step-after:{task.name}")
-    return result
+        raise PatchgateError(err.stage, redact(err.message)) from None
 
 
 def pstep(
@@ -1205,9 +1194,10 @@ def pstep(
     on_failure: Callable[[str, str, str], None] | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
-    """steps.step with run_staged as the action."""
-    task = step(group, name, func, args, **kw)
-    task["actions"] = [(run_staged, [func, kw["log"], on_failure, *args])]
+    """steps.step whose action's messages are redacted before anything logs them."""
+    task = step(group, name, func, args, on_failure=on_failure, **kw)
+    action, (_, *rest) = task["actions"][0]
+    task["actions"] = [(action, [partial(redacting, func), *rest])]
     return task
 
 

@@ -130,7 +130,7 @@ class Project:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**os.environ, **(env or {})},
+            env=run_env(env),
             check=False,
         )
         return Result(done.returncode, done.stdout + done.stderr)
