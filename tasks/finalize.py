@@ -29,12 +29,12 @@ from tasks.promote import (
     hash_tree,
     land_changes,
     landed_record,
+    landed_summary,
     now,
     placeholder,
     plog,
     pstep,
     push_landed,
-    push_note,
     record_apply,
     recover,
     redact,
@@ -190,15 +190,7 @@ def finish_live(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
     commit = landed["commit"]
     record_apply(root, ctx, landed, pushed, TRIGGER)
     remove_workspace(ctx["live"], ws, log)
-    summary = {
-        "RESULT": "SUCCESS",
-        "FILES": ", ".join(landed["files"]),
-        "COMMIT": commit,
-        "PUSH": pushed["push"],
-    }
-    note = push_note(ctx, pushed)
-    if note:
-        summary["NOTE"] = redact(note)
+    summary = landed_summary(ctx, landed, pushed)
     write_json(
         os.path.join(ctx["state"], "result.json"),
         {

@@ -884,10 +884,13 @@ def announce(ctx: dict[str, Any], log: str) -> None:
         say(log, f"{ctx['kind']}: {note}")
 
 
-def check_clean(live: str, paths: Sequence[str], issue: str) -> None:
-    """No uncommitted change (staged, unstaged, untracked, ignored) in the paths to promote."""
+def check_clean(
+    live: str, paths: Sequence[str], what: str, stage: str = "PROMOTE", retry: str = "retry"
+) -> None:
+    """No uncommitted change (staged, unstaged, untracked, ignored) in the paths to land."""
     out = git.run(
         live,
+        "--no-optional-locks",
         "--literal-pathspecs",
         "status",
         "--porcelain=v1",
@@ -902,10 +905,10 @@ def check_clean(live: str, paths: Sequence[str], issue: str) -> None:
     if dirty:
         more = f" and {len(dirty) - 5} more" if len(dirty) > 5 else ""
         raise PatchgateError(
-            "PROMOTE",
-            f"live has uncommitted changes in {', '.join(dirty[:5])}{more}, which "
-            f"promoting issue {issue} would overwrite; commit, move or discard them (patchgate "
-            "touches none of your work), then retry",
+            stage,
+            f"live has uncommitted changes in {', '.join(dirty[:5])}{more}, which {what} "
+            "would overwrite; commit, move or discard them (patchgate touches none of your "
+            f"work), then {retry}",
         )
 
 
@@ -951,7 +954,7 @@ def preflight(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
             f"planned it); run doit promote issue={issue} again: it re-verifies on the new base",
         )
     paths = [c["path"] for c in result["changes"]]
-    check_clean(live, paths, issue)
+    check_clean(live, paths, f"promoting issue {issue}")
     check_writable(live, result["changes"])
     write_json(
         os.path.join(ctx["state"], "preflight.json"),
@@ -1094,6 +1097,22 @@ def record_apply(
     provenance.append_event(root, event)
 
 
+def landed_summary(
+    ctx: dict[str, Any], landed: dict[str, Any], pushed: dict[str, Any]
+) -> dict[str, str]:
+    """The summary of a landed commit (promote and finalize)."""
+    summary = {
+        "RESULT": "SUCCESS",
+        "FILES": ", ".join(landed["files"]),
+        "COMMIT": landed["commit"],
+        "PUSH": pushed["push"],
+    }
+    note = push_note(ctx, pushed)
+    if note:
+        summary["NOTE"] = redact(note)
+    return summary
+
+
 def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
     """Action of promote:ID: archive, patch to successful/, provenance, cleanup, record, audit."""
     ws = Workspace.at(ws_dir)
@@ -1116,15 +1135,7 @@ def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
     if not ctx["keep"]:
         remove_workspace(live, ws, log)
     cleanup_seconds = time.monotonic() - started
-    summary = {
-        "RESULT": "SUCCESS",
-        "FILES": ", ".join(landed["files"]),
-        "COMMIT": commit,
-        "PUSH": pushed["push"],
-    }
-    note = push_note(ctx, pushed)
-    if note:
-        summary["NOTE"] = redact(note)
+    summary = landed_summary(ctx, landed, pushed)
     write_json(
         promoted_path(root, issue),
         {

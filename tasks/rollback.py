@@ -519,32 +519,6 @@ def show_confirmed(plan: dict[str, Any], ctx: dict[str, Any], log: str) -> None:
     )
 
 
-def check_clean(live: str, paths: Sequence[str], short: str) -> None:
-    """No uncommitted change (staged, unstaged, untracked, ignored) in the paths to revert."""
-    out = git.run(
-        live,
-        "--no-optional-locks",
-        "--literal-pathspecs",
-        "status",
-        "--porcelain=v1",
-        "-z",
-        "--untracked-files=all",
-        "--ignored=matching",
-        "--no-renames",
-        "--",
-        *paths,
-    ).output
-    dirty = sorted(promote.changed_entries(out))
-    if dirty:
-        more = f" and {len(dirty) - 5} more" if len(dirty) > 5 else ""
-        raise PatchgateError(
-            STAGE,
-            f"live has uncommitted changes in {', '.join(dirty[:5])}{more}, which the revert "
-            f"of {short} would overwrite; commit, move or discard them (patchgate touches none "
-            "of your work), then run the same command again",
-        )
-
-
 def verification_value(gates: dict[str, str], failing: Sequence[str]) -> str:
     value = trailers.verification_value("pass", gates)
     return f"{value}; allow_gates_fail=1" if failing else value
@@ -592,7 +566,9 @@ def land_revert(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
             f"committed — plan again: doit rollback sha={rb['sha']}",
         )
     paths = sorted(c["path"] for c in result["changes"])
-    check_clean(live, paths, rb["sha"][:12])
+    promote.check_clean(
+        live, paths, f"the revert of {rb['sha'][:12]}", STAGE, "run the same command again"
+    )
     promote.check_writable(live, result["changes"])
     gates = {g: str(r.get("verdict", "")) for g, r in result["gates"].items()}
     failing = sorted(g for g, v in gates.items() if v == "fail")
@@ -974,7 +950,9 @@ def execute(
                 f"mistyped — nothing was changed; plan again (doit rollback sha={sha}), review "
                 "it, then run its CONFIRM line",
             )
-        check_clean(live, plan["files"], sha[:12])
+        promote.check_clean(
+            live, plan["files"], f"the revert of {sha[:12]}", STAGE, "run the same command again"
+        )
         notes += promote.sync_live(cfg, branch, log)
         moved = git.live_head(live)
         if moved != head:

@@ -59,6 +59,22 @@ def make_repo(path: Path, files: dict[str, str], message: str = "first") -> Path
     return path
 
 
+def parsed_trailers(message: str) -> dict[str, str]:
+    """A commit message's trailers as the real `git interpret-trailers --parse` reads them."""
+    out = subprocess.run(
+        ("git", "interpret-trailers", "--parse"),
+        input=message,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(line.split(": ", 1) for line in out.splitlines())
+
+
+def trailers_of(repo: Path) -> dict[str, str]:
+    return parsed_trailers(git(repo, "log", "-1", "--format=%B"))
+
+
 def write_files(path: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
         target = path / name

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-from pathlib import Path
 
-from conftest import Project, ProjectFactory, git
+from conftest import Project, ProjectFactory, git, trailers_of
 from test_promote import add_remote, events, head
 
 RUFF = {"name": "ruff", "command": ["ruff", "check", "--no-cache", "{files}"], "files": ["*.py"]}
@@ -16,18 +14,6 @@ RUFF_FORMAT = {
     "files": ["*.py"],
     "fixes": True,
 }
-
-
-def trailers_of(repo: Path) -> dict[str, str]:
-    message = git(repo, "log", "-1", "--format=%B")
-    parsed = subprocess.run(
-        ("git", "interpret-trailers", "--parse"),
-        input=message,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return dict(line.split(": ", 1) for line in parsed.splitlines())
 
 
 def test_finalize_gates_commits_and_pushes_lives_changes(make_project: ProjectFactory) -> None:

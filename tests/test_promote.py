@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ADD_MUL, DODO, Project, ProjectFactory, git, script
+from conftest import ADD_MUL, DODO, Project, ProjectFactory, git, parsed_trailers, script
 
 from tasks import config, promote, provenance
 
@@ -115,14 +115,7 @@ def test_trailers_are_read_back_by_git_interpret_trailers(
     assert res.code == 0, res.out
     message = git(project.live, "log", "-1", "--format=%B")
     assert message.splitlines()[0] == "calc: multiply"
-    parsed = subprocess.run(
-        ("git", "interpret-trailers", "--parse"),
-        input=message,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    fields = dict(line.split(": ", 1) for line in parsed.splitlines())
+    fields = parsed_trailers(message)
     assert fields["Patchgate-Issue"] == "add_mul"
     assert fields["Patchgate-Patch-Id"].startswith("add_mul@")
     assert fields["Patchgate-Base"] == git(project.live, "rev-parse", "HEAD^")

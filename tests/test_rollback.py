@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import ADD_MUL, DODO, Project, ProjectFactory, Result, git
+from conftest import ADD_MUL, DODO, Project, ProjectFactory, Result, git, parsed_trailers
 
 from tasks import provenance, rollback
 from tasks.config import DEFAULT_GATES
@@ -60,17 +60,6 @@ def confirm(project: Project, sha: str, token: str, *extra: str, **kw: Any) -> R
 
 def events(project: Project, kind: str) -> list[dict[str, Any]]:
     return [e for e in provenance.read_events(str(project.path)) if e["event"] == kind]
-
-
-def parsed_trailers(message: str) -> dict[str, str]:
-    out = subprocess.run(
-        ("git", "interpret-trailers", "--parse"),
-        input=message,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return dict(line.split(": ", 1) for line in out.splitlines())
 
 
 def git_store(repo: Path) -> set[str]:
