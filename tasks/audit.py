@@ -527,21 +527,22 @@ class _Matcher:
                 f"line {line}: {what} names commit {name!r}, which is not a commit id",
             )
             return None
+        self.gone(line, what, name, "gone from live", "which does not exist in live")
+        return None
+
+    def gone(self, line: int, what: str, sha: str, explained: str, missing: str) -> None:
+        """A commit an event names is gone: a note if an emergency rollback explains it."""
         emergency = self.explained(line)
         if emergency:
-            self.out.removed[name] = emergency.line
+            self.out.removed[sha] = emergency.line
             self.out.notes.append(
-                f"line {line}: {what} names commit {short(name)}, gone from live since the "
+                f"line {line}: {what} names commit {short(sha)}, {explained} since the "
                 f"emergency_rollback at line {emergency.line}"
             )
         else:
             self.violation(
-                "log",
-                line,
-                name,
-                f"line {line}: {what} names commit {short(name)}, which does not exist in live",
+                "log", line, sha, f"line {line}: {what} names commit {short(sha)}, {missing}"
             )
-        return None
 
     def off_branch(self, line: int, what: str, full: str, trailer: str) -> bool:
         """Report ``full`` if it is not a patchgate commit on the branch; True if it is not."""
@@ -556,20 +557,7 @@ class _Matcher:
                 f"{self.branch} but has no {trailer} trailer",
             )
             return True
-        emergency = self.explained(line)
-        if emergency:
-            self.out.removed[full] = emergency.line
-            self.out.notes.append(
-                f"line {line}: {what} names commit {short(full)}, no longer on {self.branch} "
-                f"since the emergency_rollback at line {emergency.line}"
-            )
-        else:
-            self.violation(
-                "log",
-                line,
-                full,
-                f"line {line}: {what} names commit {short(full)}, which is not on {self.branch}",
-            )
+        self.gone(line, what, full, f"no longer on {self.branch}", f"which is not on {self.branch}")
         return True
 
     def check_applies(self) -> None:

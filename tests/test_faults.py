@@ -285,6 +285,18 @@ PROMOTE_KILLS = [
 
 
 @pytest.mark.parametrize(("point", "after"), PROMOTE_KILLS, ids=[p for p, _ in PROMOTE_KILLS])
+def start_doit(project: Project, *args: str) -> subprocess.Popen[str]:
+    """A patchgate command in the background, in its own process group (for Ctrl-C)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(project.path), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=run_env(),
+        start_new_session=True,
+    )
+
+
 def test_kill_during_promote(landing: Landing, point: str, after: str) -> None:
     landing.reset()
     project = landing.project
@@ -635,15 +647,7 @@ def test_ctrl_c_during_a_gate_stops_the_run_and_its_processes(
     project = new_project(tmp_path / "project", calc_template, gates=[slow])
     project.patch("two.py", TWO)
     before = project.state()
-    argv = [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(project.path)]
-    run = subprocess.Popen(
-        [*argv, "verify", "patch=patches/two.py"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=run_env(),
-        start_new_session=True,
-    )
+    run = start_doit(project, "verify", "patch=patches/two.py")
     try:
         deadline = time.monotonic() + 60
         while not processes_with(token):
@@ -776,15 +780,7 @@ def test_ctrl_c_during_a_live_gate_undoes_the_landing(tmp_path: Path, calc_templ
     put_user_work(project.live)
     (project.live / "LIVE_MARK").write_text("")
     before = project.state()
-    argv = [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(project.path)]
-    run = subprocess.Popen(
-        [*argv, "promote", "issue=two"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=run_env(),
-        start_new_session=True,
-    )
+    run = start_doit(project, "promote", "issue=two")
     try:
         deadline = time.monotonic() + 60
         while not processes_with(token) or "live gate slow:" not in "".join(
