@@ -284,7 +284,6 @@ PROMOTE_KILLS = [
 ]
 
 
-@pytest.mark.parametrize(("point", "after"), PROMOTE_KILLS, ids=[p for p, _ in PROMOTE_KILLS])
 def start_doit(project: Project, *args: str) -> subprocess.Popen[str]:
     """A patchgate command in the background, in its own process group (for Ctrl-C)."""
     return subprocess.Popen(
@@ -297,6 +296,7 @@ def start_doit(project: Project, *args: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.parametrize(("point", "after"), PROMOTE_KILLS, ids=[p for p, _ in PROMOTE_KILLS])
 def test_kill_during_promote(landing: Landing, point: str, after: str) -> None:
     landing.reset()
     project = landing.project
