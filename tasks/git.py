@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from tasks.errors import PatchgateError
 
 GIT_TIMEOUT = 120.0
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+GITLINK_MODE = "160000"  # a nested repository (or submodule) in a tree
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,23 @@ def snapshot(repo: str, index: str) -> str:
     if os.path.exists(own) and not os.path.exists(index):
         with open(own, "rb") as src, open(index, "wb") as dst:
             dst.write(src.read())
-    run(repo, "add", "-A", "--", ".", env=env)
+    try:
+        run(repo, "add", "-A", "--", ".", env=env)
+    except PatchgateError as err:
+        # git cannot add a nested repository without a commit; say what it is, not git's words.
+        empty = re.search(r"'(.+?)/?' does not have a commit checked out", err.message)
+        if empty:
+            raise PatchgateError("SCOPE", nested_repository(empty.group(1))) from None
+        raise
     return out(repo, "write-tree", env=env)
+
+
+def nested_repository(path: str) -> str:
+    """Why a patch may not create a git repository inside the workspace (a gitlink)."""
+    return (
+        f"{path} is a git repository inside the workspace (it has its own .git): its files "
+        "cannot be scoped, verified or promoted; the patch must not create one"
+    )
 
 
 def diff_trees(repo: str, old: str, new: str) -> list[Change]:
@@ -126,19 +143,19 @@ def diff_trees(repo: str, old: str, new: str) -> list[Change]:
 def restore(repo: str, base: str, tree: str | None = None) -> None:
     """Put the worktree at ``base`` exactly (tracked and untracked), then lay ``tree`` over it.
 
-    What ``reset --hard base`` + ``clean -fd`` do; when HEAD and the index are already at
+    What ``reset --hard base`` + ``clean -ffd`` do; when HEAD and the index are already at
     ``base`` (a workspace between two attempts), one status walk finds what the attempt
     changed and only that is put back: a 20,000-file worktree is not read three times.
     """
     if not _undo_changes(repo, base):
         run(repo, "reset", "-q", "--hard", base)
-        run(repo, "clean", "-q", "-fd")
+        run(repo, "clean", "-q", "-ffd")  # -ff: a repository a patch nested in it goes too
     if tree is not None:
         overlay(repo, tree_of(repo, base), tree)
 
 
 def _undo_changes(repo: str, base: str) -> bool:
-    """reset --hard + clean -fd for a worktree whose HEAD is ``base`` and index clean; False
+    """reset --hard + clean -ffd for a worktree whose HEAD is ``base`` and index clean; False
     (and nothing done) when that is not the case or anything is unusual."""
     heads = run(repo, "rev-parse", "HEAD", base, check=False)
     lines = heads.output.split()
@@ -168,7 +185,7 @@ def _undo_changes(repo: str, base: str) -> bool:
     if untracked:
         # Pathspecs keep clean from walking the whole tree; past a few hundred, walk it.
         which = ("--", *untracked) if len(untracked) <= 256 else ()
-        if run(repo, "--literal-pathspecs", "clean", "-q", "-fd", *which, check=False).returncode:
+        if run(repo, "--literal-pathspecs", "clean", "-q", "-ffd", *which, check=False).returncode:
             return False
     if modified:
         paths = "\0".join(modified) + "\0"

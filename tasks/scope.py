@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks import report
+from tasks import git, report
 from tasks.errors import PatchgateError
 from tasks.steps import read_json, write_json
 from tasks.workspace import Workspace
@@ -15,7 +15,8 @@ SYMLINK_MODE = "120000"
 def judge(declared: list[str], changes: list[dict[str, Any]], rules: dict[str, bool]) -> list[str]:
     """Every scope violation, worded for the REASON line; empty when the patch is in scope."""
     changed = sorted(c["path"] for c in changes)
-    problems = []
+    # Never overridable: git sees a nested repository as one entry, not the files inside it.
+    problems = [git.nested_repository(c["path"]) for c in changes if c["mode"] == git.GITLINK_MODE]
     undeclared = [p for p in changed if p not in declared]
     untouched = [p for p in declared if p not in changed]
     if not changed and not rules["allow_noop"]:

@@ -158,6 +158,23 @@ def patch_gone(project: Project) -> None:
     (project.path / "patches" / "ok.py").unlink()
 
 
+def nesting_patch(commit: bool) -> str:
+    """A patch script that makes sub/ a git repository of its own (with a commit or not)."""
+    body = (
+        "import subprocess\n"
+        'Path("sub").mkdir()\n'
+        'Path("sub/x.py").write_text("x = 1\\n")\n'
+        'subprocess.run(["git", "init", "-q", "sub"], check=True)\n'
+    )
+    if commit:
+        body += (
+            'subprocess.run(["git", "-C", "sub", "add", "-A"], check=True)\n'
+            'subprocess.run(["git", "-C", "sub", "-c", "user.name=n", "-c", "user.email=n@x",'
+            ' "commit", "-qm", "x"], check=True)\n'
+        )
+    return script(["sub", "sub/x.py"], body)
+
+
 TASKS = Path(__file__).resolve().parent.parent / "tasks"
 README_PATCH = script(["README.txt"], 'Path("README.txt").write_text("changed\\n")')
 VERIFY = "verify"
@@ -195,6 +212,12 @@ CASES = [
          (VERIFY, "patch=patches/abs.py"), "PREFLIGHT", "'/etc/passwd' is absolute"),
     Case("files-dot-git", patch_file("hook.py", script([".git/hooks/pre-commit"], "pass")),
          (VERIFY, "patch=patches/hook.py"), "PREFLIGHT", "points into .git"),
+    Case("script-makes-a-nested-repository", patch_file("nest.py", nesting_patch(True)),
+         (VERIFY, "patch=patches/nest.py"), "SCOPE",
+         "sub is a git repository inside the workspace (it has its own .git)"),
+    Case("script-makes-an-empty-nested-repository", patch_file("nest.py", nesting_patch(False)),
+         (VERIFY, "patch=patches/nest.py"), "SCOPE",
+         "sub is a git repository inside the workspace (it has its own .git)"),
     Case("script-syntax-error", patch_file("syn.py", "FILES = ['README.txt']\ndef (:\n"),
          (VERIFY, "patch=patches/syn.py"), "PREFLIGHT", "line 2: syntax error"),
     Case("script-raises", patch_file("boom.py", script(["README.txt"],
@@ -360,3 +383,19 @@ def test_a_patch_refused_at_preflight_creates_no_workspace(
     project.patch("nofiles.py", "print('hi')\n")
     assert project.run(VERIFY, "patch=patches/nofiles.py").code != 0
     assert not (project.path / "patches" / "workspaces" / "issue_nofiles").exists()
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["with-commit", "empty"])
+def test_a_nested_repository_is_gone_from_the_next_attempt(
+    make_project: ProjectFactory, commit: bool
+) -> None:
+    project = make_project()
+    project.patch("nest.py", nesting_patch(commit))
+    assert project.run(VERIFY, "patch=patches/nest.py").summary["STAGE"] == "SCOPE"
+    project.patch(
+        "nest.py",
+        script(["sub/x.py"], 'Path("sub").mkdir()\nPath("sub/x.py").write_text("x = 1\\n")'),
+    )
+    res = project.run(VERIFY, "patch=patches/nest.py")
+    assert res.code == 0, res.out
+    assert not (project.ws("nest") / "sub" / ".git").exists()
