@@ -13,9 +13,10 @@ Both sides are incremental, so the frequent audit costs what was added since the
 * the chain resumes from ``audit/results/chain-checkpoint.json`` (after comparing a CRC-32 of
   the verified part of the log, see ``provenance.verify_chain``); next to the checkpoint is the
   *ledger*: what the verified events said, folded (applies, rollbacks, emergencies, per patch
-  its verdict and files), so the resumed check only folds the new events. Both are stored
-  only when the chain is intact: after a violation every audit checks the whole log again,
-  against the last good checkpoint;
+  its verdict, files and, for the verification of a rollback's revert, the commit it reverts),
+  so the resumed check only folds the new events. Both are stored only when the chain is
+  intact: after a violation every audit checks the whole log again, against the last good
+  checkpoint;
 * history: ``audit/results/history-cache.json`` keeps the patchgate commits up to the tip
   audited last; when that tip is an ancestor of the new one only the new commits are walked.
 
@@ -49,7 +50,7 @@ CHECKPOINT_FILE = os.path.join(RESULTS_DIR, "chain-checkpoint.json")
 HISTORY_CACHE = os.path.join(RESULTS_DIR, "history-cache.json")
 REPORT_SCHEMA = "audit-report.schema.json"
 # Bump when what the caches hold, or how it is derived, changes: old caches are then ignored.
-STATE_VERSION = 1
+STATE_VERSION = 2
 # audit.json / audit.md list the patches with the latest events only: validating 30,000 rows
 # costs ~2 s, and nobody reads them. The ledger keeps the state of this many patches (the
 # applies, rollbacks and emergencies all): what a rerun loads must not grow with the log.
@@ -62,6 +63,10 @@ DEFAULT_HISTORY = 10
 
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
 _REVERTS_LINE = re.compile(r"^This reverts commit ([0-9a-f]{7,64})\b", re.MULTILINE)
+# The issue doit rollback verifies the revert of commit S under (rollback.issue_of: the first 12
+# hex digits of S). Its verify events carry it as ``issue``; the name is rollback's own (its
+# workspace issue_rollback-S12 and state folder), so a patch verified under it would collide.
+_ROLLBACK_ISSUE = re.compile(r"^rollback-([0-9a-f]{12})$")
 _PATCH_KINDS = ("propose", "verify_pass", "verify_fail", "apply", "promote_fail", "rollback")
 # Who writes the events `doit record` refuses: a hand-written one would forge their evidence.
 _WRITTEN_BY = {
@@ -104,12 +109,17 @@ class Emergency(NamedTuple):
 
 @dataclass(slots=True)
 class PatchState:
-    """One patch as its events tell it; ``line`` is its latest event's."""
+    """One patch as its events tell it; ``line`` is its latest event's.
+
+    ``rollback_of``: set when the "patch" is the revert doit rollback verified (its verify
+    events' ``issue`` is ``rollback-S12``): the first 12 hex digits of the commit it reverts.
+    """
 
     line: int
     verdict: str | None = None
     files: list[str] = field(default_factory=list)
     promote_failure: str | None = None
+    rollback_of: str | None = None
 
 
 @dataclass
@@ -131,7 +141,7 @@ class Ledger:
             "rollbacks": self.rollbacks,
             "emergencies": self.emergencies,
             "patches": [
-                [pid, p.line, p.verdict, p.files, p.promote_failure]
+                [pid, p.line, p.verdict, p.files, p.promote_failure, p.rollback_of]
                 for pid, p in self.patches.items()
             ],
             "unfinished": self.unfinished,
@@ -156,6 +166,12 @@ def _text(value: Any) -> str | None:
 
 def _paths(value: Any) -> list[str]:
     return [p for p in value if isinstance(p, str)] if isinstance(value, list) else []
+
+
+def rollback_target(issue: Any) -> str | None:
+    """The 12 hex digits of the commit whose rollback ``issue`` verifies, or None."""
+    found = _ROLLBACK_ISSUE.match(issue) if isinstance(issue, str) else None
+    return found.group(1) if found else None
 
 
 def fold(ledger: Ledger, events: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
@@ -197,6 +213,7 @@ def fold(ledger: Ledger, events: Iterable[tuple[int, Mapping[str, Any]]]) -> Non
         if kind in ("verify_pass", "verify_fail"):
             state.verdict = "pass" if kind == "verify_pass" else "fail"
             state.files = _paths(ev.get("affected_files")) or state.files
+            state.rollback_of = rollback_target(ev.get("issue")) or state.rollback_of
         elif kind == "promote_fail":
             stage, reason = _text(ev.get("stage")) or "?", _text(ev.get("reason")) or "?"
             state.promote_failure = f"{stage}: {reason}"
@@ -694,9 +711,12 @@ def cross_check(
 
 
 def _status(
-    state: PatchState, ap: Apply | None, full: str | None, undone: bool, removed: int | None
+    state: PatchState, landed: bool, full: str | None, undone: bool, removed: int | None
 ) -> str:
-    if ap is None:
+    """``landed``: an apply event (for a rollback's revert: a rollback event) names its commit."""
+    if not landed:
+        if state.rollback_of:
+            return "rollback verify failed" if state.verdict == "fail" else "rollback verified"
         if state.promote_failure:
             return "promote failed"
         return {"pass": "verified", "fail": "verify failed"}.get(state.verdict or "", "proposed")
@@ -704,7 +724,16 @@ def _status(
         return "removed"
     if full is None:
         return "missing"
-    return "rolled back" if undone else "landed"
+    if undone:
+        return "rolled back"
+    return "rollback landed" if state.rollback_of else "landed"
+
+
+def _landed_rollback(state: PatchState, by_target: Mapping[str, list[Rollback]]) -> Rollback | None:
+    """The rollback event that landed the revert ``state`` verified: the first after it."""
+    return next(
+        (rb for rb in by_target.get(state.rollback_of or "", []) if rb.line > state.line), None
+    )
 
 
 def _row(
@@ -733,26 +762,36 @@ def patch_rows(
     """At most ``limit`` rows for the table, newest first.
 
     First the patch commits no apply event names (violations all), then the patches of the
-    log with the latest events, joined with their commits.
+    log with the latest events, joined with their commits. A rollback's revert (verified under
+    the issue ``rollback-S12``) is joined with its ``rollback`` event instead of an apply.
     """
     by_sha = {c.sha: c for c in commits}
     last_apply = {a.patch_id: a for a in ledger.applies}
+    by_target: dict[str, list[Rollback]] = {}
+    for rb in ledger.rollbacks:
+        by_target.setdefault(rb.reverted_commit[:12], []).append(rb)
     unrecorded = [
         c for c in commits if c.patch_id and not c.rollback_id and c.sha not in check.applied
     ]
     rows = [_row(str(c.patch_id), c, c.sha, "unrecorded", check) for c in unrecorded[:limit]]
     for pid in islice(reversed(ledger.patches), max(0, limit - len(rows))):
         state = ledger.patches[pid]
-        ap = last_apply.get(pid)
-        full = check.resolved.get(ap.commit) if ap else None
+        ap: Apply | Rollback | None
+        if state.rollback_of:
+            ap = _landed_rollback(state, by_target)
+            named, files = (ap.revert_commit, []) if ap else (None, [])
+        else:
+            ap = last_apply.get(pid)
+            named, files = (ap.commit, ap.files) if ap else (None, [])
+        full = check.resolved.get(named) if named else None
         row = _row(pid, by_sha.get(full) if full else None, full, "", check)
-        removed = check.removed.get(full or "") or (check.removed.get(ap.commit) if ap else None)
+        removed = check.removed.get(full or "") or (check.removed.get(named) if named else None)
         row.update(
-            state=_status(state, ap, full, row["rolled_back"], removed),
+            state=_status(state, ap is not None, full, row["rolled_back"], removed),
             verdict=state.verdict or row["verdict"],
-            commit=full or (ap.commit if ap else None),
+            commit=full or named,
             operator=(ap.operator if ap else None) or row["operator"],
-            files=(ap.files if ap else []) or row["files"] or state.files,
+            files=files or row["files"] or state.files,
             removed_at_line=removed,
             promote_failure=state.promote_failure if ap is None else None,
             line=state.line,
@@ -772,7 +811,12 @@ def _files_cell(files: Sequence[str], most: int = 4) -> str:
 
 def _md_row(row: Mapping[str, Any]) -> str:
     commit = row["commit"]
-    if row["state"] == "unrecorded":
+    target = rollback_target(str(row["patch_id"]).rpartition("@")[0])
+    if row["state"] in ("rollback verified", "rollback verify failed"):
+        commit_cell = f"- (rollback of {target or '?'}, not landed)"
+    elif row["state"] == "rollback landed":
+        commit_cell = f"{short(commit)} (rollback of {target or '?'})"
+    elif row["state"] == "unrecorded":
         commit_cell = f"{short(commit)} (no event in the log)"
     elif row["state"] == "promote failed":
         commit_cell = f"- (promote failed: {row['promote_failure']})"
@@ -1030,7 +1074,7 @@ def task_audit() -> dict[str, Any]:
             root=root,
             log=log,
             stage=STAGE,
-            doc="provenance log vs git history",
+            doc="Check the provenance log's hash chain and match it with git history, both ways.",
             targets=targets,
             uptodate=[(inputs_unchanged, args)],
             summary=targets[0],
@@ -1165,7 +1209,7 @@ def task_record() -> dict[str, Any]:
             root=root,
             log=log,
             stage=RECORD_STAGE,
-            doc="append an emergency_rollback event",
+            doc="Record an emergency rollback (made outside patchgate) in the provenance log.",
             uptodate=[False],
         )
     )
@@ -1279,7 +1323,7 @@ def task_history() -> dict[str, Any]:
             root=root,
             log=log,
             stage="HISTORY",
-            doc="recent patchgate commits",
+            doc="The latest patchgate commits: patch, verdict, operator, files, who reverted them.",
             uptodate=[False],
         )
     )

@@ -5,7 +5,7 @@ untracked; ignored files are not changes) are hashed into a tree on top of HEAD;
 worktree (``patches/workspaces/issue_.finalize``, a name no issue can have) is put at exactly
 that tree, and the configured gates run there, jailed, through the same ``run_gate`` as verify.
 What lands is the tree the gates passed: a fixer's edits (ruff format) are written back to live.
-Landing, pushing, the lock, the journal and crash recovery are promote's.
+Landing, pushing and the lock are promote's; the journal and crash recovery ``tasks.journal``'s.
 
     finalize:gates   hash live's changes, gate them in the temporary worktree
     finalize:land    live unchanged since? then the journaled copy + commit (Trigger: finalize)
@@ -23,6 +23,7 @@ from typing import Any
 from tasks import config, git, jail, lock, provenance, report, trailers
 from tasks.errors import PatchgateError
 from tasks.gates import run_gate
+from tasks.journal import recover
 from tasks.promote import context as promote_context
 from tasks.promote import (
     current_branch,
@@ -30,13 +31,11 @@ from tasks.promote import (
     land_changes,
     landed_record,
     landed_summary,
-    now,
     placeholder,
     plog,
     pstep,
     push_landed,
     record_apply,
-    recover,
     redact,
     remove_workspace,
     requested,
@@ -44,7 +43,7 @@ from tasks.promote import (
     say,
     sync_live,
 )
-from tasks.steps import failed_creator, read_json, write_json
+from tasks.steps import failed_creator, now, read_json, write_json
 from tasks.workspace import Workspace, ensure
 
 

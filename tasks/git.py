@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,6 +89,10 @@ def tree_of(repo: str, rev: str) -> str:
     return out(repo, "rev-parse", f"{rev}^{{tree}}")
 
 
+def is_ancestor(repo: str, older: str, newer: str) -> bool:
+    return run(repo, "merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
+
+
 def status(repo: str) -> str:
     """Porcelain status with untracked files: what a user would call the state of their tree."""
     # --no-optional-locks: looking must not rewrite the user's index.
@@ -106,8 +111,10 @@ def snapshot(repo: str, index: str) -> str:
     gitdir = out(repo, "rev-parse", "--git-dir")
     own = os.path.join(repo, gitdir, "index")
     if os.path.exists(own) and not os.path.exists(index):
-        with open(own, "rb") as src, open(index, "wb") as dst:
-            dst.write(src.read())
+        # copy2 keeps the index file's mtime: git trusts an entry's stat only if the file is
+        # older than the index (racy git). A copy stamped "now" would make git trust the stat
+        # of a file rewritten within the same second, same size: a change the snapshot misses.
+        shutil.copy2(own, index)
     try:
         run(repo, "add", "-A", "--", ".", env=env)
     except PatchgateError as err:

@@ -37,9 +37,21 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks import audit, config, git, jail, lock, promote, provenance, report, trailers, verify
+from tasks import (
+    audit,
+    config,
+    git,
+    jail,
+    journal,
+    lock,
+    promote,
+    provenance,
+    report,
+    trailers,
+    verify,
+)
 from tasks.errors import PatchgateError
-from tasks.steps import failed_creator, read_json, step, write_json
+from tasks.steps import failed_creator, now, read_json, step, write_json
 from tasks.workspace import Workspace
 
 
@@ -150,7 +162,7 @@ def inspect_commit(live: str, raw: str, head: str, branch: str) -> dict[str, Any
             f"sha={raw} is not a commit in live ({live}); find the commit to roll back with "
             f"doit history or git -C {live} log --oneline",
         )
-    if not promote.is_ancestor(live, sha, head):
+    if not git.is_ancestor(live, sha, head):
         raise PatchgateError(
             "PREFLIGHT",
             f"commit {sha[:12]} is not on {branch} (live's HEAD {head[:12]} does not contain "
@@ -670,7 +682,7 @@ def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> dict[str, Any]:
             **rb,
             "commit": commit,
             "push": pushed["push"],
-            "finished": promote.now(),
+            "finished": now(),
             "summary": summary,
         },
     )
@@ -760,7 +772,7 @@ def find_done(root: str, sha: str, token: str, live: str) -> str | None:
         if (
             record.get("sha") == sha
             and record.get("token") == token
-            and promote.is_ancestor(live, record["commit"], "HEAD")
+            and git.is_ancestor(live, record["commit"], "HEAD")
         ):
             return path
     return None
@@ -822,7 +834,7 @@ def confirmed_state(
         "operator": request["operator"],
         "reason": request["reason"],
         "failure_context": request["failure_context"],
-        "started": previous["started"] if same and previous else promote.now(),
+        "started": previous["started"] if same and previous else now(),
     }
 
 
@@ -832,7 +844,7 @@ def rollback_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
         yield promote.placeholder("rollback", root, log, "plan", "rollback sha=S")
         return
     try:
-        verify.recover_first(root, log)  # as every command does: a crashed landing first
+        journal.recover_first(root, log)  # as every command does: a crashed landing first
         cfg = config.load(root)
         raw = config.variable("sha")
         if raw is None:
@@ -869,7 +881,7 @@ def plan_only(
     landed = os.path.join(state_dir(root, issue), "land.json")
     if state is not None and os.path.exists(landed):
         record = read_json(landed)
-        if promote.is_ancestor(live, record["commit"], head):
+        if git.is_ancestor(live, record["commit"], head):
             yield step(
                 group,
                 f"{issue}-plan",
@@ -880,9 +892,9 @@ def plan_only(
             )
             return
     notes = []
-    if os.path.exists(promote.journal_path(root)):
+    if os.path.exists(journal.journal_path(root)):
         notes.append(
-            f"{promote.JOURNAL} exists: a landing is running; this plan may be stale when it ends"
+            f"{journal.JOURNAL} exists: a landing is running; this plan may be stale when it ends"
         )
     try:
         plan, _ = make_plan(root, live, commit, head, branch)
@@ -915,7 +927,7 @@ def execute(
     try:
         request = confirmation(cfg, sha)
         lock.acquire(root, issue, TRIGGER)
-        notes += promote.recover(root)
+        notes += journal.recover(root)
         head = git.live_head(live)
         previous = read_state(state_file)
         landed = promote.landed_record(land_file, live) if previous else None

@@ -6,10 +6,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from tasks import config, git, report
+from tasks import config, git, journal, report
 from tasks.errors import PatchgateError
 from tasks.steps import failed_creator, read_json, sha256_file, step
-from tasks.verify import recover_first
 from tasks.workspace import WORKSPACES_DIR, Workspace, is_intact
 
 
@@ -22,13 +21,14 @@ def show_config(root: str) -> dict[str, Any]:
 def task_config() -> Iterator[dict[str, Any]]:
     """Print the effective configuration and where each value came from."""
     root = os.getcwd()
+    log = report.log_path(root, "config")
     yield step(
         "config",
         "show",
         show_config,
         [root],
         root=root,
-        log=report.log_path(root, "config"),
+        log=log,
         stage="CONFIG",
         doc="effective configuration",
         uptodate=[False],
@@ -85,7 +85,7 @@ def task_status() -> Iterator[dict[str, Any]]:
     root = os.getcwd()
     log = report.log_path(root, "status")
     try:
-        recover_first(root, log)
+        journal.recover_first(root, log)
         git.live_head(config.load(root).live_repo)
     except PatchgateError as err:
         yield failed_creator("status", root, log, err)

@@ -10,6 +10,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from doit.exceptions import TaskFailed
@@ -298,6 +299,11 @@ def _listdir(folder: str) -> list[str]:
         return os.listdir(folder)
     except OSError:
         return []
+
+
+def now() -> str:
+    """The UTC time of a state record (started, landed_at, promoted_at …)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def read_json(path: str) -> Any:

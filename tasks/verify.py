@@ -11,7 +11,7 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from tasks import archive, config, faults, git, jail, provenance, report, steps
+from tasks import archive, config, faults, git, jail, journal, provenance, report, steps
 from tasks.apply import (
     apply_patch,
     check_diff_paths,
@@ -521,7 +521,7 @@ def task_verify() -> Iterator[dict[str, Any]]:
     root = os.getcwd()
     log = report.log_path(root, "verify")
     try:
-        recover_first(root, log)
+        journal.recover_first(root, log)
         steps.require_writable(root)
         cfg = config.load(root)
         head = git.live_head(cfg.live_repo)
@@ -531,21 +531,6 @@ def task_verify() -> Iterator[dict[str, Any]]:
         yield failed_creator("verify", root, log, err)
         return
     yield from tasks
-
-
-def recover_first(root: str, log: str) -> None:
-    """Before anything else: finish or undo a promotion a crash interrupted, and say so.
-
-    Also removes what atomic writes of dead processes left (``steps.sweep_leftovers``).
-    """
-    # promote imports verify (it re-verifies before landing); importing it here, at call
-    # time, keeps that one-way at import time.
-    from tasks.promote import recover
-
-    for line in recover(root):
-        print(f"recover: {line}", flush=True)
-        report.try_log(log, f"recover: {line}")
-    steps.sweep_leftovers(root)
 
 
 ISSUE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

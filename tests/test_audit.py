@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import Project, git
+from test_rollback import commit_in, confirm, plan
 
 from tasks import audit, provenance
 from tasks import trailers as tr
@@ -396,6 +397,54 @@ def test_a_rollback_commit_without_rollback_event_fails(project: Project) -> Non
     reason = audit_fails(project)
 
     assert reason.startswith(f"commit {undo[:12]} (rollback rb-9) has no rollback event in the log")
+
+
+# --- a rollback's own verification ----------------------------------------------------------
+
+
+def test_a_landed_rollbacks_verification_is_reported_as_the_rollback(project: Project) -> None:
+    sha = commit_in(project.live, "README.txt", "calc, by hand\n", "readme by hand")
+    _, token = plan(project, sha)
+    assert confirm(project, sha, token).code == 0
+    revert = git(project.live, "rev-parse", "HEAD")
+
+    res = project.run("audit")
+
+    assert res.code == 0, res.out
+    (row,) = results(project)["patches"]  # its rollback event has no patch id: a hand commit
+    assert row["patch_id"].startswith(f"rollback-{sha[:12]}@")
+    assert (row["state"], row["verdict"], row["commit"]) == ("rollback landed", "pass", revert)
+    assert (row["operator"], row["files"], row["rolled_back"]) == ("alice", ["README.txt"], False)
+    md = (project.path / "audit/results/audit.md").read_text()
+    assert (
+        f"| {row['patch_id']} | pass | {revert[:12]} (rollback of {sha[:12]}) | alice "
+        "| README.txt | no |"
+    ) in md
+    event(project, {"event": "propose", "patch_id": "next"})  # resumed: the label is in the ledger
+    assert project.run("audit").code == 0 and results(project)["chain"]["resumed"] is True
+    assert results(project)["patches"][1] == row
+
+
+def test_a_rollback_killed_before_landing_is_a_rollback_verified_not_a_patch(
+    project: Project,
+) -> None:
+    sha = commit_in(project.live, "README.txt", "calc, by hand\n", "readme by hand")
+    _, token = plan(project, sha)
+    land = f"step-before:rollback:rollback-{sha[:12]}-land"
+    assert confirm(project, sha, token, env={"PATCHGATE_FAULT": land}).code != 0
+    assert git(project.live, "rev-parse", "HEAD") == sha  # verified, never landed
+
+    res = project.run("audit")
+
+    assert res.code == 0, res.out
+    (row,) = results(project)["patches"]
+    assert row["patch_id"].startswith(f"rollback-{sha[:12]}@")
+    assert (row["state"], row["verdict"], row["commit"]) == ("rollback verified", "pass", None)
+    md = (project.path / "audit/results/audit.md").read_text()
+    assert (
+        f"| {row['patch_id']} | pass | - (rollback of {sha[:12]}, not landed) | - "
+        "| README.txt | - |"
+    ) in md
 
 
 # --- incremental: up to date, resumed --------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import ROOT
+from conftest import ROOT, Project
 
 from tasks import config
 
@@ -19,3 +19,18 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert "bin/setup && bin/test" in readme and "bin/setup && bin/test" in ci
     assert "bin/setup && .venv/bin/doit demo" in readme
+
+
+def test_doit_help_of_a_task_shows_its_variables(project: Project) -> None:
+    res = project.run("help", "verify")
+    assert res.code == 0, res.out
+    lines = res.out.splitlines()
+    assert lines[0].startswith("verify  Verify patches"), res.out
+    assert any(line.startswith("patch=PATH|GLOB|A,B") for line in lines), res.out
+    assert "issue=ID" in res.out and "allow_gates_fail=1" in res.out
+
+
+def test_doit_help_without_a_task_is_doits_own(project: Project) -> None:
+    res = project.run("help")
+    assert res.code == 0, res.out
+    assert "show task usage" in res.out

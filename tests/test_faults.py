@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 from conftest import CALC, DODO, Project, Result, git, run_env, script, write_files
 
-from tasks import promote, provenance, schema
+from tasks import journal, provenance, schema
 
 # --- running patchgate as users do ------------------------------------------------------------
 
@@ -93,7 +93,7 @@ def leftovers(project: Project) -> list[str]:
 def assert_no_debris(project: Project) -> None:
     """No temporary file, no held lock, no stale worktree, no journal."""
     assert leftovers(project) == []
-    assert not (project.path / promote.JOURNAL).exists()
+    assert not (project.path / journal.JOURNAL).exists()
     lock_file = project.path / "patches" / ".state" / "promote.lock"
     if lock_file.exists():
         fd = os.open(lock_file, os.O_RDWR)
@@ -173,8 +173,7 @@ class Landing:
     def reset(self) -> None:
         """live, the remote and patchgate's state back to 'verified, not promoted'."""
         project, live = self.project, self.live
-        journal = project.path / promote.JOURNAL
-        journal.unlink(missing_ok=True)
+        (project.path / journal.JOURNAL).unlink(missing_ok=True)
         git(live, "reset", "-q", "--hard", self.base)
         git(live, "clean", "-q", "-fdx")
         git(self.bare, "update-ref", "refs/heads/main", self.base)
@@ -225,7 +224,7 @@ def assert_atomic(landing: Landing) -> bool:
 def assert_settled(landing: Landing) -> None:
     """Entirely before or entirely after: files, index and HEAD agree; no journal."""
     live = landing.live
-    assert not (landing.project.path / promote.JOURNAL).exists()
+    assert not (landing.project.path / journal.JOURNAL).exists()
     landed = assert_atomic(landing)
     assert patch_files(live) == (POST if landed else PRE)
     assert git(live, "status", "--porcelain", "--", *TWO_FILES) == ""
@@ -248,6 +247,9 @@ def assert_promoted(landing: Landing) -> None:
     assert len(commits) == len(set(commits)), "a landing was recorded twice"
     record = json.loads((project.path / "patches/.state/promoted/two.json").read_text())
     assert record["commit"] == head
+    filed = record["patch"]  # the patch, moved to successful/ once, whatever the kill
+    assert filed and filed.startswith("patches/successful/"), record
+    assert (project.path / filed).read_text() == TWO
     assert (
         zipfile.ZipFile(project.path / "patches/successful/two/patched_success.zip").testzip()
         is None
@@ -255,9 +257,12 @@ def assert_promoted(landing: Landing) -> None:
     assert_no_debris(project)
 
 
-# next command after the kill: status and verify recover first, promote recovers and lands.
+# next command after the kill: any command recovers first (doit loads every creator, and
+# verify's recovers), promote recovers and lands.
 NEXT = {
     "status": ("status",),
+    "history": ("history",),
+    "config": ("config",),
     "verify": ("verify", "patch=patches/other.py"),
     "promote": ("promote", "issue=two"),
 }
@@ -268,16 +273,17 @@ PROMOTE_KILLS = [
     ("json-tmp:preflight.json", "status"),
     ("json-tmp:promote-journal.json", "status"),
     ("promote-journaled", "status"),
-    ("put-tmp:README.txt", "status"),
+    ("put-tmp:README.txt", "config"),
     ("promote-put:README.txt", "verify"),  # one file replaced, the other not yet
     ("promote-copied", "promote"),
     ("promote-commit-made", "status"),
     ("promote-ref-moved", "verify"),
-    ("promote-committed", "status"),
+    ("promote-committed", "history"),
     ("json-tmp:land.json", "promote"),
     ("step-before:promote:two-push", "promote"),
     ("json-tmp:push.json", "promote"),  # pushed, not recorded: the push runs again
     ("promote-archived", "promote"),
+    ("promote-filed", "promote"),  # the patch moved, not recorded: the rerun finds it
     ("provenance-torn", "promote"),  # half the apply event on disk
     ("promote-recorded", "promote"),  # recorded, not finished: never recorded twice
     ("step-after:promote:two", "promote"),  # finished: the rerun says so
@@ -308,7 +314,7 @@ def test_kill_during_promote(landing: Landing, point: str, after: str) -> None:
     assert killed.code == -signal.SIGKILL, killed.out
     assert_atomic(landing)
     assert_chain(project, torn_allowed=True)
-    interrupted = (project.path / promote.JOURNAL).exists()
+    interrupted = (project.path / journal.JOURNAL).exists()
     nxt = doit(project, *NEXT[after], *([message] if after == "promote" else []))
     assert_clean_output(nxt)
     assert nxt.code == 0, nxt.out
@@ -350,7 +356,7 @@ def test_kill_during_recovery_is_recovered_by_the_next_command(landing: Landing)
     again = doit(project, "status", fault="recover-undone")
     assert again.code == -signal.SIGKILL
     assert patch_files(landing.live) == PRE  # undone; the journal still says so
-    assert (project.path / promote.JOURNAL).exists()
+    assert (project.path / journal.JOURNAL).exists()
     nxt = doit(project, "status")
     assert nxt.code == 0 and "recover: recovered:" in nxt.out, nxt.out
     assert_settled(landing)
@@ -461,7 +467,7 @@ def finalizing(tmp_path_factory: pytest.TempPathFactory, calc_template: Path) ->
 def test_kill_during_finalize(finalizing: Project, point: str) -> None:
     project, live = finalizing, finalizing.live
     base = git(live, "rev-list", "--max-parents=0", "HEAD")
-    (project.path / promote.JOURNAL).unlink(missing_ok=True)
+    (project.path / journal.JOURNAL).unlink(missing_ok=True)
     git(live, "reset", "-q", "--hard", base)
     git(live, "clean", "-q", "-fdx")
     git(project.path / "remote.git", "update-ref", "refs/heads/main", base)
@@ -476,7 +482,7 @@ def test_kill_during_finalize(finalizing: Project, point: str) -> None:
     assert {p: (live / p).read_bytes() for p in changed} == changed  # the user's work, whole
     nxt = doit(project, "status")
     assert nxt.code == 0, nxt.out
-    assert not (project.path / promote.JOURNAL).exists()
+    assert not (project.path / journal.JOURNAL).exists()
     rerun = doit(project, "finalize", "message=finalize it")
     assert_clean_output(rerun)
     assert rerun.code == 0, rerun.out
@@ -693,7 +699,7 @@ class Reverting:
     def reset(self) -> str:
         """live at the promoted commit again, no rollback state; returns the plan's token."""
         project, live = self.project, self.project.live
-        (project.path / promote.JOURNAL).unlink(missing_ok=True)
+        (project.path / journal.JOURNAL).unlink(missing_ok=True)
         git(live, "reset", "-q", "--hard", self.sha)
         git(live, "clean", "-q", "-fdx")
         git(self.bare, "update-ref", "refs/heads/main", self.sha)
@@ -748,11 +754,11 @@ def test_kill_during_rollback(reverting: Reverting, point: str) -> None:
         assert data in (PRE[path], POST[path]), f"{path} is half-written: {data!r}"
     assert user_work(live) == reverting.user
     assert_chain(project, torn_allowed=True)
-    interrupted = (project.path / promote.JOURNAL).exists()
+    interrupted = (project.path / journal.JOURNAL).exists()
     nxt = doit(project, "status")
     assert nxt.code == 0, nxt.out
     assert ("recover: recovered:" in nxt.out) == interrupted, nxt.out
-    assert not (project.path / promote.JOURNAL).exists()
+    assert not (project.path / journal.JOURNAL).exists()
     reverted = git(live, "rev-parse", "HEAD") != sha
     assert patch_files(live) == (PRE if reverted else POST)
     assert git(live, "status", "--porcelain", "--", *TWO_FILES) == ""

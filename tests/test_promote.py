@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import ADD_MUL, DODO, Project, ProjectFactory, git, parsed_trailers, script
 
-from tasks import config, promote, provenance
+from tasks import config, journal, promote, provenance
 
 README_TOO = script(
     ["calc/ops.py", "README.txt"],
@@ -586,16 +586,16 @@ def test_kill_between_copy_and_commit_leaves_live_recoverable(
     killed = project.run("promote", "issue=two", env={"PATCHGATE_FAULT": "promote-copied"})
     assert killed.code == -signal.SIGKILL
     assert head(project.live) == before[0]
-    journal = json.loads((project.path / promote.JOURNAL).read_text())
-    assert journal["phase"] == "copying" and journal["issue"] == "two"
-    assert [p["path"] for p in journal["paths"]] == ["README.txt", "calc/ops.py"]
+    written = json.loads((project.path / journal.JOURNAL).read_text())
+    assert written["phase"] == "copying" and written["issue"] == "two"
+    assert [p["path"] for p in written["paths"]] == ["README.txt", "calc/ops.py"]
     # every file is whole: either before or after, never half-written
     assert (project.live / "README.txt").read_text() in ("calc\n", "calc, with mul\n")
     assert not list(project.live.rglob("*.tmp"))
-    notes = promote.recover(str(project.path))
+    notes = journal.recover(str(project.path))
     assert notes and "had not committed" in notes[0]
     assert project.state() == before  # entirely before
-    assert not (project.path / promote.JOURNAL).exists()
+    assert not (project.path / journal.JOURNAL).exists()
     res = project.run("promote", "issue=two")
     assert res.code == 0, res.out
     assert git(bare, "rev-parse", "main") == head(project.live)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import zipfile
+from pathlib import Path
 
-from conftest import ADD_MUL, Project, git, script
+from conftest import ADD_MUL, Project, git, make_repo, script
+
+from tasks.git import snapshot
 
 
 def test_script_patch_passes_and_records_result(project: Project) -> None:
@@ -310,3 +314,23 @@ def test_summary_block_ends_with_the_log_line() -> None:
 
     lines = summary_lines({"LOG": "l", "DEMO": "d", "RESULT": "SUCCESS", "PUSH": "OK"})
     assert lines == ["RESULT: SUCCESS", "PUSH: OK", "DEMO: d", "LOG: l"]
+
+
+def test_the_snapshot_sees_a_same_size_rewrite_git_could_take_for_unchanged(
+    tmp_path: Path,
+) -> None:
+    """git trusts an entry's stat only if the file is older than the index (racy git), so the
+    snapshot's private copy of the index must keep the index's mtime. Here the file is
+    rewritten with the same size and mtime as its entry; trustctime off and utime make the
+    same-second case deterministic (it once made a verify say "the patch changed nothing")."""
+    repo = make_repo(tmp_path / "repo", {"README.txt": "calc\n"})
+    git(repo, "config", "core.trustctime", "false")
+    readme, index = repo / "README.txt", repo / ".git" / "index"
+    past = time.time() - 100
+    os.utime(readme, (past, past))
+    git(repo, "update-index", "-q", "--refresh")  # the entry now holds mtime `past`
+    os.utime(index, (past, past))  # entry as new as the index: git must read the content
+    readme.write_text("loud\n")
+    os.utime(readme, (past, past))
+    tree = snapshot(str(repo), str(tmp_path / "private.index"))
+    assert git(repo, "ls-tree", tree, "README.txt") != git(repo, "ls-tree", "HEAD", "README.txt")
