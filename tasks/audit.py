@@ -63,10 +63,6 @@ DEFAULT_HISTORY = 10
 
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
 _REVERTS_LINE = re.compile(r"^This reverts commit ([0-9a-f]{7,64})\b", re.MULTILINE)
-# The issue doit rollback verifies the revert of commit S under (rollback.issue_of: the first 12
-# hex digits of S). Its verify events carry it as ``issue``; the name is rollback's own (its
-# workspace issue_rollback-S12 and state folder), so a patch verified under it would collide.
-_ROLLBACK_ISSUE = re.compile(r"^rollback-([0-9a-f]{12})$")
 _PATCH_KINDS = ("propose", "verify_pass", "verify_fail", "apply", "promote_fail", "rollback")
 # Who writes the events `doit record` refuses: a hand-written one would forge their evidence.
 _WRITTEN_BY = {
@@ -168,12 +164,6 @@ def _paths(value: Any) -> list[str]:
     return [p for p in value if isinstance(p, str)] if isinstance(value, list) else []
 
 
-def rollback_target(issue: Any) -> str | None:
-    """The 12 hex digits of the commit whose rollback ``issue`` verifies, or None."""
-    found = _ROLLBACK_ISSUE.match(issue) if isinstance(issue, str) else None
-    return found.group(1) if found else None
-
-
 def fold(ledger: Ledger, events: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
     """Add ``events`` (line number, event), in log order, to ``ledger``."""
     for line, ev in events:
@@ -213,7 +203,7 @@ def fold(ledger: Ledger, events: Iterable[tuple[int, Mapping[str, Any]]]) -> Non
         if kind in ("verify_pass", "verify_fail"):
             state.verdict = "pass" if kind == "verify_pass" else "fail"
             state.files = _paths(ev.get("affected_files")) or state.files
-            state.rollback_of = rollback_target(ev.get("issue")) or state.rollback_of
+            state.rollback_of = trailers.rollback_target(ev.get("issue")) or state.rollback_of
         elif kind == "promote_fail":
             stage, reason = _text(ev.get("stage")) or "?", _text(ev.get("reason")) or "?"
             state.promote_failure = f"{stage}: {reason}"
@@ -811,7 +801,7 @@ def _files_cell(files: Sequence[str], most: int = 4) -> str:
 
 def _md_row(row: Mapping[str, Any]) -> str:
     commit = row["commit"]
-    target = rollback_target(str(row["patch_id"]).rpartition("@")[0])
+    target = trailers.rollback_target(str(row["patch_id"]).rpartition("@")[0])
     if row["state"] in ("rollback verified", "rollback verify failed"):
         commit_cell = f"- (rollback of {target or '?'}, not landed)"
     elif row["state"] == "rollback landed":

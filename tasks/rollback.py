@@ -105,11 +105,6 @@ _CONFLICT_LINES = tuple(
 # --- paths --------------------------------------------------------------------------------------
 
 
-def issue_of(sha: str) -> str:
-    """The issue name of the rollback of ``sha``: workspace, task names, state folder."""
-    return f"rollback-{sha[:12]}"
-
-
 def state_dir(root: str, issue: str) -> str:
     return os.path.join(root, ROLLBACK_DIR, issue)
 
@@ -380,7 +375,7 @@ def make_plan(
         **revert,
         "head": head,
         "branch": branch,
-        "issue": issue_of(sha),
+        "issue": trailers.rollback_issue(sha),
         "commit_files": touched,
         "later": later_commits(live, sha, head, touched),
         "reverted_by": reverted_by(live, sha, head),
@@ -767,7 +762,9 @@ def read_state(path: str) -> dict[str, Any] | None:
 def find_done(root: str, sha: str, token: str, live: str) -> str | None:
     """The done record of a finished rollback of ``sha`` confirmed with ``token``, if its
     revert is still on the branch."""
-    for path in sorted(glob.glob(os.path.join(done_dir(root), f"{issue_of(sha)}-*.json"))):
+    for path in sorted(
+        glob.glob(os.path.join(done_dir(root), f"{trailers.rollback_issue(sha)}-*.json"))
+    ):
         record = read_json(path)
         if (
             record.get("sha") == sha
@@ -860,7 +857,7 @@ def rollback_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
     except PatchgateError as err:
         yield failed_creator("rollback", root, log, err)
         return
-    issue = issue_of(commit["sha"])
+    issue = trailers.rollback_issue(commit["sha"])
     group = f"issue_{issue}"
     log = report.log_path(root, group)
     common: dict[str, Any] = {"root": root, "log": log, "stage": STAGE, "uptodate": [False]}
@@ -875,7 +872,7 @@ def plan_only(
 ) -> Iterator[dict[str, Any]]:
     """doit rollback sha=S: print the plan; nothing is written to live."""
     root, live, log = cfg.root, cfg.live_repo, common["log"]
-    issue = issue_of(commit["sha"])
+    issue = trailers.rollback_issue(commit["sha"])
     group = f"issue_{issue}"
     state = read_state(os.path.join(state_dir(root, issue), "state.json"))
     landed = os.path.join(state_dir(root, issue), "land.json")
@@ -917,7 +914,7 @@ def execute(
     """doit rollback sha=S confirm=TOKEN operator=NAME reason=…: verify, land, push, record."""
     root, live, log = cfg.root, cfg.live_repo, common["log"]
     sha = commit["sha"]
-    issue = issue_of(sha)
+    issue = trailers.rollback_issue(sha)
     group = f"issue_{issue}"
     ws = Workspace(root, issue)
     folder = state_dir(root, issue)

@@ -36,6 +36,19 @@ _GIT = ("git", "-c", "trailer.separators=:")
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _GIT_TIMEOUT = 120.0
 _LOG_CAP = 512 * 1024 * 1024
+_ROLLBACK_ISSUE = re.compile(r"^rollback-([0-9a-f]{12})$")
+
+
+def rollback_issue(sha: str) -> str:
+    """The issue doit rollback verifies the revert of ``sha`` under (its Patchgate-Issue, its
+    workspace, task names and state folder). Reserved: a patch may not use it."""
+    return f"rollback-{sha[:12]}"
+
+
+def rollback_target(issue: object) -> str | None:
+    """The 12 hex digits of the commit whose rollback ``issue`` names, or None."""
+    found = _ROLLBACK_ISSUE.match(issue) if isinstance(issue, str) else None
+    return found.group(1) if found else None
 
 
 @dataclass(frozen=True)

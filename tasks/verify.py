@@ -11,7 +11,18 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from tasks import archive, config, faults, git, jail, journal, provenance, report, steps
+from tasks import (
+    archive,
+    config,
+    faults,
+    git,
+    jail,
+    journal,
+    provenance,
+    report,
+    steps,
+    trailers,
+)
 from tasks.apply import (
     apply_patch,
     check_diff_paths,
@@ -541,4 +552,11 @@ def check_issue(issue: str) -> None:
         raise PatchgateError(
             "PREFLIGHT",
             f"issue id {issue!r} may hold only letters, digits, '-', '_' and '.'; pass issue=ID",
+        )
+    if trailers.rollback_target(issue):
+        # Promoting it would land a revert no operator confirmed.
+        raise PatchgateError(
+            "PREFLIGHT",
+            f"issue id {issue!r} is reserved for doit rollback; pass another issue=ID "
+            "(a rollback is confirmed and landed by doit rollback sha=S confirm=TOKEN)",
         )

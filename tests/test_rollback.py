@@ -13,7 +13,7 @@ from typing import Any
 
 from conftest import ADD_MUL, DODO, Project, ProjectFactory, Result, git, parsed_trailers
 
-from tasks import provenance, rollback
+from tasks import provenance, rollback, trailers
 from tasks.config import DEFAULT_GATES
 
 OPERATOR = ("operator=alice", "reason=tests fail after it")
@@ -334,7 +334,8 @@ def test_kill_after_the_revert_commit_resumes_at_the_push_with_the_same_token(
     assert f"resuming {res.summary['ROLLBACK_ID']}: its revert {revert[:12]} landed" in res.out
     assert res.summary["COMMIT"] == revert and res.summary["PUSH"] == "OK"
     assert git(bare, "rev-parse", "main") == revert
-    assert ".  rollback:" + rollback.issue_of(sha) + "-apply" not in res.out  # not verified again
+    # not verified again
+    assert ".  rollback:" + trailers.rollback_issue(sha) + "-apply" not in res.out
     assert git(project.live, "status", "--porcelain") == ""
     assert len(events(project, "rollback")) == 1
     again = confirm(project, sha, token)
