@@ -328,9 +328,16 @@ def apply_patch(
                 files += apply_diff(settings, ws, part, log)
         faults.point("apply-ran")
         tree = git.snapshot(ws.repo, ws.index)
+        ignored = git.remove_ignored(ws.repo)
     mark_tree(ws, tree)
     changes = git.diff_trees(ws.repo, git.tree_of(ws.repo, base), tree)
     report.log(log, f"apply: {len(changes)} changed path(s)")
+    if ignored:
+        report.log(
+            log,
+            f"apply: removed {len(ignored)} path(s) the patch wrote that git ignores (not part "
+            f"of the patch, so the gates do not see them): {', '.join(ignored)}",
+        )
     # Only content goes in: a patch edit that produces the same tree leaves this file
     # byte-identical, so doit reruns nothing downstream.
     write_json(

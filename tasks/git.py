@@ -148,21 +148,23 @@ def diff_trees(repo: str, old: str, new: str) -> list[Change]:
 
 
 def restore(repo: str, base: str, tree: str | None = None) -> None:
-    """Put the worktree at ``base`` exactly (tracked and untracked), then lay ``tree`` over it.
+    """Put the worktree at ``base`` exactly (ignored files too), then lay ``tree`` over it.
 
-    What ``reset --hard base`` + ``clean -ffd`` do; when HEAD and the index are already at
+    What ``reset --hard base`` + ``clean -ffdx`` do; when HEAD and the index are already at
     ``base`` (a workspace between two attempts), one status walk finds what the attempt
     changed and only that is put back: a 20,000-file worktree is not read three times.
+    For patchgate's own worktrees only: it deletes ignored files too.
     """
     if not _undo_changes(repo, base):
         run(repo, "reset", "-q", "--hard", base)
-        run(repo, "clean", "-q", "-ffd")  # -ff: a repository a patch nested in it goes too
+        # -ff: a repository a patch nested in it goes too; -x: what it wrote that git ignores.
+        run(repo, "clean", "-q", "-ffdx")
     if tree is not None:
         overlay(repo, tree_of(repo, base), tree)
 
 
 def _undo_changes(repo: str, base: str) -> bool:
-    """reset --hard + clean -ffd for a worktree whose HEAD is ``base`` and index clean; False
+    """reset --hard + clean -ffdx for a worktree whose HEAD is ``base`` and index clean; False
     (and nothing done) when that is not the case or anything is unusual."""
     heads = run(repo, "rev-parse", "HEAD", base, check=False)
     lines = heads.output.split()
@@ -174,6 +176,7 @@ def _undo_changes(repo: str, base: str) -> bool:
         "--porcelain=v1",
         "-z",
         "--untracked-files=normal",
+        "--ignored",
         "--no-renames",
         "--ignore-submodules",
         check=False,
@@ -183,7 +186,7 @@ def _undo_changes(repo: str, base: str) -> bool:
     modified, untracked = [], []
     for entry in (e for e in done.output.split("\0") if e):
         code, path = entry[:2], entry[3:]
-        if code == "??":
+        if code in ("??", "!!"):
             untracked.append(path)
         elif code[0] == " " and code[1] in "MDT":
             modified.append(path)
@@ -192,7 +195,7 @@ def _undo_changes(repo: str, base: str) -> bool:
     if untracked:
         # Pathspecs keep clean from walking the whole tree; past a few hundred, walk it.
         which = ("--", *untracked) if len(untracked) <= 256 else ()
-        if run(repo, "--literal-pathspecs", "clean", "-q", "-ffd", *which, check=False).returncode:
+        if run(repo, "--literal-pathspecs", "clean", "-q", "-ffdx", *which, check=False).returncode:
             return False
     if modified:
         paths = "\0".join(modified) + "\0"
@@ -200,6 +203,13 @@ def _undo_changes(repo: str, base: str) -> bool:
         if run(repo, *checkout, input_bytes=paths.encode(), check=False).returncode:
             return False
     return True
+
+
+def remove_ignored(repo: str) -> list[str]:
+    """Delete what git ignores from a worktree (a patch's byproducts, e.g. a planted .pyc): it
+    is not in the patch's tree, so it must not sway a gate either. The paths removed."""
+    done = run(repo, "clean", "-ffdX")
+    return [ln.removeprefix("Removing ") for ln in done.output.splitlines() if ln.strip()]
 
 
 def overlay(repo: str, old: str, new: str, skip: Sequence[str] = ()) -> list[Change]:

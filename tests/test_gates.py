@@ -633,3 +633,32 @@ def test_a_finding_that_moved_is_the_same_finding() -> None:
     before = "m.py:2: error: Incompatible return value type  [return-value]\n"
     after = "m.py:9: error: Incompatible return value type  [return-value]\n"
     assert findings(before) == findings(after)
+
+
+# A patch that breaks add() and plants, where git ignores it (__pycache__/), bytecode of the
+# good add() stamped with the broken source's mtime and size: Python would import the planted
+# bytecode, the tests would pass, and the broken source would land.
+PLANTED_PYC = script(
+    ["calc/ops.py"],
+    "import importlib.util, os\n"
+    "from importlib._bootstrap_external import _code_to_timestamp_pyc\n"
+    'good = Path("calc/ops.py").read_text()\n'
+    'Path("calc/ops.py").write_text(good.replace("return a + b", "return a - b"))\n'
+    'st = os.stat("calc/ops.py")\n'
+    'pyc = Path(importlib.util.cache_from_source("calc/ops.py"))\n'
+    "pyc.parent.mkdir(exist_ok=True)\n"
+    'code = compile(good, "calc/ops.py", "exec")\n'
+    "pyc.write_bytes(_code_to_timestamp_pyc(code, int(st.st_mtime), st.st_size))",
+)
+
+
+def test_what_a_patch_writes_where_git_ignores_it_never_reaches_a_gate(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project(gates=[gate("pytest")])
+    res = project.run("verify", f"patch={project.patch('planted.py', PLANTED_PYC)}")
+    failed_cleanly(res, "GATES")
+    assert "tests/test_ops.py::test_add failed" in res.summary["REASON"]
+    assert not (project.ws("planted") / "calc" / "__pycache__").exists()
+    log = (project.path / res.summary["LOG"]).read_text()
+    assert "removed 1 path(s) the patch wrote that git ignores" in log
