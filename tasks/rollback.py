@@ -40,6 +40,7 @@ from typing import Any
 from tasks import (
     audit,
     config,
+    faults,
     git,
     jail,
     journal,
@@ -659,6 +660,7 @@ def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> dict[str, Any]:
         if landed["failing_gates"]:
             event["allow_gates_fail"] = True
         provenance.append_event(root, event)
+        faults.point("rollback-recorded")
     summary = {
         "RESULT": "SUCCESS",
         "FILES": ", ".join(landed["files"]),
@@ -681,6 +683,7 @@ def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> dict[str, Any]:
             "summary": summary,
         },
     )
+    faults.point("rollback-done")
     diff = diff_path(root, ctx["issue"])
     if os.path.exists(diff):
         os.replace(diff, os.path.join(done_dir(root), f"{rb['rollback_id']}.diff"))

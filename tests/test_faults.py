@@ -736,6 +736,8 @@ ROLLBACK_KILLS = [
     "rollback-ref-moved",
     "step-before:rollback:{issue}-push",
     "step-before:rollback:{issue}-finish",
+    "rollback-recorded",  # the event appended, nothing after it: never recorded twice
+    "rollback-done",  # the done record written, its state and workspace not yet removed
 ]
 
 
