@@ -300,6 +300,18 @@ def lay_tree(ws: Workspace, carry: dict[str, Any], log: str) -> list[str]:
     return [f for f in carry["files"] if f not in carry["drop"]]
 
 
+def check_unconverted(repo: str, changes: list[git.Change]) -> None:
+    """What lands must be the bytes the gates test: refuse a file git would store converted."""
+    odd = git.converted(repo, changes)
+    if odd:
+        raise PatchgateError(
+            "SCOPE",
+            f"git would store other bytes than the gates test for {', '.join(odd)} (a "
+            ".gitattributes filter, working-tree-encoding or ident conversion applies); "
+            "write the files as git stores them, or drop that attribute",
+        )
+
+
 def apply_patch(
     ws_dir: str,
     patch: str,
@@ -329,8 +341,9 @@ def apply_patch(
         faults.point("apply-ran")
         tree = git.snapshot(ws.repo, ws.index)
         ignored = git.remove_ignored(ws.repo)
+        changes = git.diff_trees(ws.repo, git.tree_of(ws.repo, base), tree)
+        check_unconverted(ws.repo, changes)
     mark_tree(ws, tree)
-    changes = git.diff_trees(ws.repo, git.tree_of(ws.repo, base), tree)
     report.log(log, f"apply: {len(changes)} changed path(s)")
     if ignored:
         report.log(

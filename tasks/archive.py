@@ -66,10 +66,23 @@ def tree_entries(
     for change in changes:
         if change["status"] == "D" or excluded(change["path"]):
             continue
-        mode = int(change["mode"], 8)
-        kind = stat.S_IFLNK | 0o777 if stat.S_ISLNK(mode) else stat.S_IFREG | (mode & 0o777)
-        out.append((f"{prefix}{change['path']}", kind, git.blob_bytes(repo, change["blob"])))
+        data = git.blob_bytes(repo, change["blob"])
+        out.append((f"{prefix}{change['path']}", _kind(change["mode"]), data))
     return out
+
+
+def _kind(mode: str) -> int:
+    """A git mode as a zip entry's unix mode: a link stays a link, nothing follows it."""
+    value = int(mode, 8)
+    return stat.S_IFLNK | 0o777 if stat.S_ISLNK(value) else stat.S_IFREG | (value & 0o777)
+
+
+def commit_zip(repo: str, commit: str, path: str) -> None:
+    """Every file of ``commit``, as ``git archive`` would zip it but deaf to .gitattributes:
+    ``export-ignore`` cannot leave a landed file out, nor ``export-subst`` rewrite one."""
+    write_zip(
+        path, [(name, _kind(mode), data) for name, mode, data in git.tree_files(repo, commit)]
+    )
 
 
 def file_entry(name: str, path: str) -> tuple[str, int, bytes]:

@@ -7,13 +7,14 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import xml.etree.ElementTree as ET
 from typing import Any
 
 from tasks import config, faults, git, proc, report
 from tasks.apply import run_jailed
 from tasks.errors import PatchgateError
-from tasks.steps import read_json, write_json
+from tasks.steps import NotReadable, TooBig, read_json, read_untrusted, write_json
 from tasks.workspace import Workspace, ensure_tree, forget_tree, mark_tree, wait_live_capture
 
 # Exit code 5 is pytest's "no tests were collected": never a pass.
@@ -30,6 +31,8 @@ PYTEST_SUMMARY = re.compile(r"^(?P<kind>FAILED|ERROR) (?P<test>\S+)(?: - (?P<msg
 JAIL_NOT_FOUND = re.compile(r"^bwrap: execvp (?P<cmd>\S+): No such file or directory", re.M)
 JAIL_NOT_EXECUTABLE = re.compile(r"^bwrap: execvp (?P<cmd>\S+): Permission denied", re.M)
 MESSAGE_WIDTH = 160
+# The most of a gate's JUnit XML patchgate reads (a bigger one fails the gate).
+MAX_JUNIT_BYTES = 64 * 1024 * 1024
 
 
 # --- selection and the command ---------------------------------------------------------------
@@ -49,12 +52,44 @@ def matching(gate: dict[str, Any], changes: list[dict[str, Any]]) -> list[str]:
     )
 
 
-def junit_path(ws: Workspace, name: str) -> str:
-    return ws.path("cache", name, "junit.xml")
+def cache_dir(ws: Workspace, name: str, base: bool = False) -> str:
+    """The gate's own folder ({cache}, holding {junit}): the one folder of the workspace besides
+    repo/ it may write. It never sees another gate's: a patch's tests (run by pytest) must not
+    be able to forge mypy's cache, or the next attempt's type error passes.
+
+    The base run (baseline=1) has its own, ``cache/.base/NAME``, which only base runs (base
+    code, already on live) ever get writable: its result is stored in patches/.state/baseline/
+    and excuses failures in every workspace on that base, so nothing a patch's code wrote, say
+    into this gate's cache on an earlier attempt, may feed it. A gate name starts with a
+    letter or digit: ``.base`` is no gate's folder.
+    """
+    return ws.path("cache", ".base", name) if base else ws.path("cache", name)
 
 
-def base_junit_path(ws: Workspace, name: str) -> str:
-    return ws.path("cache", name, "base-junit.xml")
+def junit_path(ws: Workspace, name: str, base: bool = False) -> str:
+    return os.path.join(cache_dir(ws, name, base), "junit.xml")
+
+
+def own_cache(ws: Workspace, name: str, base: bool = False) -> str:
+    """The gate's folder, created; every level of it a real folder, never a symlink: bwrap
+    binds what a symlink points to (before each gate got its own folder, any gate could
+    write the whole of cache/, so an old workspace may hold one)."""
+    path = cache_dir(ws, name, base)
+    current = ws.dir
+    for part in os.path.relpath(path, ws.dir).split(os.sep):
+        current = os.path.join(current, part)
+        if os.path.islink(current) or not os.path.isdir(current):
+            remove(current)
+            os.mkdir(current)
+    return path
+
+
+def remove(path: str) -> None:
+    """Remove whatever a gate left at ``path`` (a file, a symlink, a FIFO, a folder)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
 
 
 def uses_files(gate: dict[str, Any]) -> bool:
@@ -77,11 +112,12 @@ def _fill(text: str, values: dict[str, str]) -> str:
 
 
 def placeholders(
-    gate: dict[str, Any], ws: Workspace, settings: dict[str, Any], junit: str | None = None
+    gate: dict[str, Any], ws: Workspace, settings: dict[str, Any], base: bool = False
 ) -> dict[str, str]:
+    """{junit} and {cache} are in the gate's own folder (the base run's own, with ``base``)."""
     return {
-        "{junit}": junit or junit_path(ws, gate["name"]),
-        "{cache}": ws.path("cache", gate["name"]),
+        "{junit}": junit_path(ws, gate["name"], base),
+        "{cache}": cache_dir(ws, gate["name"], base),
         "{python}": os.path.join(settings["tool_env"], "bin", "python"),
     }
 
@@ -91,13 +127,13 @@ def expand(
     files: list[str],
     ws: Workspace,
     settings: dict[str, Any],
-    junit: str | None = None,
+    base: bool = False,
 ) -> list[str]:
     """The gate's argv with {files}, {junit}, {cache}, {python} filled in; tools from tool_env.
 
     ``{files}`` is the changed files the gate applies to, or ``.`` when there are none (all_gates).
     """
-    values = placeholders(gate, ws, settings, junit)
+    values = placeholders(gate, ws, settings, base)
     argv: list[str] = []
     for arg in gate["command"]:
         if arg == "{files}":
@@ -110,9 +146,11 @@ def expand(
     return argv
 
 
-def gate_env(gate: dict[str, Any], ws: Workspace, settings: dict[str, Any]) -> dict[str, str]:
+def gate_env(
+    gate: dict[str, Any], ws: Workspace, settings: dict[str, Any], base: bool = False
+) -> dict[str, str]:
     """The gate's own ``env:``, placeholders filled (e.g. COVERAGE_FILE: "{cache}/.coverage")."""
-    values = placeholders(gate, ws, settings)
+    values = placeholders(gate, ws, settings, base)
     return {k: _fill(v, values) for k, v in gate["env"].items()}
 
 
@@ -149,10 +187,17 @@ def node_id(classname: str, name: str, repo: str | None = None) -> str:
 
 
 def read_junit(path: str, repo: str | None = None) -> dict[str, tuple[str, str]] | None:
-    """{test id: (outcome, first line of the failure message)}; None if the file is not JUnit."""
+    """{test id: (outcome, first line of the failure message)}; None if there is no file or it
+    is not JUnit. The gate wrote it: NotReadable when it is no regular file, or too big."""
+    data = read_untrusted(path, MAX_JUNIT_BYTES)
+    return None if data is None else parse_junit(data, repo)
+
+
+def parse_junit(data: bytes, repo: str | None = None) -> dict[str, tuple[str, str]] | None:
+    """read_junit of the file's bytes."""
     try:
-        root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError):
+        root = ET.fromstring(data)
+    except ET.ParseError:
         return None
     outcomes: dict[str, tuple[str, str]] = {}
     for case in root.iter("testcase"):
@@ -171,7 +216,7 @@ def read_junit(path: str, repo: str | None = None) -> dict[str, tuple[str, str]]
 
 
 def junit_failures(path: str, repo: str | None = None) -> tuple[list[str], dict[str, str]]:
-    """(failing test ids, {test id: pass|fail|skip}) from a JUnit XML file."""
+    """(failing test ids, {test id: pass|fail|skip}) from a JUnit XML file (see read_junit)."""
     tests = read_junit(path, repo) or {}
     outcomes = {t: o for t, (o, _) in tests.items()}
     return sorted(t for t, o in outcomes.items() if o == "fail"), outcomes
@@ -229,6 +274,16 @@ def findings(output: str) -> list[str]:
     return sorted({f"{path}: {msg}" for path, _, msg in parse_findings(output)})
 
 
+def junit_refused(name: str, why: NotReadable) -> str:
+    """The reason a gate fails whose JUnit file patchgate would not read."""
+    if isinstance(why, TooBig):
+        return f"{name}: the gate's JUnit file is {why}; it was not read; fix what the gate writes"
+    return (
+        f"{name}: the gate's JUnit file is not a regular file ({why}); it was not read; "
+        "the gate must write {junit} as a plain file"
+    )
+
+
 def not_found(gate: dict[str, Any], done: proc.Completed) -> str | None:
     """The reason when the command could not start (missing or not executable), else None."""
     if done.returncode == 127 and done.duration == 0.0:
@@ -260,10 +315,16 @@ def verdict_of(
         )
     if done.returncode == PYTEST_NO_TESTS and (expects_junit(gate) or looks_like_pytest(gate)):
         return "fail", f"{name}: no tests were collected (exit 5); add tests or drop the gate"
-    tests = read_junit(junit, repo) if junit is not None and os.path.exists(junit) else None
-    if junit is not None and tests is None and done.returncode == 0:
-        what = "invalid JUnit XML" if os.path.exists(junit) else "no JUnit XML"
-        return "fail", f"{name} wrote {what} to {{junit}}; fix the gate's command"
+    tests = None
+    if junit is not None:
+        try:
+            data = read_untrusted(junit, MAX_JUNIT_BYTES)
+        except NotReadable as why:
+            return "fail", junit_refused(name, why)
+        tests = None if data is None else parse_junit(data, repo)
+        if tests is None and done.returncode == 0:
+            what = "no JUnit XML" if data is None else "invalid JUnit XML"
+            return "fail", f"{name} wrote {what} to {{junit}}; fix the gate's command"
     if done.returncode == 0:
         return "pass", ""
     failing = sorted(t for t, (o, _) in (tests or {}).items() if o == "fail")
@@ -412,16 +473,15 @@ def run_gate(
     ensure_tree(ws, current["tree"])
     wait_live_capture(ws.dir)  # the live guard's "before" is taken: the gate may run
     junit = junit_path(ws, gate["name"]) if expects_junit(gate) else None
-    os.makedirs(ws.path("cache", gate["name"]), exist_ok=True)
-    if os.path.exists(junit_path(ws, gate["name"])):
-        os.unlink(junit_path(ws, gate["name"]))
+    cache = own_cache(ws, gate["name"])
+    remove(junit_path(ws, gate["name"]))
     argv = expand(gate, files, ws, settings)
     report.log(log, f"gate {gate['name']}: {' '.join(argv)}")
     judge_only = not gate["fixes"] and settings["jail"] == "bwrap"
     if not judge_only:
         forget_tree(ws)
     done = run_jailed(
-        {**settings, "writable": (ws.path("cache"),), "repo_readonly": judge_only},
+        {**settings, "writable": (cache,), "repo_readonly": judge_only},
         ws,
         argv,
         timeout=gate["timeout"],
@@ -431,6 +491,8 @@ def run_gate(
         log, f"{done.output}[gate {gate['name']}: exit {done.returncode}, {done.duration:.2f}s]"
     )
     faults.point(f"gate-ran:{gate['name']}")
+    if not judge_only:
+        drop_ignored(ws, gate["name"], log)
     verdict, reason = verdict_of(gate, done, junit, ws.repo)
     if gate["fixes"] and verdict == "pass":
         record["tree"] = git.snapshot(ws.repo, ws.index)
@@ -454,7 +516,7 @@ def run_gate(
             "output_truncated": done.truncated,
         }
     )
-    if settings["baseline"] and (verdict == "fail" or (junit and os.path.exists(junit))):
+    if settings["baseline"] and (verdict == "fail" or (junit and os.path.lexists(junit))):
         record.update(judge_against_base(ws, gate, files, settings, done, junit, log))
         verdict, reason = record["verdict"], record["reason"]
     write_json(ws.gate_file(gate["name"]), record, SCHEMA)
@@ -462,6 +524,20 @@ def run_gate(
     if verdict == "fail" and not (settings["keep_going"] or settings["allow_gates_fail"]):
         drop_later_records(ws, gate["name"])
         raise PatchgateError("GATES", reason)
+
+
+def drop_ignored(ws: Workspace, name: str, log: str) -> None:
+    """After a gate that could write the worktree (a fixer; any gate with jail: none): delete
+    what it wrote where git ignores it, as the apply step does for the patch. It is no part of
+    the tree that lands, yet a later gate would see it: bytecode the patch's code planted
+    while a fixer imported it would be what pytest then judges."""
+    removed = git.remove_ignored(ws.repo)
+    if removed:
+        report.log(
+            log,
+            f"gate {name}: removed {len(removed)} path(s) written where git ignores them (not "
+            f"part of the patch, so later gates do not see them): {', '.join(removed)}",
+        )
 
 
 def drop_later_records(ws: Workspace, name: str) -> None:
@@ -526,19 +602,24 @@ def run_on_base(
             # Every file the gate checks is new: nothing of it could fail on the base.
             result = {"exit_code": 0, "findings": [], "tests": {}}
         else:
-            junit = base_junit_path(ws, gate["name"])
-            if os.path.exists(junit):
-                os.unlink(junit)
+            # Its own folder, not the patch run's: see cache_dir.
+            cache = own_cache(ws, gate["name"], base=True)
+            junit = junit_path(ws, gate["name"], base=True)
+            remove(junit)
             report.log(log, f"baseline {gate['name']}: running on base {meta['base_sha'][:12]}")
             done = run_jailed(
-                {**settings, "writable": (ws.path("cache"),)},
+                {**settings, "writable": (cache,)},
                 ws,
-                expand(gate, on_base, ws, settings, junit=junit),
+                expand(gate, on_base, ws, settings, base=True),
                 timeout=gate["timeout"],
-                env=gate_env(gate, ws, settings),
+                env=gate_env(gate, ws, settings, base=True),
             )
             report.log(log, f"{done.output}[baseline {gate['name']}: exit {done.returncode}]")
-            tests = junit_failures(junit, ws.repo)[1] if os.path.exists(junit) else {}
+            try:
+                tests = junit_failures(junit, ws.repo)[1]
+            except NotReadable as why:
+                report.log(log, f"baseline {junit_refused(gate['name'], why)}")
+                tests = {}
             result = {
                 "exit_code": done.returncode,
                 "findings": findings(done.output),
@@ -566,8 +647,10 @@ def judge_against_base(
     name = gate["name"]
     if done.timed_out or not_found(gate, done):
         return {}  # nothing the base could excuse
-    # Read the patch's results first: the base run writes its own files.
-    patch_tests = junit_failures(junit, ws.repo)[1] if junit and os.path.exists(junit) else {}
+    try:
+        patch_tests = junit_failures(junit, ws.repo)[1] if junit else {}
+    except NotReadable:
+        return {}  # the gate failed for that, and no base run can excuse it
     patch_findings = findings(done.output)
     base = run_on_base(ws, gate, files, settings, log)
     if patch_tests and base["tests"]:

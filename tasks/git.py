@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -205,6 +206,32 @@ def _undo_changes(repo: str, base: str) -> bool:
     return True
 
 
+def converted(repo: str, changes: Sequence[Change]) -> list[str]:
+    """Changed files whose bytes on disk are not the blob git stored (a .gitattributes filter,
+    working-tree-encoding or ident conversion): the gates test the disk, the blob lands.
+
+    A CRLF -> LF conversion alone (``eol=crlf``, as a checkout of the file writes it) is not
+    one: the lines are the same.
+    """
+    files = [c for c in changes if c.status != "D" and c.mode in ("100644", "100755")]
+    found = []
+    for start in range(0, len(files), 500):  # argv stays far below the system's limit
+        chunk = files[start : start + 500]
+        ids = out(repo, "hash-object", "--no-filters", "--", *(c.path for c in chunk)).split()
+        found += [c.path for c, blob in zip(chunk, ids, strict=True) if blob != c.blob]
+    return [p for p in found if not _eol_only(os.path.join(repo, p), _blob_of(changes, p))]
+
+
+def _blob_of(changes: Sequence[Change], path: str) -> str:
+    return next(c.blob for c in changes if c.path == path)
+
+
+def _eol_only(path: str, blob: str) -> bool:
+    with open(path, "rb") as fh:
+        data = fh.read().replace(b"\r\n", b"\n")
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() == blob
+
+
 def remove_ignored(repo: str) -> list[str]:
     """Delete what git ignores from a worktree (a patch's byproducts, e.g. a planted .pyc): it
     is not in the patch's tree, so it must not sway a gate either. The paths removed."""
@@ -238,3 +265,32 @@ def blob_bytes(repo: str, blob: str) -> bytes:
     if done.returncode != 0:
         raise PatchgateError("GIT", f"git cat-file could not read blob {blob} in {repo}")
     return done.stdout
+
+
+def tree_files(repo: str, commit: str) -> list[tuple[str, str, bytes]]:
+    """Every file of ``commit``, (path, mode, bytes), from git's objects: one ``cat-file --batch``
+    for all of them. Submodules (commits, not blobs) have no bytes here and are left out."""
+    listing = out(repo, "ls-tree", "-r", "-z", "--full-tree", commit)
+    files = []
+    for record in filter(None, listing.split("\0")):
+        meta, path = record.split("\t", 1)
+        mode, kind, blob = meta.split(" ")
+        if kind == "blob":
+            files.append((path, mode, blob))
+    done = subprocess.run(  # bytes, as blob_bytes
+        ("git", "-C", repo, "cat-file", "--batch"),
+        input="".join(f"{blob}\n" for _, _, blob in files).encode(),
+        env=git_env(),
+        capture_output=True,
+        timeout=GIT_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise PatchgateError("GIT", f"git cat-file could not read the files of {commit} in {repo}")
+    data, at, result = done.stdout, 0, []
+    for path, mode, _ in files:
+        header_end = data.index(b"\n", at)
+        size = int(data[at:header_end].split()[2])
+        result.append((path, mode, data[header_end + 1 : header_end + 1 + size]))
+        at = header_end + 1 + size + 1  # the blob, then a newline
+    return result

@@ -6,8 +6,11 @@ What the jail sees (everything else of the host does not exist inside):
   e.g. /etc/shadow), the tool environment and ``jail_binds``, and the Python installation a
   virtual environment among them was made from (pyenv keeps it under /root; only that
   directory of /root is bound);
-* writable: the workspace's ``repo/`` (``workdir``), ``extra_writable``, and a private /tmp
-  (HOME=/tmp) and /dev/shm, each sized like the memory cap; nothing else;
+* writable: the workspace's ``repo/`` (``workdir``, unless ``workdir_readonly``),
+  ``extra_writable``, and a private /tmp (HOME=/tmp) and /dev/shm, each sized like the memory
+  cap; nothing else;
+* hidden: the workdir's ``.git`` and ``hidden`` (patchgate's patches/ and audit/ when the
+  workdir is the project folder itself): empty, read-only folders inside;
 * fresh /proc and /dev, no network, its own pid namespace, hostname ``patchgate``.
 
 Inside, the process runs as ``uid``/``gid`` with no capabilities and cannot create user
@@ -63,6 +66,9 @@ class JailSpec:
     max_memory_mb: int = 4096
     # A gate that only judges sees the workspace read-only: it cannot change what it judges.
     workdir_readonly: bool = False
+    # Paths that lie under a bind but must not be seen (patchgate's own state when the workdir is
+    # the project folder): each is an empty read-only folder inside. Nothing bound may be in one.
+    hidden: tuple[str, ...] = ()
 
 
 # --- preflight -------------------------------------------------------------------------------
@@ -124,7 +130,7 @@ def command(argv: Sequence[str], spec: JailSpec) -> list[str]:
     for path in writable:
         if not os.path.isabs(path):
             raise ValueError(f"jail: writable path {path} is not absolute")
-        if path != writable[0] and _contains(path, writable[0]):
+        if path != writable[0] and contains(path, writable[0]):
             raise ValueError(f"jail: writable path {path} contains the workspace {writable[0]}")
     readonly = _readonly_paths(spec.readonly, writable)
     covers = _tmp_covers([*readonly, *writable])
@@ -138,6 +144,7 @@ def command(argv: Sequence[str], spec: JailSpec) -> list[str]:
     for path in readonly:  # after the writable ones: a read-only path is never shadowed
         args += ["--ro-bind", path, path]
     args += _git_mask(writable[0])
+    args += _hidden_masks(spec.hidden, [*writable, *readonly])
     # bwrap's own root tmpfs holds the mount points: read-only, so `../` is not writable and
     # the root is no unbounded memory sink.
     for path in ("/", "/dev", *covers):
@@ -230,7 +237,8 @@ def _unreadable_masks(top: str) -> list[str]:
     return masks
 
 
-def _contains(outer: str, inner: str) -> bool:
+def contains(outer: str, inner: str) -> bool:
+    """``inner`` is ``outer`` or lies in it, symlinks resolved."""
     outer, inner = os.path.realpath(outer), os.path.realpath(inner)
     return os.path.commonpath([outer, inner]) == outer
 
@@ -256,7 +264,7 @@ def _readonly_paths(readonly: Sequence[str], writable: Sequence[str]) -> list[st
     paths = list(dict.fromkeys(paths))
     for path in paths:
         for inner in writable:
-            if _contains(path, inner):
+            if contains(path, inner):
                 raise PatchgateError(
                     "PREFLIGHT",
                     f"jail: the read-only bind {path} contains the workspace {inner} and would "
@@ -296,6 +304,37 @@ def _git_mask(workdir: str) -> list[str]:
     if os.path.isdir(dotgit):
         return ["--tmpfs", dotgit, "--remount-ro", dotgit]
     return []
+
+
+def _hidden_masks(hidden: Sequence[str], bound: Sequence[str]) -> list[str]:
+    """An empty read-only folder (a file: /dev/null) wherever a bind would show a hidden path.
+
+    Compared by real path, so a symlink to a hidden folder leads to the mask too. A hidden path
+    that does not exist, or lies under no bind, is not in the jail anyway; one that holds a
+    bound path (the workdir, a cache, a jail_binds entry) is refused: it cannot be both.
+    """
+    masks: list[str] = []
+    for given in hidden:
+        real = os.path.realpath(given)
+        for path in bound:
+            if contains(real, path):
+                raise PatchgateError(
+                    "PREFLIGHT",
+                    f"jail: {path} lies in {given}, which the jail hides (patchgate's own "
+                    "state); use a path outside it",
+                )
+        if not os.path.lexists(real):
+            continue
+        for path in bound:
+            host = os.path.realpath(path)
+            if not contains(host, real):
+                continue
+            inside = os.path.join(path, os.path.relpath(real, host))
+            if os.path.isdir(real):
+                masks += ["--tmpfs", inside, "--remount-ro", inside]
+            else:
+                masks += ["--ro-bind", "/dev/null", inside]
+    return masks
 
 
 def jail_env(env: Mapping[str, str], spec: JailSpec) -> dict[str, str]:

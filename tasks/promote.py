@@ -16,21 +16,36 @@ verify chain is then planned against the HEAD the commit will land on (see ``tas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from tasks import config, faults, git, jail, lock, proc, provenance, report, trailers, verify
+from tasks import (
+    archive,
+    config,
+    faults,
+    git,
+    jail,
+    lock,
+    proc,
+    provenance,
+    report,
+    trailers,
+    verify,
+)
 from tasks.apply import jail_env
 from tasks.errors import PatchgateError
-from tasks.gates import expand, junit_path, matching, verdict_of
+from tasks.gates import expand, expects_junit, gate_env, junit_path, matching, verdict_of
 from tasks.journal import (
     JOURNAL,
     JOURNAL_SCHEMA,
@@ -393,69 +408,147 @@ def changed_entries(status: str) -> set[str]:
     return {e[3:] for e in status.split("\0") if len(e) > 3}
 
 
+# What the live gates may not see: patchgate's own state, when live is the project folder.
+PATCHGATE_STATE = ("patches", "audit")
+
+
+@dataclass(frozen=True)
+class LiveGateScratch(Workspace):
+    """Stands in for the workspace when a live gate's ``{cache}`` and ``{junit}`` are filled in.
+
+    Its folder is private to one promotion and outside live: nothing the workspace's patch wrote
+    (its cache) is reused, and nothing a live gate writes reaches live or a workspace.
+    """
+
+    @property
+    def dir(self) -> str:
+        return self.root
+
+
+@contextlib.contextmanager
+def live_gate_scratch(live: str, issue: str) -> Iterator[LiveGateScratch]:
+    scratch = tempfile.mkdtemp(prefix="patchgate-live-gates-")
+    try:
+        if jail.contains(live, scratch):
+            raise PatchgateError(
+                "LIVE_GATES",
+                f"the temporary folder {scratch} is inside live; set TMPDIR to a folder "
+                "outside live and promote again",
+            )
+        yield LiveGateScratch(scratch, issue)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+Signature = tuple[str, int, int, int, int, int]
+
+
+def live_files(live: str, hidden: Sequence[str]) -> dict[str, Signature | None]:
+    """Every path git status lists in live — modified, untracked and ignored ones, each file on
+    its own — with its status code and lstat signature (mode, size, mtime, ctime, inode).
+
+    A write anywhere in live changes this: a new or deleted file adds or drops a path, a rewrite
+    of an already-modified or ignored file changes its signature (ctime even when the mtime is
+    set back). ``hidden`` (patchgate's state in live) is left out: patchgate writes its log there.
+    """
+    excludes = [
+        f":(top,exclude,literal){os.path.relpath(path, live)}"
+        for path in hidden
+        if jail.contains(live, path) and os.path.realpath(path) != os.path.realpath(live)
+    ]
+    fields = git.run(
+        live, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all",
+        "--ignored", "--", ":(top)", *excludes,
+    ).output.split("\0")  # fmt: skip
+    found: dict[str, Signature | None] = {}
+    renamed = False
+    for entry in fields:
+        if renamed:  # the original path of a rename or copy, after its new path
+            renamed = False
+            continue
+        if len(entry) < 4:
+            continue
+        code, path = entry[:2], entry[3:]
+        renamed = code[0] in "RC"
+        try:
+            st = os.lstat(os.path.join(live, path))
+        except OSError:
+            found[path] = None
+            continue
+        found[path] = (code, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return found
+
+
 def run_live_gates(
     ws: Workspace, ctx: dict[str, Any], changes: list[dict[str, Any]], log: str
 ) -> dict[str, str]:
     """The live gates, on live with the promoted files in place, before the commit.
 
-    Jailed like any gate (jail: none runs them unjailed, with its warning): live's working
-    tree is the jail's workdir and its .git is hidden. A gate that changes anything in live
-    fails: live gates check, they do not fix.
+    Jailed like any gate (jail: none runs them unjailed, with its warning), and judging only:
+    live's working tree is the jail's read-only workdir, its .git and patchgate's own state
+    (patches/, audit/ when live is the project folder) hidden. A gate writes only to a private
+    folder outside live (``{cache}``, ``{junit}``) and its /tmp. Should anything in live change
+    all the same (jail: none), the gate fails: live gates check, they do not fix.
     """
     live, settings = ctx["live"], ctx["settings"]
+    hidden = tuple(os.path.join(ctx["root"], name) for name in PATCHGATE_STATE)
     verdicts: dict[str, str] = {}
-    before = git.status(live)
-    for gate in ctx["live_gates"]:
-        name = gate["name"]
-        files = matching(gate, changes)
-        if not files and not settings["all_gates"]:
+    before = live_files(live, hidden)
+    with live_gate_scratch(live, ctx["issue"]) as scratch:
+        for gate in ctx["live_gates"]:
+            name = gate["name"]
+            files = matching(gate, changes)
+            if not files and not settings["all_gates"]:
+                why = f"no promoted file matches {', '.join(gate['files'])}"
+                plog(log, f"live gate {name}: skipped ({why})")
+                verdicts[name] = "skipped"
+                continue
+            os.makedirs(scratch.path("cache", name), exist_ok=True)
+            junit = junit_path(scratch, name) if expects_junit(gate) else None
+            argv = expand(gate, files, scratch, settings)
+            spec = jail.JailSpec(
+                mode=settings["jail"],
+                workdir=live,
+                extra_writable=(scratch.path("cache"),),
+                readonly=(settings["tool_env"], *settings["jail_binds"]),
+                uid=settings["jail_uid"],
+                max_processes=settings["max_processes"],
+                max_memory_mb=settings["max_memory_mb"],
+                workdir_readonly=True,
+                hidden=hidden,
+            )
+            plog(log, f"live gate {name}: {' '.join(argv)}")
+            done = jail.run(
+                argv,
+                spec,
+                env=jail_env(settings, gate_env(gate, scratch, settings)),
+                timeout=gate["timeout"],
+                output_cap=int(settings["output_cap_mb"] * MIB),
+            )
             plog(
                 log,
-                f"live gate {name}: skipped (no promoted file matches {', '.join(gate['files'])})",
+                f"{done.output}[live gate {name}: exit {done.returncode}, {done.duration:.2f}s]",
             )
-            verdicts[name] = "skipped"
-            continue
-        cache = ws.path("cache", name)
-        os.makedirs(cache, exist_ok=True)
-        junit = junit_path(ws, name) if gate["junit"] else None
-        if junit and os.path.exists(junit):
-            os.unlink(junit)
-        argv = expand(gate, files, ws, settings)
-        spec = jail.JailSpec(
-            mode=settings["jail"],
-            workdir=live,
-            extra_writable=(ws.path("cache"),),
-            readonly=(settings["tool_env"], *settings["jail_binds"]),
-            uid=settings["jail_uid"],
-            max_processes=settings["max_processes"],
-            max_memory_mb=settings["max_memory_mb"],
-        )
-        plog(log, f"live gate {name}: {' '.join(argv)}")
-        done = jail.run(
-            argv,
-            spec,
-            env=jail_env(settings, gate["env"]),
-            timeout=gate["timeout"],
-            output_cap=int(settings["output_cap_mb"] * MIB),
-        )
-        plog(log, f"{done.output}[live gate {name}: exit {done.returncode}, {done.duration:.2f}s]")
-        verdict, reason = verdict_of(gate, done, junit)
-        verdicts[name] = verdict
-        after = git.status(live)
-        if after != before:
-            touched = sorted(changed_entries(after) ^ changed_entries(before)) or ["(content)"]
-            raise PatchgateError(
-                "LIVE_GATES",
-                f"live gate {name} changed live ({', '.join(touched[:5])}); live "
-                "gates must only check — the promotion was undone, nothing was committed",
-            )
-        if verdict == "fail":
-            raise PatchgateError(
-                "LIVE_GATES",
-                f"live gate {reason}; live was restored exactly and nothing was "
-                "committed — fix the patch (or live) and promote again",
-            )
-        plog(log, f"live gate {name}: pass")
+            verdict, reason = verdict_of(gate, done, junit, live)
+            verdicts[name] = verdict
+            after = live_files(live, hidden)
+            if after != before:
+                touched = sorted(
+                    p for p in before.keys() | after.keys() if before.get(p) != after.get(p)
+                )
+                raise PatchgateError(
+                    "LIVE_GATES",
+                    f"live gate {name} changed live ({', '.join(touched[:5])}); live gates must "
+                    "only check — the promotion was undone and nothing was committed, but what "
+                    "the gate wrote outside the promoted files is still there: look at those paths",
+                )
+            if verdict == "fail":
+                raise PatchgateError(
+                    "LIVE_GATES",
+                    f"live gate {reason}; live was restored exactly and nothing was "
+                    "committed — fix the patch (or live) and promote again",
+                )
+            plog(log, f"live gate {name}: pass")
     write_json(os.path.join(ctx["state"], "live-gates.json"), verdicts)
     return verdicts
 
@@ -708,11 +801,9 @@ def land(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
 
 
 def success_archive(live: str, commit: str, dest: str) -> None:
-    """patched_success.zip: ``git archive`` of the promotion commit (tracked files only)."""
+    """patched_success.zip: every file of the promotion commit (tracked files only)."""
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    tmp = f"{dest}.{os.getpid()}.tmp"
-    git.run(live, "archive", "--format=zip", "-o", tmp, commit, stage="FINISH")
-    os.replace(tmp, dest)
+    archive.commit_zip(live, commit, dest)
 
 
 def copy_patch(root: str, patch: str | None, folder: str) -> str | None:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -309,6 +310,51 @@ def now() -> str:
 def read_json(path: str) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+class NotReadable(Exception):
+    """A file untrusted code could have written is not one patchgate reads; str() says why."""
+
+
+class TooBig(NotReadable):
+    """A regular file, but larger than patchgate reads."""
+
+
+def read_untrusted(path: str, limit: int) -> bytes | None:
+    """The bytes of a file a jailed step could have written; None when nothing is there.
+
+    patchgate reads it outside the jail, so it is opened without following a symlink (a link
+    to a host file is refused, not read) and without blocking (a FIFO cannot hang patchgate),
+    and only a regular file of at most ``limit`` bytes is read; anything else raises
+    NotReadable ("a symbolic link", "a FIFO", ...), or TooBig ("larger than 64 MiB").
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        kinds = {errno.ELOOP: "a symbolic link", errno.ENXIO: "a socket"}
+        raise NotReadable(kinds.get(exc.errno or 0, exc.strerror or str(exc))) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kinds = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a directory"}
+            raise NotReadable(kinds.get(stat.S_IFMT(info.st_mode), "a device or socket"))
+        too_big = TooBig(f"larger than {limit // (1024 * 1024)} MiB")
+        if info.st_size > limit:
+            raise too_big
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:  # it may still grow after fstat: read at most limit + 1 bytes
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+        raise too_big
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path: str) -> str:

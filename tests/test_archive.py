@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import zipfile
 from pathlib import Path
+
+from conftest import git, make_repo
 
 from tasks import archive
 
@@ -39,3 +42,26 @@ def test_caches_and_environments_are_excluded() -> None:
     ):
         assert archive.excluded(path), path
     assert not archive.excluded("src/venvironment.py")
+
+
+def test_the_commit_zip_holds_every_file_whatever_gitattributes_say(tmp_path: Path) -> None:
+    files = {
+        ".gitattributes": "hidden.py export-ignore\nsubst.txt export-subst\n",
+        "hidden.py": "x = 1\n",
+        "subst.txt": "$Format:%H$\n",
+        "run.sh": "#!/bin/sh\n",
+    }
+    repo = make_repo(tmp_path / "repo", files)
+    os.chmod(repo / "run.sh", 0o755)
+    os.symlink("hidden.py", repo / "link")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "mode and link")
+    dest = tmp_path / "c.zip"
+    archive.commit_zip(str(repo), "HEAD", str(dest))
+    with zipfile.ZipFile(dest) as zf:
+        got = {i.filename: (i.external_attr >> 16, zf.read(i)) for i in zf.infolist()}
+    assert {k: v[1].decode() for k, v in got.items() if k != "link" and k != "run.sh"} == {
+        k: v for k, v in files.items() if k != "run.sh"
+    }
+    assert got["run.sh"] == (stat.S_IFREG | 0o755, b"#!/bin/sh\n")
+    assert got["link"] == (stat.S_IFLNK | 0o777, b"hidden.py")

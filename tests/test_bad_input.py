@@ -175,6 +175,21 @@ def nesting_patch(commit: bool) -> str:
     return script(["sub", "sub/x.py"], body)
 
 
+# On disk (what the gates test) the subtraction is a comment; git decodes UTF-7 when it stores
+# the file, "+AAo-" becomes a newline, and the blob that would land subtracts.
+UTF7 = script(
+    [".gitattributes", "calc/ops.py"],
+    'Path(".gitattributes").write_text("*.py working-tree-encoding=UTF-7\\n")\n'
+    'ops, hidden = Path("calc/ops.py"), "return a + b  # +AAo-    return a - b"\n'
+    'ops.write_text(ops.read_text().replace("return a + b", hidden))',
+)
+# git stores "$Id$": the tests would read a line that never lands.
+IDENT = script(
+    [".gitattributes", "README.txt"],
+    'Path(".gitattributes").write_text("README.txt ident\\n")\n'
+    'Path("README.txt").write_text("calc $Id: forged $\\n")',
+)
+
 TASKS = Path(__file__).resolve().parent.parent / "tasks"
 README_PATCH = script(["README.txt"], 'Path("README.txt").write_text("changed\\n")')
 VERIFY = "verify"
@@ -218,6 +233,12 @@ CASES = [
     Case("script-makes-an-empty-nested-repository", patch_file("nest.py", nesting_patch(False)),
          (VERIFY, "patch=patches/nest.py"), "SCOPE",
          "sub is a git repository inside the workspace (it has its own .git)"),
+    Case("gitattributes-encoding-hides-code", patch_file("utf7.py", UTF7),
+         (VERIFY, "patch=patches/utf7.py"), "SCOPE",
+         "git would store other bytes than the gates test for calc/ops.py"),
+    Case("gitattributes-ident-conversion", patch_file("ident.py", IDENT),
+         (VERIFY, "patch=patches/ident.py"), "SCOPE",
+         "git would store other bytes than the gates test for README.txt"),
     Case("script-syntax-error", patch_file("syn.py", "FILES = ['README.txt']\ndef (:\n"),
          (VERIFY, "patch=patches/syn.py"), "PREFLIGHT", "line 2: syntax error"),
     Case("script-raises", patch_file("boom.py", script(["README.txt"],
@@ -403,4 +424,5 @@ def test_a_nested_repository_is_gone_from_the_next_attempt(
     )
     res = project.run(VERIFY, "patch=patches/nest.py")
     assert res.code == 0, res.out
-    assert not (project.ws("nest") / "sub" / ".git").exists()
+    assert (project.ws("nest") / "repo" / "sub" / "x.py").exists()
+    assert not (project.ws("nest") / "repo" / "sub" / ".git").exists()

@@ -659,6 +659,160 @@ def test_what_a_patch_writes_where_git_ignores_it_never_reaches_a_gate(
     res = project.run("verify", f"patch={project.patch('planted.py', PLANTED_PYC)}")
     failed_cleanly(res, "GATES")
     assert "tests/test_ops.py::test_add failed" in res.summary["REASON"]
-    assert not (project.ws("planted") / "calc" / "__pycache__").exists()
+    assert (project.ws("planted") / "repo" / "calc" / "ops.py").exists()
+    assert not (project.ws("planted") / "repo" / "calc" / "__pycache__").exists()
     log = (project.path / res.summary["LOG"]).read_text()
     assert "removed 1 path(s) the patch wrote that git ignores" in log
+
+
+# The same plant, done by the patched module itself when it is imported: a fixing gate that
+# imports the repository's code (a code generator) runs it with the worktree writable.
+PLANTING_OPS = (
+    OPS.replace('"""Arithmetic."""\n', '"""Arithmetic."""\n\nimport importlib.util\nimport os\n')
+    .replace("return a + b", "return a - b")
+    .replace("\n\ndef add", f"\nGOOD = {OPS!r}\n\n\ndef add", 1)
+    + "\n\ntry:\n"
+    "    from importlib._bootstrap_external import _code_to_timestamp_pyc\n\n"
+    "    st = os.stat(__file__)\n"
+    "    pyc = importlib.util.cache_from_source(__file__)\n"
+    "    os.makedirs(os.path.dirname(pyc), exist_ok=True)\n"
+    '    with open(pyc, "wb") as fh:\n'
+    '        code = compile(GOOD, __file__, "exec")\n'
+    "        fh.write(_code_to_timestamp_pyc(code, int(st.st_mtime), st.st_size))\n"
+    "except OSError:\n"
+    "    pass  # a read-only worktree: a judging gate\n"
+)
+GENERATOR = {"name": "gen", "command": ["{python}", "-c", "import calc.ops"], "fixes": True}
+
+
+def test_what_a_fixing_gate_leaves_where_git_ignores_it_never_reaches_the_next_gate(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project(gates=[GENERATOR, gate("pytest")])
+    res = project.run("verify", f"patch={project.patch('gen.py', ops_patch(PLANTING_OPS))}")
+    failed_cleanly(res, "GATES")
+    assert res.summary["REASON"].startswith("pytest: tests/test_ops.py::test_add failed")
+    assert record_of(project, "gen", "gen")["verdict"] == "pass"
+    log = log_of(project, res)
+    assert "gate gen: removed 1 path(s) written where git ignores them" in log
+    assert "calc/__pycache__/" in log
+
+
+def test_what_an_unjailed_gate_leaves_where_git_ignores_it_is_removed(
+    make_project: ProjectFactory,
+) -> None:
+    litter = "import os; os.makedirs('calc/__pycache__'); open('calc/__pycache__/x.pyc', 'w')"
+    look = "import os, sys; sys.exit('litter seen' if os.path.exists('calc/__pycache__') else 0)"
+    project = make_project(
+        gates=[
+            {"name": "litter", "command": ["python", "-c", litter]},
+            {"name": "look", "command": ["python", "-c", look]},
+        ],
+        jail="none",
+    )
+    res = project.run("verify", f"patch={project.patch('litter.py', README)}")
+    assert res.code == 0, res.out
+    assert "gate litter: removed 1 path(s) written where git ignores them" in log_of(project, res)
+
+
+# --- what a gate may write, and how patchgate reads it -----------------------------------------
+
+# A test a patch adds (pytest runs it) reaching for mypy's cache, and for the base run's, as a
+# forger would: mypy trusts its cache, so a forged entry lets the next attempt's type error pass.
+REACH_CACHES = """import os
+
+import pytest
+
+
+@pytest.mark.parametrize("target", ["../cache/mypy/forged", "../cache/.base/mypy/forged"])
+def test_other_caches_are_out_of_reach(target: str) -> None:
+    with pytest.raises(OSError):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w") as fh:
+            fh.write("forged")
+"""
+
+
+def test_a_gate_cannot_write_another_gates_cache(make_project: ProjectFactory) -> None:
+    project = make_project(gates=[gate("mypy"), gate("pytest")])
+    patch = project.patch("reach.py", ops_patch(OPS + MUL, {"tests/test_reach.py": REACH_CACHES}))
+    res = project.run("verify", f"patch={patch}")
+    assert res.code == 0, res.out  # the writes failed inside the jail, so the test passed
+    assert (project.ws("reach") / "cache" / "mypy").is_dir()
+    assert not list((project.ws("reach") / "cache").glob("**/forged"))
+    project.patch("reach.py", TYPE)
+    res = project.run("verify", f"patch={patch}")
+    failed_cleanly(res, "GATES")
+    assert res.summary["REASON"].startswith("mypy: calc/ops.py:13: error: Incompatible return")
+
+
+def test_the_base_run_gets_a_cache_no_patch_run_wrote(make_project: ProjectFactory) -> None:
+    # A gate keeping state in {cache}, as mypy does; what it runs in the patch run (a patch's
+    # tests, a mypy plugin of the patch's) could write anything there. It fails, so with
+    # baseline=1 it runs again on the base, whose result every workspace on that base trusts.
+    keep = (
+        "import os, sys; print('cache holds', sorted(os.listdir(sys.argv[1]))); "
+        "open(os.path.join(sys.argv[1], 'state'), 'w').close(); sys.exit(1)"
+    )
+    project = make_project(
+        gates=[{"name": "keep", "command": ["python", "-c", keep, "{cache}"]}], baseline=True
+    )
+    res = project.run("verify", f"patch={project.patch('keep.py', README)}")
+    failed_cleanly(res, "GATES")
+    log = log_of(project, res)
+    assert "baseline keep: running on base" in log
+    assert log.splitlines().count("cache holds []") == 2, log  # the patch run, the base run
+
+
+def junit_replaced_by(statement: str, exit_code: int) -> str:
+    """A patch adding a test that runs ``statement`` on ``junit``, the path pytest writes its
+    JUnit XML to when the session ends, and exits before it does."""
+    test = (
+        "import os\n\nimport pytest\n\n\n"
+        "def test_swap(request: pytest.FixtureRequest) -> None:\n"
+        "    junit = request.config.option.xmlpath\n"
+        f"    {statement}\n"
+        f"    os._exit({exit_code})\n"
+    )
+    return ops_patch(OPS + MUL, {"tests/test_swap.py": test})
+
+
+def test_a_junit_file_swapped_for_a_symlink_is_not_followed(make_project: ProjectFactory) -> None:
+    project = make_project(gates=[gate("pytest")])
+    outside = project.path / "host.xml"  # outside the jail: a host file patchgate can read
+    outside.write_text(
+        '<testsuite><testcase classname="tests.test_x" name="t">'
+        '<failure message="HOST SECRET hunter2"/></testcase></testsuite>'
+    )
+    patch = junit_replaced_by(f"os.symlink({str(outside)!r}, junit)", 1)
+    res = project.run("verify", f"patch={project.patch('link.py', patch)}")
+    failed_cleanly(res, "GATES")
+    assert res.summary["REASON"] == (
+        "pytest: the gate's JUnit file is not a regular file (a symbolic link); it was not "
+        "read; the gate must write {junit} as a plain file"
+    )
+    assert "hunter2" not in res.out + log_of(project, res)
+    assert "hunter2" not in (project.ws("link") / "result.json").read_text()
+
+
+@pytest.mark.parametrize(
+    ("statement", "why"),
+    [
+        pytest.param("os.mkfifo(junit)", "is not a regular file (a FIFO)", id="fifo"),
+        pytest.param("os.mkdir(junit)", "is not a regular file (a directory)", id="directory"),
+        pytest.param("open(junit, 'wb').truncate(65 << 20)", "is larger than 64 MiB", id="too-big"),
+    ],
+)
+def test_a_junit_file_that_is_no_plain_file_fails_the_gate_promptly(
+    make_project: ProjectFactory, statement: str, why: str
+) -> None:
+    project = make_project(gates=[gate("pytest")])
+    patch = project.patch("odd.py", junit_replaced_by(statement, 0))
+    start = time.monotonic()
+    res = project.run("verify", f"patch={patch}", timeout=60)
+    assert time.monotonic() - start < 30
+    failed_cleanly(res, "GATES")
+    assert res.summary["REASON"].startswith(f"pytest: the gate's JUnit file {why}; it was not read")
+    project.patch("odd.py", ADD_MUL)  # the next attempt is judged on a JUnit file of its own
+    res = project.run("verify", f"patch={patch}")
+    assert res.code == 0, res.out

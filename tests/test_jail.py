@@ -334,6 +334,70 @@ def test_a_missing_read_only_path_is_a_preflight_error(world: World, tmp_path: P
         jail.command(["true"], spec)
 
 
+def test_hidden_folders_in_the_workdir_are_empty_and_read_only(
+    world: World, tmp_path: Path
+) -> None:
+    """A live gate's jail: live read-only, patchgate's patches/ and audit/ in it hidden."""
+    state = (str(world.project / "patches"), str(world.project / "audit"))
+    done = world.run(
+        f"""
+        import os
+        for folder in {state!r}:
+            try:
+                open(os.path.join(folder, "forged"), "w").close()
+                print("WROTE", folder)
+            except OSError as exc:
+                print("blocked", exc.strerror)
+            print(os.path.basename(folder), os.listdir(folder))
+        """,
+        workdir=str(world.project),
+        workdir_readonly=True,
+        extra_writable=(str(tmp_path),),
+        hidden=state,
+    )
+    assert done.output.splitlines() == [
+        "blocked Read-only file system",
+        "patches []",
+        "blocked Read-only file system",
+        "audit []",
+    ]
+    assert sorted(os.listdir(world.project / "patches")) == ["sentinel.txt", "workspaces"]
+    assert os.listdir(world.project / "audit") == ["sentinel.txt"]
+
+
+def test_a_hidden_folder_behind_a_symlink_is_hidden_where_it_is(tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    (live / "data" / "store").mkdir(parents=True)
+    (live / "data" / "store" / "result.json").write_text("{}")
+    (live / "patches").symlink_to("data/store")
+    code = "import os; print(os.listdir('patches'), os.listdir('data/store'))"
+    spec = jail.JailSpec(
+        mode="bwrap", workdir=str(live), readonly=(sys.prefix,), hidden=(str(live / "patches"),)
+    )
+    done = jail.run([PYTHON, "-c", code], spec, env={}, timeout=10, output_cap=4096)
+    assert done.output.splitlines() == ["[] []"], done.output
+
+
+def test_a_hidden_symlink_to_an_unbound_folder_leads_nowhere(tmp_path: Path) -> None:
+    live, store = tmp_path / "live", tmp_path / "store"
+    live.mkdir()
+    store.mkdir()
+    (live / "patches").symlink_to(store)
+    code = "import os; print(os.path.islink('patches'), os.path.exists('patches'))"
+    spec = jail.JailSpec(
+        mode="bwrap", workdir=str(live), readonly=(sys.prefix,), hidden=(str(live / "patches"),)
+    )
+    done = jail.run([PYTHON, "-c", code], spec, env={}, timeout=10, output_cap=4096)
+    assert done.output.splitlines() == ["True False"], done.output
+
+
+def test_a_bound_path_inside_a_hidden_folder_is_refused(world: World) -> None:
+    spec = dataclasses.replace(world.spec, hidden=(str(world.project / "patches"),))
+    with pytest.raises(PatchgateError, match="which the jail hides") as caught:
+        jail.command(["true"], spec)
+    assert caught.value.stage == "PREFLIGHT"
+
+
 # --- git -------------------------------------------------------------------------------------
 
 

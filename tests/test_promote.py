@@ -9,13 +9,25 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ADD_MUL, DODO, Project, ProjectFactory, git, parsed_trailers, script
+from conftest import (
+    ADD_MUL,
+    CALC,
+    DODO,
+    ROOT,
+    Project,
+    ProjectFactory,
+    git,
+    make_repo,
+    parsed_trailers,
+    script,
+)
 
 from tasks import config, journal, promote, provenance
 
@@ -652,6 +664,133 @@ def test_live_gate_failure_restores_live_exactly(make_project: ProjectFactory) -
     res = project.run("promote", "issue=two")
     assert res.code == 0, res.out
     assert "live gate nolocal: pass" in logs(project)
+
+
+PYTEST = next(g for g in config.DEFAULT_GATES if g["name"] == "pytest")
+# Only live has the operator's NOTES.txt: a patch's test uses it to behave in the workspace.
+IN_LIVE = "os.path.exists('NOTES.txt')"
+
+
+def new_test(name: str, body: str) -> str:
+    """A patch adding tests/NAME.py with one test that runs ``body`` only in live."""
+    text = f"import os\n\n\ndef {name}() -> None:\n    if not {IN_LIVE}:\n        return\n"
+    text += textwrap.indent(textwrap.dedent(body).strip(), "    ") + "\n"
+    return script([f"tests/{name}.py"], f"Path({f'tests/{name}.py'!r}).write_text({text!r})")
+
+
+def operators_work(live: Path) -> None:
+    """What an operator has in live besides HEAD: an untracked file and an unstaged edit."""
+    (live / "NOTES.txt").write_text("operator's private notes\n")
+    (live / "README.txt").write_text("calc\nwork in progress\n")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        f"calc/__pycache__/ops.{sys.implementation.cache_tag}.pyc",
+        "NOTES.txt",
+        "README.txt",
+        "calc/__init__.py",
+    ],
+    ids=["ignored", "untracked", "modified", "tracked"],
+)
+def test_live_gate_cannot_write_live(make_project: ProjectFactory, target: str) -> None:
+    project = make_project(gates=[PYTEST], live_gates=["pytest"])
+    write = f"""
+        os.makedirs(os.path.dirname({target!r}) or ".", exist_ok=True)
+        with open({target!r}, "w") as fh:
+            fh.write("written by the patch's test")
+        """
+    verified(project, "writer", new_test("test_write", write))
+    operators_work(project.live)
+    before = project.state()
+    res = project.run("promote", "issue=writer")
+    assert res.code != 0
+    assert res.summary["STAGE"] == "LIVE_GATES"
+    assert "Read-only file system" in res.summary["REASON"]
+    assert project.state() == before  # ignored and untracked files included
+
+
+@pytest.mark.parametrize(
+    "target", ["calc/__pycache__/ops.pyc", "NOTES.txt", "README.txt"],
+    ids=["ignored", "untracked", "modified"],
+)  # fmt: skip
+def test_unjailed_live_gate_writing_live_fails_the_promotion(
+    make_project: ProjectFactory, target: str
+) -> None:
+    """jail: none cannot stop the write; the check after each live gate sees it all the same."""
+    write = f"test ! -e NOTES.txt || {{ mkdir -p calc/__pycache__; echo planted > {target}; }}"
+    planter = {"name": "planter", "command": ["sh", "-c", write], "files": ["*"]}
+    project = make_project(gates=[planter], live_gates=["planter"], jail="none")
+    verified(project)
+    operators_work(project.live)
+    res = project.run("promote", "issue=add_mul")
+    assert res.code != 0
+    assert res.summary["STAGE"] == "LIVE_GATES"
+    assert f"live gate planter changed live ({target})" in res.summary["REASON"]
+    assert git(project.live, "log", "--format=%s") == "first"
+
+
+def test_live_gate_cache_is_outside_live_and_the_workspace(make_project: ProjectFactory) -> None:
+    write = "test ! -e NOTES.txt || echo live > {cache}/mark"
+    marker = {"name": "marker", "command": ["sh", "-c", write], "files": ["*"]}
+    project = make_project(gates=[marker], live_gates=["marker"], keep=True)
+    verified(project)
+    operators_work(project.live)
+    res = project.run("promote", "issue=add_mul")
+    assert res.code == 0, res.out
+    assert "live gate marker: pass" in logs(project)  # it could write its {cache}
+    assert not list(project.path.rglob("mark"))  # not in live, not in the kept workspace
+
+
+def test_a_fixer_cannot_be_a_live_gate(make_project: ProjectFactory) -> None:
+    fixer = next(g for g in config.DEFAULT_GATES if g["fixes"])
+    project = make_project(gates=[fixer], live_gates=[fixer["name"]])
+    verified(project)
+    res = project.run("promote", "issue=add_mul")
+    assert res.code != 0
+    assert res.summary["STAGE"] == "PREFLIGHT"
+    assert f"live gate {fixer['name']} is a fixer" in res.summary["REASON"]
+
+
+@pytest.fixture
+def project_is_live(tmp_path: Path) -> Project:
+    """live_repo: "." (the default): the project folder, with patchgate's .gitignore, is live."""
+    path = make_repo(
+        tmp_path / "project", {**CALC, ".gitignore": (ROOT / ".gitignore").read_text()}
+    )
+    (path / "patches").mkdir(exist_ok=True)
+    project = Project(path, path)
+    project.configure(live_repo=".", gates=[PYTEST], live_gates=["pytest"], remote=None)
+    return project
+
+
+def test_live_gate_in_the_project_folder_sees_no_patchgate_state(project_is_live: Project) -> None:
+    project = project_is_live
+    verified(project)  # another issue's workspace, result.json and all
+    other = project.ws("add_mul") / "result.json"
+    result = other.read_bytes()
+    spy = """
+        seen = {d: sorted(os.listdir(d)) for d in ("patches", "audit")}
+        wrote = []
+        for d in seen:
+            try:
+                open(f"{d}/forged", "w").close()
+                wrote.append(d)
+            except OSError:
+                pass
+        raise AssertionError(f"SAW {seen} WROTE {wrote}")
+        """
+    verified(project, "spy", new_test("test_spy", spy))
+    assert (project.path / "audit").is_dir()
+    operators_work(project.live)
+    res = project.run("promote", "issue=spy")
+    assert res.summary["STAGE"] == "LIVE_GATES"
+    assert "SAW {'patches': [], 'audit': []} WROTE []" in logs(project)
+    assert other.read_bytes() == result
+    assert not list(project.path.rglob("forged"))
+    res = project.run("promote", "issue=add_mul")
+    assert res.code == 0, res.out
 
 
 def test_parent_symlink_in_live_is_refused(remote_project: tuple[Project, Path]) -> None:

@@ -334,3 +334,15 @@ def test_the_snapshot_sees_a_same_size_rewrite_git_could_take_for_unchanged(
     os.utime(readme, (past, past))
     tree = snapshot(str(repo), str(tmp_path / "private.index"))
     assert git(repo, "ls-tree", tree, "README.txt") != git(repo, "ls-tree", "HEAD", "README.txt")
+
+
+def test_a_crlf_file_written_as_a_checkout_writes_it_verifies(project: Project) -> None:
+    """eol=crlf: git stores LF, the disk holds CRLF; the same lines, so not a conversion."""
+    text = 'Path(".gitattributes").write_text("README.txt text eol=crlf\\n")\n'
+    text += 'Path("README.txt").write_bytes(b"calc\\r\\nmore\\r\\n")'
+    patch = project.patch("crlf.py", script([".gitattributes", "README.txt"], text))
+    res = project.run("verify", f"patch={patch}")
+    assert res.code == 0, res.out
+    changes = json.loads((project.ws("crlf") / "result.json").read_text())["changes"]
+    readme = next(c for c in changes if c["path"] == "README.txt")
+    assert git(project.live, "cat-file", "blob", readme["blob"]) == "calc\nmore"
