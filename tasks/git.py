@@ -253,18 +253,23 @@ def overlay(repo: str, old: str, new: str, skip: Sequence[str] = ()) -> list[Cha
     return changes
 
 
-def blob_bytes(repo: str, blob: str) -> bytes:
-    # proc.run decodes text; a blob is bytes, so this one read talks to git directly.
+def _cat_file(repo: str, args: Sequence[str], what: str, stdin: bytes | None = None) -> bytes:
+    # proc.run decodes text; blobs are bytes, so these reads talk to git directly.
     done = subprocess.run(
-        ("git", "-C", repo, "cat-file", "blob", blob),
+        ("git", "-C", repo, "cat-file", *args),
+        input=stdin,
         env=git_env(),
         capture_output=True,
         timeout=GIT_TIMEOUT,
         check=False,
     )
     if done.returncode != 0:
-        raise PatchgateError("GIT", f"git cat-file could not read blob {blob} in {repo}")
+        raise PatchgateError("GIT", f"git cat-file could not read {what} in {repo}")
     return done.stdout
+
+
+def blob_bytes(repo: str, blob: str) -> bytes:
+    return _cat_file(repo, ("blob", blob), f"blob {blob}")
 
 
 def tree_files(repo: str, commit: str) -> list[tuple[str, str, bytes]]:
@@ -277,17 +282,9 @@ def tree_files(repo: str, commit: str) -> list[tuple[str, str, bytes]]:
         mode, kind, blob = meta.split(" ")
         if kind == "blob":
             files.append((path, mode, blob))
-    done = subprocess.run(  # bytes, as blob_bytes
-        ("git", "-C", repo, "cat-file", "--batch"),
-        input="".join(f"{blob}\n" for _, _, blob in files).encode(),
-        env=git_env(),
-        capture_output=True,
-        timeout=GIT_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise PatchgateError("GIT", f"git cat-file could not read the files of {commit} in {repo}")
-    data, at, result = done.stdout, 0, []
+    wanted = "".join(f"{blob}\n" for _, _, blob in files).encode()
+    data = _cat_file(repo, ("--batch",), f"the files of {commit}", wanted)
+    at, result = 0, []
     for path, mode, _ in files:
         header_end = data.index(b"\n", at)
         size = int(data[at:header_end].split()[2])
