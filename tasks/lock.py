@@ -7,6 +7,10 @@ wait: it fails at once and names the holder.
 
 ``acquire`` keeps the lock for the rest of the process (a doit run: load, verify, land, push,
 finish); ``attempt`` takes it for a block and releases it (recovery from other commands).
+
+Each issue has a lock of its own too (``hold_issue``, ``patches/.state/locks/ISSUE.lock``): one
+command at a time works in an issue's workspace. Two verifications of one issue would apply
+their patches in the same worktree, and one's gates would judge the other's tree.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from tasks import config, git, steps
 from tasks.errors import PatchgateError
 
 LOCK_FILE = os.path.join("patches", ".state", "promote.lock")
+# One per issue, never deleted: a lock file removed while held could be locked twice.
+ISSUE_LOCKS = os.path.join("patches", ".state", "locks")
 
-# root -> descriptor holding the lock until this process exits.
+# root (promotion lock) or lock file (issue lock) -> descriptor holding it until this process exits.
 _held: dict[str, int] = {}
 
 
@@ -37,16 +43,16 @@ def held(root: str) -> bool:
     return os.path.abspath(root) in _held
 
 
-def _open(root: str) -> int:
-    path = lock_path(root)
+def _open(root: str, path: str | None = None) -> int:
+    path = path or lock_path(root)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise PatchgateError(
             "PREFLIGHT",
-            f"cannot open the promotion lock {LOCK_FILE} ({exc.strerror}): patches/ must be "
-            "writable; make it writable (remount read-write, chattr -i) and retry",
+            f"cannot open the lock {os.path.relpath(path, root)} ({exc.strerror}): patches/ "
+            "must be writable; make it writable (remount read-write, chattr -i) and retry",
         ) from exc
 
 
@@ -71,21 +77,21 @@ def _write_holder(fd: int, what: str, issue: str) -> None:
     os.fsync(fd)
 
 
-def holder(root: str) -> dict[str, Any]:
+def holder(root: str, path: str | None = None) -> dict[str, Any]:
     """Who wrote the lock file last (the holder, while the lock is held); {} if unreadable."""
     try:
-        with open(lock_path(root), encoding="utf-8") as fh:
+        with open(path or lock_path(root), encoding="utf-8") as fh:
             info = json.load(fh)
     except (OSError, ValueError):
         return {}
     return info if isinstance(info, dict) else {}
 
 
-def _live_holder(root: str, patience: float = 1.0) -> dict[str, Any]:
+def _live_holder(root: str, path: str | None = None, patience: float = 1.0) -> dict[str, Any]:
     """The holder's info, given it a moment to write it (it does so right after its flock)."""
     deadline = time.monotonic() + patience
     while True:
-        info = holder(root)
+        info = holder(root, path)
         pid = info.get("pid")
         if isinstance(pid, int) and pid != os.getpid() and steps.pid_alive(pid):
             return info
@@ -106,9 +112,34 @@ def busy_message(root: str) -> str:
     )
 
 
-def _parent_holds(root: str) -> bool:
+def _parent_holds(root: str, path: str | None = None) -> bool:
     """A worker process of the doit run that holds the lock (doit -P process)."""
-    return holder(root).get("pid") == os.getppid()
+    return holder(root, path).get("pid") == os.getppid()
+
+
+def hold_issue(root: str, issue: str, what: str) -> None:
+    """Hold issue ``issue``'s lock until this process exits; fail fast naming the holder."""
+    path = os.path.abspath(os.path.join(root, ISSUE_LOCKS, f"{issue}.lock"))
+    if path in _held:
+        return
+    fd = _open(root, path)
+    if not _try_flock(fd):
+        os.close(fd)
+        if _parent_holds(root, path):
+            return
+        info = _live_holder(root, path)
+        who = (
+            f"pid {info['pid']} ({info.get('what', '?')}, since {info.get('since', '?')})"
+            if info.get("pid")
+            else "another patchgate command"
+        )
+        raise PatchgateError(
+            "PREFLIGHT",
+            f"issue {issue} is busy: {who} is working in its workspace; wait for it to "
+            f"finish, then run this again (lock: {os.path.relpath(path, root)})",
+        )
+    _write_holder(fd, what, issue)
+    _held[path] = fd
 
 
 def acquire(root: str, issue: str, what: str) -> None:

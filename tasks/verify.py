@@ -18,6 +18,7 @@ from tasks import (
     git,
     jail,
     journal,
+    lock,
     provenance,
     report,
     steps,
@@ -336,6 +337,7 @@ def chain(
         "before_first_step": (capture_live, (ws.dir, live)),
     }
     try:
+        lock.hold_issue(root, issue, f"doit {basename}")  # for this whole doit run
         declared = declared_files(patch)
         patch_sha = sha256_file(patch)
     except PatchgateError as err:
@@ -508,6 +510,16 @@ def requested_chains(
     patches = requested_patches(root, raw)
     if issue is not None and len(patches) > 1:
         raise PatchgateError("PREFLIGHT", "issue= names one patch; drop it to verify several")
+    stems: dict[str, str] = {}
+    for patch in patches:
+        stem = os.path.splitext(os.path.basename(patch))[0]
+        if stem in stems:
+            raise PatchgateError(
+                "PREFLIGHT",
+                f"{os.path.relpath(stems[stem], root)} and {os.path.relpath(patch, root)} would "
+                f"both be issue {stem}; rename one, or verify each alone with issue=ID",
+            )
+        stems[stem] = patch
     for patch in patches:
         stem = issue or os.path.splitext(os.path.basename(patch))[0]
         try:

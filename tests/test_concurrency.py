@@ -1,8 +1,9 @@
 """Concurrency: parallel verifies, racing promotions, a verify while a promotion lands.
 
-Promotion is single-writer (tasks/lock.py); verification is not locked at all: each issue has
-its own workspace, doit's state is sqlite (concurrent writers lose nothing), provenance appends
-take their own lock. The live guard of a verification explains HEAD moves that live's reflog
+Promotion is single-writer (tasks/lock.py); so is each issue's workspace (one command at a time
+verifies or promotes an issue), while different issues verify in parallel: each has its own
+workspace, doit's state is sqlite (concurrent writers lose nothing), provenance appends take
+their own lock. The live guard of a verification explains HEAD moves that live's reflog
 records as patchgate landings, and nothing else (tasks/verify.py, ``check_live_guard``).
 """
 
@@ -165,3 +166,25 @@ def test_anything_else_moving_live_during_a_verify_still_fails_it(
     assert res.code != 0
     assert res.summary["STAGE"] == "VERIFY"
     assert "the live repository changed during verification" in res.summary["REASON"]
+
+
+def test_one_command_at_a_time_works_in_an_issues_workspace(remote_project: Project) -> None:
+    """A second verify of an issue being promoted would apply its own patch in the same worktree:
+    the promotion's gates would judge one tree and land the other. It is refused at once."""
+    project = remote_project
+    project.configure(gates=[slow_gate(3)])
+    project.patch("slow.py", script(["slow.txt"], 'Path("slow.txt").write_text("s\\n")'))
+    project.patch("other.py", script(["slow.txt"], 'Path("slow.txt").write_text("other\\n")'))
+    before = project.state()
+    promoting = start(project, "promote", "patch=patches/slow.py", "issue=z")
+    wait_for_gate(project, "z", promoting)
+    second = doit(project, "verify", "patch=patches/other.py", "issue=z")
+    assert second.code != 0 and "Traceback" not in second.out, second.out
+    assert second.summary["STAGE"] == "PREFLIGHT"
+    reason = second.summary["REASON"]
+    assert f"issue z is busy: pid {promoting.pid} (doit verify" in reason, reason
+    res = finish(promoting)
+    assert res.code == 0, res.out
+    assert project.state() != before
+    assert git(project.live, "show", "HEAD:slow.txt") == "s"  # the patch its gates judged
+    assert_chain(project)
