@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import lzma
 import os
 import posixpath
+import shutil
 import zipfile
+import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 from tasks import faults, git, jail, proc, report
 from tasks.errors import PatchgateError
@@ -18,6 +21,23 @@ from tasks.workspace import Workspace, attempt, mark_tree, wait_live_capture
 PATCHES_DIR = "patches"
 KINDS = {".py": "script", ".diff": "diff", ".patch": "diff", ".zip": "zip"}
 MAX_STRIP = 3
+# A zip patch is read outside the jail: what its .patch members may inflate to, each and in all.
+MAX_ZIP_MEMBER_BYTES = 64 * 1024 * 1024
+MAX_ZIP_TOTAL_BYTES = 256 * 1024 * 1024
+ZIP_CHUNK = 1024 * 1024
+# What zipfile raises for a zip or a member it cannot read. Opening a member: encrypted
+# (RuntimeError), an unknown compression method (NotImplementedError), a bad local header
+# (BadZipFile; an offset that seeks nowhere is an OSError). Reading it: a corrupt stream
+# (bzip2's is an OSError) or a wrong CRC (BadZipFile).
+ZIP_OPEN_ERRORS = (
+    RuntimeError,
+    NotImplementedError,
+    zipfile.BadZipFile,
+    EOFError,
+    ValueError,
+    OSError,
+)
+ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, ValueError)
 
 
 def resolve_patch(root: str, raw: str) -> str:
@@ -186,14 +206,94 @@ def _git_apply(settings: dict[str, Any], ws: Workspace, diff: str, *flags: str) 
     )
 
 
+# Lines of a git diff's extended header that name a path, besides ``---``/``+++``: git apply
+# reads a copy's or rename's source from these (a copy from /etc/passwd reads that file).
+PATH_HEADERS = (
+    "copy from ",
+    "copy to ",
+    "rename from ",
+    "rename to ",
+    "rename old ",
+    "rename new ",
+)
+GIT_HEADER = "diff --git "
+C_ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
+
+
+def unquote(text: str) -> tuple[str, str]:
+    """(name, what follows it) of a name git may have C-quoted (``"a/t\\303\\251st"``)."""
+    if not text.startswith('"'):
+        return text, ""
+    out = bytearray()
+    i = 1
+    while i < len(text) and text[i] != '"':
+        ch = text[i]
+        if ch == "\\" and text[i + 1 : i + 4].isdigit() and len(text[i + 1 : i + 4]) == 3:
+            out.append(int(text[i + 1 : i + 4], 8) & 0xFF)
+            i += 4
+        elif ch == "\\" and text[i + 1 : i + 2] in C_ESCAPES:
+            out.append(C_ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out += ch.encode("utf-8", errors="surrogateescape")
+            i += 1
+    return out.decode("utf-8", errors="replace"), text[i + 1 :]
+
+
+def _strip_one(name: str) -> str:
+    return name.split("/", 1)[1] if "/" in name else ""
+
+
+def git_header_names(rest: str) -> list[str]:
+    """The two names of a ``diff --git A B`` line (``rest`` is what follows ``diff --git``).
+
+    Unquoted names may hold spaces: like git, take the split at which both names are the same
+    after their first folder (``a/x y b/x y``); there is none for a rename, whose names git
+    reads from its ``rename from``/``rename to`` lines.
+    """
+    if rest.startswith('"'):
+        first, after = unquote(rest)
+        return [first, unquote(after.lstrip(" "))[0]]
+    if ' "' in rest:
+        first, second = rest.split(' "', 1)
+        return [first, unquote('"' + second)[0]]
+    names: list[str] = []
+    for i, ch in enumerate(rest):
+        if ch == " " and _strip_one(rest[:i]) == _strip_one(rest[i + 1 :]):
+            names += [rest[:i], rest[i + 1 :]]
+    return names
+
+
 def header_names(diff: str) -> list[str]:
     """The file names of a unified diff's ``---``/``+++`` header lines, as written."""
     with open(diff, encoding="utf-8", errors="replace") as fh:
         return [
-            ln.split(None, 1)[1].split("\t")[0].rstrip("\n")
-            for ln in fh
-            if ln.startswith(("--- ", "+++ ")) and len(ln.split(None, 1)) == 2
+            _header_name(ln[4:]) for ln in fh if ln.startswith(("--- ", "+++ ")) and ln[4:].strip()
         ]
+
+
+def _header_name(text: str) -> str:
+    """The name of a ``---``/``+++`` line (what follows the marker): up to a tab, unquoted."""
+    text = text.rstrip("\n").lstrip(" ")
+    return unquote(text)[0] if text.startswith('"') else text.split("\t")[0]
+
+
+def diff_paths(diff: str) -> list[str]:
+    """Every path a diff's headers name, as written: ``---``/``+++``, ``diff --git``, and the
+    source and target of a copy or rename."""
+    names: list[str] = []
+    with open(diff, encoding="utf-8", errors="replace") as fh:
+        for raw in fh:
+            line = raw.rstrip("\n")
+            if line.startswith(("--- ", "+++ ")) and line[4:].strip():
+                names.append(_header_name(line[4:]))
+            elif line.startswith(GIT_HEADER):
+                names += git_header_names(line[len(GIT_HEADER) :])
+            else:
+                for header in PATH_HEADERS:
+                    if line.startswith(header):
+                        names.append(unquote(line[len(header) :])[0])
+    return names
 
 
 def _has_ab_prefixes(diff: str) -> bool:
@@ -202,20 +302,29 @@ def _has_ab_prefixes(diff: str) -> bool:
 
 
 def check_diff_paths(diff: str, stage: str) -> None:
-    """A diff naming a path outside the repository (``..``, absolute) is refused as written.
+    """A diff naming a path outside the repository (``..``, absolute) or inside ``.git`` is
+    refused as written: in its ``---``/``+++`` lines, its ``diff --git`` line, or as the
+    source or target of a copy or rename (git apply would read ``copy from /etc/passwd``).
 
     Without this, strip inference would find the level at which ``a/../x`` is ``x`` and apply
     it there: not what the diff says.
     """
-    for name in header_names(diff):
+    for name in diff_paths(diff):
         if name == "/dev/null":
             continue
         parts = name.split("/")
-        if name.startswith("/") or ".." in parts:
+        # An empty folder (a//etc) is absolute once the strip level takes the a/.
+        if name.startswith("/") or ".." in parts or "" in parts[:-1]:
             raise PatchgateError(
                 stage,
                 f"diff {os.path.basename(diff)} names {name}, a path outside the repository; "
                 "regenerate it with repo-relative paths (git diff)",
+            )
+        if ".git" in (p.lower() for p in parts):
+            raise PatchgateError(
+                stage,
+                f"diff {os.path.basename(diff)} names {name}, a path inside .git; "
+                "a patch may change only the repository's files: drop it from the diff",
             )
 
 
@@ -266,26 +375,133 @@ def apply_diff(settings: dict[str, Any], ws: Workspace, diff: str, log: str) -> 
     return files
 
 
-def unpack_zip(path: str, dest: str) -> list[str]:
-    """The zip's .patch/.diff members, sorted, written flat: no path from the zip is used."""
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.0f} MiB"
+
+
+def _zip_refused(zip_name: str, member: str, exc: BaseException) -> str:
+    """What is wrong with one member, from what zipfile raised reading it."""
+    if isinstance(exc, RuntimeError) and "encrypted" in str(exc):
+        return f"zip {zip_name}: member {member} is encrypted; re-create the zip without a password"
+    if isinstance(exc, NotImplementedError):
+        return (
+            f"zip {zip_name}: member {member} uses a compression method patchgate cannot read "
+            f"({exc}); re-create the zip with plain deflate (zip's default)"
+        )
+    return f"zip {zip_name}: member {member} is corrupt ({exc}); re-create the zip"
+
+
+def _copy_member(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: BinaryIO | None, budget: int
+) -> int:
+    """Inflate one member into ``out`` (or nowhere), in chunks: its size, or -1 past ``budget``.
+
+    The sizes a zip declares may lie: the count is of what actually comes out. Only reading
+    raises ZIP_READ_ERRORS; a failing write (disk full) is no fault of the member.
+    """
+    size = 0
+    try:
+        member = zf.open(info)
+    except ZIP_OPEN_ERRORS as exc:
+        raise _Unreadable(exc) from None
+    with member as src:
+        while True:
+            try:
+                chunk = src.read(ZIP_CHUNK)
+            except ZIP_READ_ERRORS as exc:
+                raise _Unreadable(exc) from None
+            if not chunk:
+                return size
+            size += len(chunk)
+            if size > budget:
+                return -1
+            if out is not None:
+                out.write(chunk)
+
+
+class _Unreadable(Exception):
+    """A member's stream could not be read (zipfile's own error inside)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _fresh_dir(path: str) -> None:
+    """An empty folder at ``path``; whatever was there (a symlink too) is removed, not followed."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+    os.makedirs(path)
+
+
+def _new_file(path: str) -> BinaryIO:
+    """A file created for writing: never one that was there, never through a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.fdopen(os.open(path, flags, 0o644), "wb")
+
+
+def unpack_zip(path: str, dest: str | None, stage: str = "PREFLIGHT") -> list[str]:
+    """The zip's .patch/.diff members, sorted, written flat to ``dest`` as 0000.patch, ...: no
+    path from the zip is used. With ``dest`` None every member is read and nothing written
+    (a check before any work starts). A member that is encrypted, compressed in a way zipfile
+    cannot read, corrupt, or that inflates past MAX_ZIP_MEMBER_BYTES (MAX_ZIP_TOTAL_BYTES in
+    all) is refused at ``stage``: the zip is read outside the jail.
+    """
     name = os.path.basename(path)
     try:
-        with zipfile.ZipFile(path) as zf:
-            members = sorted(m for m in zf.namelist() if m.endswith((".patch", ".diff")))
-            if not members:
-                raise PatchgateError("PREFLIGHT", f"zip {name} holds no .patch files; add some")
-            os.makedirs(dest, exist_ok=True)
-            out = []
-            for i, member in enumerate(members):
-                target = os.path.join(dest, f"{i:04d}.patch")
-                with open(target, "wb") as fh:
-                    fh.write(zf.read(member))
-                out.append(target)
-            return out
-    except zipfile.BadZipFile:
+        zf = zipfile.ZipFile(path)
+    except ZIP_OPEN_ERRORS:
         raise PatchgateError(
-            "PREFLIGHT", f"{name} is not a valid zip file; re-create it with zip"
+            stage, f"{name} is not a valid zip file; re-create it with zip"
         ) from None
+    with zf:
+        members = sorted(
+            (i for i in zf.infolist() if i.filename.endswith((".patch", ".diff"))),
+            key=lambda i: i.filename,
+        )
+        if not members:
+            raise PatchgateError(stage, f"zip {name} holds no .patch files; add some")
+        for info in members:
+            if info.file_size > MAX_ZIP_MEMBER_BYTES:
+                raise PatchgateError(stage, _too_big(name, info.filename))
+        if sum(i.file_size for i in members) > MAX_ZIP_TOTAL_BYTES:
+            raise PatchgateError(stage, _too_big(name, None))
+        if dest is not None:
+            _fresh_dir(dest)
+        out: list[str] = []
+        left = MAX_ZIP_TOTAL_BYTES
+        for i, info in enumerate(members):
+            target = None if dest is None else os.path.join(dest, f"{i:04d}.patch")
+            budget = min(MAX_ZIP_MEMBER_BYTES, left)
+            try:
+                if target is None:
+                    size = _copy_member(zf, info, None, budget)
+                else:
+                    with _new_file(target) as fh:
+                        size = _copy_member(zf, info, fh, budget)
+            except _Unreadable as bad:
+                raise PatchgateError(stage, _zip_refused(name, info.filename, bad.cause)) from None
+            if size < 0:
+                whole = budget < MAX_ZIP_MEMBER_BYTES
+                raise PatchgateError(stage, _too_big(name, None if whole else info.filename))
+            left -= size
+            if target is not None:
+                out.append(target)
+        return out
+
+
+def _too_big(zip_name: str, member: str | None) -> str:
+    if member is None:
+        return (
+            f"zip {zip_name}: its .patch members unpack to more than "
+            f"{_mib(MAX_ZIP_TOTAL_BYTES)} in all; split it into smaller zips"
+        )
+    return (
+        f"zip {zip_name}: member {member} unpacks to more than {_mib(MAX_ZIP_MEMBER_BYTES)}, "
+        "the most a member may; split it into smaller diffs"
+    )
 
 
 def lay_tree(ws: Workspace, carry: dict[str, Any], log: str) -> list[str]:
@@ -336,7 +552,7 @@ def apply_patch(
             files = apply_diff(settings, ws, patch, log)
         else:
             files = []
-            for part in unpack_zip(patch, ws.path("unzipped")):
+            for part in unpack_zip(patch, ws.path("unzipped"), "APPLY"):
                 files += apply_diff(settings, ws, part, log)
         faults.point("apply-ran")
         tree = git.snapshot(ws.repo, ws.index)

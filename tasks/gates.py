@@ -122,6 +122,11 @@ def placeholders(
     }
 
 
+def file_arg(path: str) -> str:
+    """A changed path as a gate's argument: never read as an option or an @argument file."""
+    return f"./{path}" if path.startswith(("-", "@")) else path
+
+
 def expand(
     gate: dict[str, Any],
     files: list[str],
@@ -132,12 +137,14 @@ def expand(
     """The gate's argv with {files}, {junit}, {cache}, {python} filled in; tools from tool_env.
 
     ``{files}`` is the changed files the gate applies to, or ``.`` when there are none (all_gates).
+    The patch names them: one that starts with ``-`` or ``@`` is passed as ``./NAME``, so that no
+    tool reads it as an option (``--config=…``) or an argument file (mypy's ``@args``).
     """
     values = placeholders(gate, ws, settings, base)
     argv: list[str] = []
     for arg in gate["command"]:
         if arg == "{files}":
-            argv.extend(files or ["."])
+            argv.extend(file_arg(f) for f in files or ["."])
         else:
             argv.append(_fill(arg, values))
     tool = os.path.join(settings["tool_env"], "bin", argv[0])

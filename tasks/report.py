@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -68,11 +69,35 @@ def point_latest(root: str, path: str) -> None:
             os.unlink(tmp)
 
 
+# What may not reach the summary block as it is: it ends a line (also to str.splitlines:
+# \x1c-\x1e, \x85, \u2028, \u2029) or drives the terminal.
+LINE_BREAKERS = {"\u2028", "\u2029"}
+NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def one_line(value: str) -> str:
+    """``value`` with every control character written as an escape (``\\n``, ``\\x1b``): a file
+    named ``x\\nRESULT: FAIL`` cannot add a line to the summary block."""
+    if value.isprintable():
+        return value
+    return "".join(
+        _escaped(ch) if unicodedata.category(ch) == "Cc" or ch in LINE_BREAKERS else ch
+        for ch in value
+    )
+
+
+def _escaped(ch: str) -> str:
+    if ch in NAMED_ESCAPES:
+        return NAMED_ESCAPES[ch]
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
 def summary_lines(fields: dict[str, str]) -> list[str]:
+    """The block's ``KEY: value`` lines, in order; every value one line (see one_line)."""
     order = ("RESULT", "STAGE", "REASON", "FILES", "COMMIT", "PUSH", "WARNING")
     keys = [k for k in order if k in fields]
     keys += [k for k in fields if k not in order and k != "LOG"] + ["LOG"] * ("LOG" in fields)
-    return [f"{k}: {fields[k]}" for k in keys]
+    return [f"{k}: {one_line(fields[k])}" for k in keys]
 
 
 @dataclass
@@ -163,7 +188,11 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
             group.detail = exception.get_msg()
 
     def runtime_error(self, msg: str) -> None:
-        self.write(f"RESULT: FAIL\nSTAGE: PREFLIGHT\nREASON: {msg.strip().splitlines()[-1]}\n")
+        reason = msg.strip().splitlines()[-1]
+        self.write(
+            "\n".join(summary_lines({"RESULT": "FAIL", "STAGE": "PREFLIGHT", "REASON": reason}))
+            + "\n"
+        )
 
     def complete_run(self) -> None:
         if self.running is not None:  # Ctrl-C (or a kill signal turned into an exit) mid-step

@@ -17,6 +17,11 @@ def judge(declared: list[str], changes: list[dict[str, Any]], rules: dict[str, b
     changed = sorted(c["path"] for c in changes)
     # Never overridable: git sees a nested repository as one entry, not the files inside it.
     problems = [git.nested_repository(c["path"]) for c in changes if c["mode"] == git.GITLINK_MODE]
+    problems += [
+        f"{path} turns from a file into a folder or back; promote lands files one by one over "
+        "live's and cannot do that: delete it in one patch, promote, then add the new one"
+        for path in swapped(changes)
+    ]
     undeclared = [p for p in changed if p not in declared]
     untouched = [p for p in declared if p not in changed]
     if not changed and not rules["allow_noop"]:
@@ -32,6 +37,20 @@ def judge(declared: list[str], changes: list[dict[str, Any]], rules: dict[str, b
             "drop them from FILES (allow_untouched=1 overrides)"
         )
     return problems
+
+
+def swapped(changes: list[dict[str, Any]]) -> list[str]:
+    """Paths deleted as a file and added as a folder (or the reverse) by the same patch."""
+    deleted = {c["path"] for c in changes if c["status"] == "D"}
+    added = {c["path"] for c in changes if c["status"] != "D"}
+    found = set()
+    for inner in deleted | added:
+        parts = inner.split("/")
+        for n in range(1, len(parts)):
+            outer = "/".join(parts[:n])
+            if (outer in deleted and inner in added) or (outer in added and inner in deleted):
+                found.add(outer)
+    return sorted(found)
 
 
 def check_scope(ws_dir: str, source: str, rules: dict[str, bool], log: str) -> None:

@@ -89,7 +89,7 @@ def declared_files(patch: str) -> list[str]:
         check_diff_paths(patch, "PREFLIGHT")
     if kind == "zip":
         # Checked now so an empty zip is refused before any work starts.
-        unpack_zip(patch, os.path.join(os.path.dirname(patch), ".patchgate-check"))
+        unpack_zip(patch, None)
     return []
 
 

@@ -80,6 +80,50 @@ def empty_zip(project: Project) -> None:
         pass
 
 
+README_DIFF = "--- a/README.txt\n+++ b/README.txt\n@@ -1 +1 @@\n-calc\n+changed\n"
+
+
+def zip_of(name: str, data: bytes, mutate: Callable[[bytearray], None] | None = None) -> Setup:
+    """patches/NAME.zip holding a.patch (``data``, deflated), its bytes then ``mutate``d."""
+
+    def setup(project: Project) -> None:
+        path = project.path / "patches" / f"{name}.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("a.patch", data)
+        raw = bytearray(path.read_bytes())
+        if mutate is not None:
+            mutate(raw)
+        path.write_bytes(bytes(raw))
+
+    return setup
+
+
+def _headers(raw: bytearray) -> tuple[int, int]:
+    """Offsets of the (only) member's local and central directory headers."""
+    return raw.index(b"PK\x03\x04"), raw.index(b"PK\x01\x02")
+
+
+def encrypted(raw: bytearray) -> None:
+    """Set the member's "encrypted" flag bit, in both headers."""
+    local, central = _headers(raw)
+    raw[local + 6] |= 1
+    raw[central + 8] |= 1
+
+
+def unknown_method(raw: bytearray) -> None:
+    """Compression method 99 (WinZip AES), which zipfile cannot read."""
+    local, central = _headers(raw)
+    raw[local + 8] = raw[central + 10] = 99
+
+
+def corrupt_stream(raw: bytearray) -> None:
+    """The deflated data overwritten with bytes that are no deflate stream."""
+    local, central = _headers(raw)
+    start = local + 30 + int.from_bytes(raw[local + 26 : local + 28], "little")
+    start += int.from_bytes(raw[local + 28 : local + 30], "little")
+    raw[start:central] = b"\xff" * (central - start)
+
+
 def live_elsewhere(kind: str) -> Setup:
     """live_repo names a folder that is missing, not a git repository, or has no commits."""
 
@@ -239,6 +283,16 @@ CASES = [
     Case("gitattributes-ident-conversion", patch_file("ident.py", IDENT),
          (VERIFY, "patch=patches/ident.py"), "SCOPE",
          "git would store other bytes than the gates test for README.txt"),
+    Case("file-turns-into-a-folder", patch_file("swap.py", script(
+             ["README.txt", "README.txt/x"],
+             'import os\nos.remove("README.txt")\nPath("README.txt").mkdir()\n'
+             'Path("README.txt/x").write_text("x\\n")')),
+         (VERIFY, "patch=patches/swap.py"), "SCOPE",
+         "README.txt turns from a file into a folder or back"),
+    Case("two-patches-one-issue",
+         both(OK, patch_file("ok.diff", "--- README.txt\n+++ README.txt\n@@ -1 +1 @@\n-calc\n")),
+         (VERIFY, "patch=patches/ok.py,patches/ok.diff"), "PREFLIGHT",
+         "patches/ok.diff and patches/ok.py would both be issue ok"),
     Case("script-syntax-error", patch_file("syn.py", "FILES = ['README.txt']\ndef (:\n"),
          (VERIFY, "patch=patches/syn.py"), "PREFLIGHT", "line 2: syntax error"),
     Case("script-raises", patch_file("boom.py", script(["README.txt"],
@@ -256,6 +310,20 @@ CASES = [
          "zip empty.zip holds no .patch files"),
     Case("not-a-zip", patch_file("junk.zip", "not a zip\n"), (VERIFY, "patch=patches/junk.zip"),
          "PREFLIGHT", "junk.zip is not a valid zip file"),
+    # A zip is read outside the jail: what its members inflate to is capped (zeros deflate
+    # ~1000:1, so this member is ~65 KB zipped), and what zipfile cannot read is refused.
+    Case("zip-bomb-member", zip_of("bomb", b"\0" * (64 * 1024 * 1024 + 1)),
+         (VERIFY, "patch=patches/bomb.zip"), "PREFLIGHT",
+         "zip bomb.zip: member a.patch unpacks to more than 64 MiB"),
+    Case("zip-encrypted-member", zip_of("enc", README_DIFF.encode(), encrypted),
+         (VERIFY, "patch=patches/enc.zip"), "PREFLIGHT",
+         "zip enc.zip: member a.patch is encrypted; re-create the zip without a password"),
+    Case("zip-unknown-compression", zip_of("meth", README_DIFF.encode(), unknown_method),
+         (VERIFY, "patch=patches/meth.zip"), "PREFLIGHT",
+         "zip meth.zip: member a.patch uses a compression method patchgate cannot read"),
+    Case("zip-corrupt-member", zip_of("bad", README_DIFF.encode() * 20, corrupt_stream),
+         (VERIFY, "patch=patches/bad.zip"), "PREFLIGHT",
+         "zip bad.zip: member a.patch is corrupt"),
     # --- the live repository ---
     Case("live-missing", live_elsewhere("missing"), (VERIFY, "patch=patches/ok.py"),
          "PREFLIGHT", "live_missing does not exist; set live_repo in patchgate.yaml"),
@@ -306,6 +374,32 @@ CASES = [
          patch_file("evil.diff", "--- a/../evil.txt\n+++ b/../evil.txt\n@@ -0,0 +1 @@\n+x\n"),
          (VERIFY, "patch=patches/evil.diff"), "PREFLIGHT",
          "names a/../evil.txt, a path outside the repository"),
+    # git apply reads a copy's or rename's source wherever it is named: never from outside.
+    Case("diff-copies-from-an-absolute-path",
+         patch_file("copy.diff", "diff --git a/x b/passwd.txt\ncopy from /etc/passwd\n"
+                                 "copy to passwd.txt\n"),
+         (VERIFY, "patch=patches/copy.diff", "strip=1"), "PREFLIGHT",
+         "diff copy.diff names /etc/passwd, a path outside the repository"),
+    Case("diff-copies-from-outside-the-repo",
+         patch_file("up.diff", "diff --git a/x b/env.txt\ncopy from ../../live/.env\n"
+                               "copy to env.txt\n"),
+         (VERIFY, "patch=patches/up.diff", "strip=1"), "PREFLIGHT",
+         "diff up.diff names ../../live/.env, a path outside the repository"),
+    Case("diff-renames-from-an-absolute-path",
+         patch_file("mv.diff", "diff --git a/x b/y.txt\nrename from /etc/hostname\n"
+                               "rename to y.txt\n"),
+         (VERIFY, "patch=patches/mv.diff", "strip=1"), "PREFLIGHT",
+         "diff mv.diff names /etc/hostname, a path outside the repository"),
+    Case("diff-copies-from-a-quoted-absolute-path",
+         patch_file("q.diff", 'diff --git a/x b/p.txt\ncopy from "\\057etc/passwd"\n'
+                              "copy to p.txt\n"),
+         (VERIFY, "patch=patches/q.diff", "strip=1"), "PREFLIGHT",
+         "diff q.diff names /etc/passwd, a path outside the repository"),
+    Case("diff-writes-into-dot-git",
+         patch_file("hook.diff", "diff --git a/.git/hooks/x b/.git/hooks/x\nnew file mode 100755\n"
+                                 "--- /dev/null\n+++ b/.git/hooks/x\n@@ -0,0 +1 @@\n+x\n"),
+         (VERIFY, "patch=patches/hook.diff"), "PREFLIGHT",
+         "diff hook.diff names a/.git/hooks/x, a path inside .git"),
     Case("script-hangs", both(configured(patch_timeout=1), patch_file("hang.py", HANG)),
          (VERIFY, "patch=patches/hang.py"), "APPLY",
          "patch script timed out after 1s and was killed; fix the patch or raise patch_timeout"),

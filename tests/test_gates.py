@@ -39,7 +39,8 @@ def ops_patch(text: str, extra: dict[str, str] | None = None) -> str:
 
 
 LINT = ops_patch(OPS.replace('"""Arithmetic."""\n', '"""Arithmetic."""\n\nimport os\n') + MUL)
-TYPE = ops_patch(OPS + MUL.replace("return a * b", "return str(a * b)"))
+TYPE_OPS = OPS + MUL.replace("return a * b", "return str(a * b)")
+TYPE = ops_patch(TYPE_OPS)
 BREAK_ADD = ops_patch(OPS.replace("return a + b", "return a + b + 1"))
 ALL_WRONG = ops_patch(
     OPS.replace('"""Arithmetic."""\n', '"""Arithmetic."""\n\nimport os\n').replace(
@@ -520,6 +521,34 @@ def test_a_gate_command_that_does_not_exist(make_project: ProjectFactory) -> Non
     failed_cleanly(res, "GATES")
     assert res.summary["REASON"].startswith("lint: command 'no-such-linter' not found")
     assert "tool_env" in res.summary["REASON"]
+
+
+# A file the patch adds, named like an option: as a bare argument it would switch ruff's rules
+# off. It is valid Python, so the only finding left is the F401 of calc/ops.py.
+RUFF_OPTION_NAME = "--config=lint.ignore=['ALL'] #.py"
+
+
+def test_a_file_named_like_an_option_is_no_option_to_the_gate(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project(gates=[gate("ruff")])
+    lint = OPS.replace('"""Arithmetic."""\n', '"""Arithmetic."""\n\nimport os\n')
+    patch = project.patch("optname.py", ops_patch(lint, {RUFF_OPTION_NAME: "x = 1\n"}))
+    res = project.run("verify", f"patch={patch}")
+    failed_cleanly(res, "GATES")
+    assert res.summary["REASON"].startswith("ruff: calc/ops.py:3:8: F401"), res.out
+    assert f"./{RUFF_OPTION_NAME}" in log_of(project, res)
+
+
+def test_a_file_named_like_an_option_is_no_option_to_mypy(make_project: ProjectFactory) -> None:
+    project = make_project(gates=[gate("mypy")])
+    config = {"--config=m.py": "", "m.py": "[mypy]\nignore_errors = True\n"}
+    patch = project.patch("mypyopt.py", ops_patch(TYPE_OPS, config))
+    res = project.run("verify", f"patch={patch}")
+    failed_cleanly(res, "GATES")
+    log = log_of(project, res)
+    assert "./--config=m.py" in log
+    assert "calc/ops.py:13: error: Incompatible return value type" in log
 
 
 def test_a_gate_printing_100_mb_is_capped_in_the_log(make_project: ProjectFactory) -> None:

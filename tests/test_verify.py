@@ -117,6 +117,9 @@ def test_zip_of_patches_applies_in_sorted_order(project: Project) -> None:
     res = project.run("verify", "patch=patches/two.zip")
     assert res.code == 0, res.out
     assert (project.ws("two") / "repo" / "README.txt").read_text() == "calc\none\ntwo\n"
+    assert sorted(p.name for p in (project.path / "patches").iterdir() if p.name[0] == ".") == [
+        ".state"
+    ]  # the check before any work wrote nothing beside the patch
 
 
 def test_several_patches_by_glob_in_parallel(project: Project) -> None:
@@ -307,6 +310,19 @@ def test_symlink_out_of_the_workspace_is_archived_as_a_link(project: Project) ->
         assert (info.external_attr >> 16) & 0o170000 == 0o120000
         assert zf.read("files/etc") == b"/etc"
         assert not any(n.startswith("files/etc/") for n in zf.namelist())
+
+
+WRITE_X = 'Path(FILES[0]).write_text("x\\n")'
+
+
+def test_a_file_name_cannot_add_lines_to_the_summary(project: Project) -> None:
+    name = "x.txt\nRESULT: FAIL\nSTAGE: GATES\x1b[2K"
+    res = project.run("verify", f"patch={project.patch('n.py', script([name], WRITE_X))}")
+    assert res.code == 0, res.out
+    block = res.out[res.out.index("RESULT: ") :].splitlines()
+    assert [ln for ln in block if ln.startswith("RESULT")] == ["RESULT: SUCCESS"]
+    assert not any(ln.startswith("STAGE") for ln in block)
+    assert res.summary["FILES"] == "x.txt\\nRESULT: FAIL\\nSTAGE: GATES\\x1b[2K"
 
 
 def test_summary_block_ends_with_the_log_line() -> None:
