@@ -15,12 +15,14 @@ from typing import Any, BinaryIO
 
 from tasks import faults, git, jail, proc, report
 from tasks.errors import PatchgateError
-from tasks.steps import write_json
+from tasks.steps import sha256_file, write_json
 from tasks.workspace import Workspace, attempt, mark_tree, wait_live_capture
 
 PATCHES_DIR = "patches"
 KINDS = {".py": "script", ".diff": "diff", ".patch": "diff", ".zip": "zip"}
 MAX_STRIP = 3
+# In the workspace: the strip=N a diff was applied with (read back by verify.remembered_strip).
+STRIP_MEMO = "strip.json"
 # A zip patch is read outside the jail: what its .patch members may inflate to, each and in all.
 MAX_ZIP_MEMBER_BYTES = 64 * 1024 * 1024
 MAX_ZIP_TOTAL_BYTES = 256 * 1024 * 1024
@@ -560,6 +562,10 @@ def apply_patch(
         changes = git.diff_trees(ws.repo, git.tree_of(ws.repo, base), tree)
         check_unconverted(ws.repo, changes)
     mark_tree(ws, tree)
+    if settings["strip"] is not None and kind in ("diff", "zip"):
+        # Later commands on this workspace (promote issue=ID) apply it with the same level.
+        memo = {"patch_sha256": sha256_file(patch), "strip": int(settings["strip"])}
+        write_json(ws.path(STRIP_MEMO), memo)
     report.log(log, f"apply: {len(changes)} changed path(s)")
     if ignored:
         report.log(

@@ -25,6 +25,7 @@ from tasks import (
     trailers,
 )
 from tasks.apply import (
+    STRIP_MEMO,
     apply_patch,
     check_diff_paths,
     kind_of,
@@ -316,6 +317,15 @@ def build_archive(ws_dir: str, log: str) -> None:
     report.log(log, f"archive: {os.path.relpath(ws.archive, ws.root)} ({len(entries)} entries)")
 
 
+def remembered_strip(ws: Workspace, patch_sha: str) -> int | None:
+    """The strip=N this very patch was applied with, when one was given (apply's STRIP_MEMO)."""
+    try:
+        memo = read_json(ws.path(STRIP_MEMO))
+    except (OSError, ValueError):
+        return None
+    return int(memo["strip"]) if memo.get("patch_sha256") == patch_sha else None
+
+
 def chain(
     cfg: config.Config,
     patch: str,
@@ -344,6 +354,8 @@ def chain(
         yield failed_creator(group, root, log, err, f"{issue}-preflight")
         return
     settings = settings_of(cfg)
+    if settings["strip"] is None:  # promote issue=ID after verify ... strip=N: the same N
+        settings["strip"] = remembered_strip(ws, patch_sha)
     rules = {k: cfg[k] for k in RULES}
     gates = config.effective_gates(cfg)
     fail_hook = conclude_failure

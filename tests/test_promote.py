@@ -28,6 +28,7 @@ from conftest import (
     parsed_trailers,
     script,
 )
+from test_bad_input import twin_files
 
 from tasks import config, journal, promote, provenance
 
@@ -851,3 +852,16 @@ def test_promote_creator_is_loaded_before_verify_plans_its_chain() -> None:
         inspect.getsourcelines(promote.task_promote)[1]
         < inspect.getsourcelines(verify.task_verify)[1]
     )
+
+
+def test_promote_applies_a_diff_with_the_strip_level_it_was_verified_with(
+    project: Project,
+) -> None:
+    twin_files(project)  # the diff applies at -p0 (x/a.txt) and at -p1 (a.txt)
+    assert project.run("verify", "patch=patches/twin.diff").summary["STAGE"] == "APPLY"
+    assert project.run("verify", "patch=patches/twin.diff", "strip=1").code == 0
+    res = project.run("promote", "issue=twin")
+    assert res.code == 0, res.out
+    assert "-- verify:twin-apply" in res.out  # not applied again, with strip inferred
+    assert (project.live / "a.txt").read_text() == "changed\n"
+    assert (project.live / "x" / "a.txt").read_text() == "same\n"
