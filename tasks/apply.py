@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from tasks import faults, git, jail, proc, report
 from tasks.errors import PatchgateError
-from tasks.steps import sha256_file, write_json
+from tasks.steps import write_json
 from tasks.workspace import Workspace, attempt, mark_tree, wait_live_capture
 
 PATCHES_DIR = "patches"
@@ -564,7 +564,7 @@ def apply_patch(
     mark_tree(ws, tree)
     if settings["strip"] is not None and kind in ("diff", "zip"):
         # Later commands on this workspace (promote issue=ID) apply it with the same level.
-        memo = {"patch_sha256": sha256_file(patch), "strip": int(settings["strip"])}
+        memo = {"patch_sha256": ws.read_meta()["patch_sha256"], "strip": int(settings["strip"])}
         write_json(ws.path(STRIP_MEMO), memo)
     report.log(log, f"apply: {len(changes)} changed path(s)")
     if ignored:

@@ -214,16 +214,12 @@ def converted(repo: str, changes: Sequence[Change]) -> list[str]:
     one: the lines are the same.
     """
     files = [c for c in changes if c.status != "D" and c.mode in ("100644", "100755")]
-    found = []
+    found: list[Change] = []
     for start in range(0, len(files), 500):  # argv stays far below the system's limit
         chunk = files[start : start + 500]
         ids = out(repo, "hash-object", "--no-filters", "--", *(c.path for c in chunk)).split()
-        found += [c.path for c, blob in zip(chunk, ids, strict=True) if blob != c.blob]
-    return [p for p in found if not _eol_only(os.path.join(repo, p), _blob_of(changes, p))]
-
-
-def _blob_of(changes: Sequence[Change], path: str) -> str:
-    return next(c.blob for c in changes if c.path == path)
+        found += [c for c, blob in zip(chunk, ids, strict=True) if blob != c.blob]
+    return [c.path for c in found if not _eol_only(os.path.join(repo, c.path), c.blob)]
 
 
 def _eol_only(path: str, blob: str) -> bool:

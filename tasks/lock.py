@@ -20,7 +20,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,16 +31,16 @@ LOCK_FILE = os.path.join("patches", ".state", "promote.lock")
 # One per issue, never deleted: a lock file removed while held could be locked twice.
 ISSUE_LOCKS = os.path.join("patches", ".state", "locks")
 
-# root (promotion lock) or lock file (issue lock) -> descriptor holding it until this process exits.
+# lock file (absolute) -> descriptor holding it until this process exits.
 _held: dict[str, int] = {}
 
 
 def lock_path(root: str) -> str:
-    return os.path.join(root, LOCK_FILE)
+    return os.path.join(os.path.abspath(root), LOCK_FILE)
 
 
 def held(root: str) -> bool:
-    return os.path.abspath(root) in _held
+    return lock_path(root) in _held
 
 
 def _open(root: str, path: str | None = None) -> int:
@@ -117,29 +117,40 @@ def _parent_holds(root: str, path: str | None = None) -> bool:
     return holder(root, path).get("pid") == os.getppid()
 
 
-def hold_issue(root: str, issue: str, what: str) -> None:
-    """Hold issue ``issue``'s lock until this process exits; fail fast naming the holder."""
-    path = os.path.abspath(os.path.join(root, ISSUE_LOCKS, f"{issue}.lock"))
+def _hold(root: str, path: str, what: str, issue: str, busy: Callable[[], str]) -> int | None:
+    """Take ``path``'s lock for the rest of this process, and write who holds it (first: a
+    second command names us at once). None when this process, or the doit run it is a worker
+    of, holds it already; a PREFLIGHT error saying ``busy()`` when anyone else does."""
     if path in _held:
-        return
+        return None
     fd = _open(root, path)
     if not _try_flock(fd):
         os.close(fd)
         if _parent_holds(root, path):
-            return
-        info = _live_holder(root, path)
-        who = (
-            f"pid {info['pid']} ({info.get('what', '?')}, since {info.get('since', '?')})"
-            if info.get("pid")
-            else "another patchgate command"
-        )
-        raise PatchgateError(
-            "PREFLIGHT",
-            f"issue {issue} is busy: {who} is working in its workspace; wait for it to "
-            f"finish, then run this again (lock: {os.path.relpath(path, root)})",
-        )
+            return None
+        raise PatchgateError("PREFLIGHT", busy())
     _write_holder(fd, what, issue)
     _held[path] = fd
+    return fd
+
+
+def issue_busy_message(root: str, issue: str, path: str) -> str:
+    info = _live_holder(root, path)
+    who = (
+        f"pid {info['pid']} ({info.get('what', '?')}, since {info.get('since', '?')})"
+        if info.get("pid")
+        else "another patchgate command"
+    )
+    return (
+        f"issue {issue} is busy: {who} is working in its workspace; wait for it to "
+        f"finish, then run this again (lock: {os.path.relpath(path, root)})"
+    )
+
+
+def hold_issue(root: str, issue: str, what: str) -> None:
+    """Hold issue ``issue``'s lock until this process exits; fail fast naming the holder."""
+    path = os.path.abspath(os.path.join(root, ISSUE_LOCKS, f"{issue}.lock"))
+    _hold(root, path, what, issue, lambda: issue_busy_message(root, issue, path))
 
 
 def acquire(root: str, issue: str, what: str) -> None:
@@ -148,23 +159,19 @@ def acquire(root: str, issue: str, what: str) -> None:
     Whoever takes the lock writes live next: live's own index lock must be free too (else the
     landing would fail after its commit), and what dead writers left is swept first.
     """
-    key = os.path.abspath(root)
-    if key in _held:
+    key, path = os.path.abspath(root), lock_path(root)
+    if path in _held:
         return
     steps.require_writable(key)
-    fd = _open(key)
-    if not _try_flock(fd):
-        os.close(fd)
-        if _parent_holds(key):
-            return
-        raise PatchgateError("PREFLIGHT", busy_message(key))
-    _write_holder(fd, what, issue)  # first: a second promotion names us at once
+    fd = _hold(key, path, what, issue, lambda: busy_message(key))
+    if fd is None:
+        return
     try:
         check_index_lock(key)
     except PatchgateError:
+        del _held[path]
         os.close(fd)
         raise
-    _held[key] = fd
     steps.sweep_leftovers(key)
 
 
@@ -200,7 +207,7 @@ def check_index_lock(root: str) -> None:
 def attempt(root: str, what: str) -> Iterator[bool]:
     """Hold the lock for a block if nobody else does: yields False (and holds nothing) if busy."""
     key = os.path.abspath(root)
-    if key in _held or _parent_holds(key):
+    if lock_path(key) in _held or _parent_holds(key):
         yield True
         return
     fd = _open(key)
