@@ -40,9 +40,10 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from patchgate import provenance  # noqa: E402
+from patchgate import trailers as tr  # noqa: E402
+
 from bench.common import summary  # noqa: E402
-from tasks import provenance  # noqa: E402
-from tasks import trailers as tr  # noqa: E402
 
 DODO = os.path.join(ROOT, "dodo.py")
 REPEAT = 5

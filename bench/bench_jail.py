@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from patchgate import jail
+
 from bench.common import summary
-from tasks import jail
 
 BUSY_TEST = """
 import time

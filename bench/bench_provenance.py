@@ -17,8 +17,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from patchgate import provenance
+
 from bench.common import summary
-from tasks import provenance
 
 
 def sample(i: int) -> dict[str, Any]:

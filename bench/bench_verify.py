@@ -33,6 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from patchgate import jail
+from patchgate.config import DEFAULT_GATES
+
 from bench.common import (
     Bench,
     Timed,
@@ -47,8 +50,6 @@ from bench.common import (
     summary,
     table,
 )
-from tasks import jail
-from tasks.config import DEFAULT_GATES
 
 TRIVIAL_GATE = {"name": "true", "command": ["true"], "files": ["*"]}
 PY_GATES = [g["name"] for g in DEFAULT_GATES]

@@ -13,10 +13,10 @@ import zlib
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
-from tasks import faults, git, jail, proc, report
-from tasks.errors import PatchgateError
-from tasks.steps import write_json
-from tasks.workspace import Workspace, attempt, mark_tree, wait_live_capture
+from . import faults, git, jail, proc, report
+from .errors import PatchgateError
+from .steps import write_json
+from .workspace import Workspace, attempt, mark_tree, wait_live_capture
 
 PATCHES_DIR = "patches"
 KINDS = {".py": "script", ".diff": "diff", ".patch": "diff", ".zip": "zip"}

@@ -8,7 +8,7 @@ import stat
 import zipfile
 from collections.abc import Iterable
 
-from tasks import faults, git
+from . import faults, git
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # Never archived, wherever they appear (caches and environments are not part of a patch).

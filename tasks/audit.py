@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, NamedTuple
 
-from tasks import config, git, proc, provenance, report, trailers
-from tasks.errors import PatchgateError
-from tasks.steps import failed_creator, step, write_json
+from . import config, git, proc, provenance, report, trailers
+from .errors import PatchgateError
+from .steps import failed_creator, step, write_json
 
 STAGE = "AUDIT"
 RECORD_STAGE = "RECORD"

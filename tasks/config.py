@@ -14,8 +14,8 @@ from typing import Any
 
 from doit import doit_cmd
 
-from tasks.errors import PatchgateError
-from tasks.schema import SCHEMA_DIR, validate
+from .errors import PatchgateError
+from .schema import SCHEMA_DIR, validate
 
 CONFIG_FILE = "patchgate.yaml"
 CONFIG_CACHE = os.path.join("patches", ".state", "config-cache.json")
@@ -295,7 +295,7 @@ def reference() -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # python -m tasks.config --reference: refresh the README table
+if __name__ == "__main__":  # python -m patchgate.config --reference: refresh the README table
     import re
     import sys
 

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from tasks import git, report
-from tasks.errors import PatchgateError
-from tasks.steps import step
+from . import git, report
+from .errors import PatchgateError
+from .steps import step
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_SOURCE = os.path.join(PROJECT_DIR, "demo")

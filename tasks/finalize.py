@@ -5,7 +5,7 @@ untracked; ignored files are not changes) are hashed into a tree on top of HEAD;
 worktree (``patches/workspaces/issue_.finalize``, a name no issue can have) is put at exactly
 that tree, and the configured gates run there, jailed, through the same ``run_gate`` as verify.
 What lands is the tree the gates passed: a fixer's edits (ruff format) are written back to live.
-Landing, pushing and the lock are promote's; the journal and crash recovery ``tasks.journal``'s.
+Landing, pushing and the lock are promote's; the journal and crash recovery ``patchgate.journal``'s.
 
     finalize:gates   hash live's changes, gate them in the temporary worktree
     finalize:land    live unchanged since? then the journaled copy + commit (Trigger: finalize)
@@ -20,12 +20,12 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from tasks import config, git, jail, lock, provenance, report, trailers
-from tasks.errors import PatchgateError
-from tasks.gates import run_gate
-from tasks.journal import recover
-from tasks.promote import context as promote_context
-from tasks.promote import (
+from . import config, git, jail, lock, provenance, report, trailers
+from .errors import PatchgateError
+from .gates import run_gate
+from .journal import recover
+from .promote import context as promote_context
+from .promote import (
     current_branch,
     hash_tree,
     land_changes,
@@ -43,8 +43,8 @@ from tasks.promote import (
     say,
     sync_live,
 )
-from tasks.steps import failed_creator, now, read_json, write_json
-from tasks.workspace import Workspace, ensure
+from .steps import failed_creator, now, read_json, write_json
+from .workspace import Workspace, ensure
 
 
 def task_finalize() -> Iterator[dict[str, Any]]:

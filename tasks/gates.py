@@ -11,11 +11,11 @@ import shutil
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from tasks import config, faults, git, proc, report
-from tasks.apply import run_jailed
-from tasks.errors import PatchgateError
-from tasks.steps import NotReadable, TooBig, read_json, read_untrusted, write_json
-from tasks.workspace import Workspace, ensure_tree, forget_tree, mark_tree, wait_live_capture
+from . import config, faults, git, proc, report
+from .apply import run_jailed
+from .errors import PatchgateError
+from .steps import NotReadable, TooBig, read_json, read_untrusted, write_json
+from .workspace import Workspace, ensure_tree, forget_tree, mark_tree, wait_live_capture
 
 # Exit code 5 is pytest's "no tests were collected": never a pass.
 PYTEST_NO_TESTS = 5

@@ -10,8 +10,8 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tasks import proc
-from tasks.errors import PatchgateError
+from . import proc
+from .errors import PatchgateError
 
 GIT_TIMEOUT = 120.0
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"

@@ -34,8 +34,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from tasks import proc
-from tasks.errors import PatchgateError
+from . import proc
+from .errors import PatchgateError
 
 MODES = ("bwrap", "none")
 NONE_WARNING = "jail: none — patches and gates run unjailed"

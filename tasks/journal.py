@@ -14,9 +14,9 @@ import os
 import stat
 from typing import Any
 
-from tasks import faults, git, lock, report
-from tasks.errors import PatchgateError
-from tasks.steps import STATE_DIR, now, read_json, sweep_leftovers, write_json
+from . import faults, git, lock, report
+from .errors import PatchgateError
+from .steps import STATE_DIR, now, read_json, sweep_leftovers, write_json
 
 JOURNAL = os.path.join(STATE_DIR, "promote-journal.json")
 JOURNAL_SCHEMA = "promote-journal.schema.json"

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks import config, git, steps
-from tasks.errors import PatchgateError
+from . import config, git, steps
+from .errors import PatchgateError
 
 LOCK_FILE = os.path.join("patches", ".state", "promote.lock")
 # One per issue, never deleted: a lock file removed while held could be locked twice.

@@ -94,7 +94,7 @@ def run(
 
     stdout and stderr are merged; at most ``output_cap`` bytes are kept, then a marker.
     ``limits`` maps ``resource.RLIMIT_*`` to a value set (soft and hard) in the child before
-    exec; ``cgroup`` is a cgroup directory the child joins first (see ``tasks.jail``).
+    exec; ``cgroup`` is a cgroup directory the child joins first (see ``patchgate.jail``).
     """
     argv = tuple(argv)
     start = time.monotonic()

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from tasks import (
+from . import (
     archive,
     config,
     faults,
@@ -43,10 +43,10 @@ from tasks import (
     trailers,
     verify,
 )
-from tasks.apply import jail_env
-from tasks.errors import PatchgateError
-from tasks.gates import expand, expects_junit, gate_env, junit_path, matching, verdict_of
-from tasks.journal import (
+from .apply import jail_env
+from .errors import PatchgateError
+from .gates import expand, expects_junit, gate_env, junit_path, matching, verdict_of
+from .journal import (
     JOURNAL,
     JOURNAL_SCHEMA,
     check_copied,
@@ -59,8 +59,8 @@ from tasks.journal import (
     same_image,
     undo,
 )
-from tasks.steps import failed_creator, now, read_json, step, write_json
-from tasks.workspace import Workspace
+from .steps import failed_creator, now, read_json, step, write_json
+from .workspace import Workspace
 
 
 def task_promote() -> Iterator[dict[str, Any]]:

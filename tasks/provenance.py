@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, BinaryIO, cast
 
-from tasks import faults, schema
-from tasks.errors import PatchgateError
+from . import faults, schema
+from .errors import PatchgateError
 
 STAGE = "PROVENANCE"
 LOG_PATH = "audit/provenance.jsonl"
@@ -720,7 +720,7 @@ def record_event(root: str, fields: Mapping[str, str]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``python -m tasks.provenance record key=value ...`` / ``verify``: for when doit is down."""
+    """``python -m patchgate.provenance record key=value ... | verify``: when doit is down."""
     try:
         if argv[:1] == ["record"]:
             pairs = [arg.partition("=") for arg in argv[1:]]
@@ -735,7 +735,9 @@ def main(argv: Sequence[str]) -> int:
                 print(f"{LOG_PATH}:{v.line_no}: {v.message}")
             print(f"{len(report.events)} events, {len(report.violations)} violations")
             return 0 if report.ok else 1
-        print("usage: python -m tasks.provenance record key=value ... | verify", file=sys.stderr)
+        print(
+            "usage: python -m patchgate.provenance record key=value ... | verify", file=sys.stderr
+        )
         return 2
     except PatchgateError as exc:
         print(f"STAGE: {exc.stage}\nREASON: {exc.message}", file=sys.stderr)

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks import (
+from . import (
     audit,
     config,
     faults,
@@ -51,9 +51,9 @@ from tasks import (
     trailers,
     verify,
 )
-from tasks.errors import PatchgateError
-from tasks.steps import failed_creator, now, read_json, step, write_json
-from tasks.workspace import Workspace
+from .errors import PatchgateError
+from .steps import failed_creator, now, read_json, step, write_json
+from .workspace import Workspace
 
 
 def task_rollback() -> Iterator[dict[str, Any]]:

@@ -9,7 +9,7 @@ import re
 from functools import cache
 from typing import Any
 
-from tasks.errors import PatchgateError
+from .errors import PatchgateError
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks import git, report
-from tasks.errors import PatchgateError
-from tasks.steps import read_json, write_json
-from tasks.workspace import Workspace
+from . import git, report
+from .errors import PatchgateError
+from .steps import read_json, write_json
+from .workspace import Workspace
 
 SYMLINK_MODE = "120000"
 

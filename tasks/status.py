@@ -6,10 +6,10 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from tasks import config, git, journal, report
-from tasks.errors import PatchgateError
-from tasks.steps import failed_creator, read_json, sha256_file, step
-from tasks.workspace import WORKSPACES_DIR, Workspace, is_intact
+from . import config, git, journal, report
+from .errors import PatchgateError
+from .steps import failed_creator, read_json, sha256_file, step
+from .workspace import WORKSPACES_DIR, Workspace, is_intact
 
 
 def show_config(root: str) -> dict[str, Any]:

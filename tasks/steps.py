@@ -16,9 +16,9 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from tasks import faults, report
-from tasks.errors import PatchgateError
-from tasks.schema import validate
+from . import faults, report
+from .errors import PatchgateError
+from .schema import validate
 
 STATE_DIR = os.path.join("patches", ".state")
 # Free space below which a command refuses to start: doit's own state file (sqlite) must

@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tasks.errors import PatchgateError
-from tasks.proc import DEFAULT_OUTPUT_CAP, Completed, run
+from .errors import PatchgateError
+from .proc import DEFAULT_OUTPUT_CAP, Completed, run
 
 STAGE = "TRAILERS"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from tasks import (
+from . import (
     archive,
     config,
     faults,
@@ -24,7 +24,7 @@ from tasks import (
     steps,
     trailers,
 )
-from tasks.apply import (
+from .apply import (
     STRIP_MEMO,
     apply_patch,
     check_diff_paths,
@@ -33,12 +33,12 @@ from tasks.apply import (
     script_files,
     unpack_zip,
 )
-from tasks.errors import PatchgateError
-from tasks.gates import GateInputs, run_gate
-from tasks.scope import check_scope, judge
-from tasks.steps import failed_creator, read_json, sha256_file, step, write_json
-from tasks.workspace import LIVE_GUARD, Workspace, ensure, is_intact, wait_live_capture
-from tasks.workspace import capture_live as capture_live  # the chains' before_first_step
+from .errors import PatchgateError
+from .gates import GateInputs, run_gate
+from .scope import check_scope, judge
+from .steps import failed_creator, read_json, sha256_file, step, write_json
+from .workspace import LIVE_GUARD, Workspace, ensure, is_intact, wait_live_capture
+from .workspace import capture_live as capture_live  # the chains' before_first_step
 
 RULES = ("allow_undeclared", "allow_untouched", "allow_noop")
 

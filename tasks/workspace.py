@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks import faults, git, report
-from tasks.errors import PatchgateError
-from tasks.steps import read_json, write_json
+from . import faults, git, report
+from .errors import PatchgateError
+from .steps import read_json, write_json
 
 WORKSPACES_DIR = os.path.join("patches", "workspaces")
 

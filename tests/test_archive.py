@@ -8,8 +8,7 @@ import zipfile
 from pathlib import Path
 
 from conftest import git, make_repo
-
-from tasks import archive
+from patchgate import archive
 
 
 def test_same_entries_give_identical_bytes_in_any_order(tmp_path: Path) -> None:

@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 from conftest import Project, git
+from patchgate import audit, provenance
+from patchgate import trailers as tr
+from patchgate.errors import PatchgateError
 from test_rollback import commit_in, confirm, plan
-
-from tasks import audit, provenance
-from tasks import trailers as tr
-from tasks.errors import PatchgateError
 
 MISSING_SHA = "0123456789abcdef0123456789abcdef01234567"
 

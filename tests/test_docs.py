@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from conftest import ROOT, Project
-
-from tasks import config
+from patchgate import config
 
 
 def test_readme_configuration_reference_matches_the_defaults() -> None:
     readme = (ROOT / "README.md").read_text()
     begin, end = "<!-- config-reference:begin -->\n", "<!-- config-reference:end -->"
     section = readme[readme.index(begin) + len(begin) : readme.index(end)]
-    assert section.strip() == config.reference(), "run: python -m tasks.config --reference"
+    assert section.strip() == config.reference(), "run: python -m patchgate.config --reference"
 
 
 def test_readme_test_command_is_what_ci_runs() -> None:

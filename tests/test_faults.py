@@ -37,8 +37,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CALC, DODO, Project, Result, git, run_env, script, write_files
-
-from tasks import journal, provenance, schema
+from patchgate import journal, provenance, schema
 
 # --- running patchgate as users do ------------------------------------------------------------
 

@@ -23,9 +23,8 @@ from typing import Any
 
 import pytest
 from conftest import ADD_MUL, CALC, Project, ProjectFactory, Result, git, script
-
-from tasks.config import DEFAULT_GATES
-from tasks.gates import findings, first_error, node_id
+from patchgate.config import DEFAULT_GATES
+from patchgate.gates import findings, first_error, node_id
 
 OPS = CALC["calc/ops.py"]
 MUL = "\n\ndef mul(a: int, b: int) -> int:\n    return a * b\n"

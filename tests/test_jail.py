@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tasks import jail, proc
-from tasks.errors import PatchgateError
+from patchgate import jail, proc
+from patchgate.errors import PatchgateError
 
 PYTHON = sys.executable
 TOKEN_VALUES = {"GITHUB_TOKEN": "ghp_fake_caller_token", "PATCHGATE_PUSH_TOKEN": "fake-push-token"}

@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tasks import jail, proc
+from patchgate import jail, proc
 
 
 def test_output_and_exit_code_are_returned() -> None:

@@ -28,9 +28,8 @@ from conftest import (
     parsed_trailers,
     script,
 )
+from patchgate import config, journal, promote, provenance
 from test_bad_input import twin_files
-
-from tasks import config, journal, promote, provenance
 
 README_TOO = script(
     ["calc/ops.py", "README.txt"],
@@ -570,7 +569,7 @@ def test_lock_left_by_a_killed_process_does_not_block(
             sys.executable,
             "-c",
             "import sys, time; sys.path.insert(0, sys.argv[2]); "
-            "from tasks import lock; lock.acquire(sys.argv[1], 'ghost', 'test'); "
+            "from patchgate import lock; lock.acquire(sys.argv[1], 'ghost', 'test'); "
             "print('held', flush=True); time.sleep(60)",
             str(project.path),
             str(DODO.parent),
@@ -846,7 +845,7 @@ def test_promote_creator_is_loaded_before_verify_plans_its_chain() -> None:
     """doit runs creators by line number: the fetch/fast-forward must precede verify's plan."""
     import inspect
 
-    from tasks import verify
+    from patchgate import verify
 
     assert (
         inspect.getsourcelines(promote.task_promote)[1]

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tasks import provenance
-from tasks.errors import PatchgateError
-from tasks.provenance import (
+from patchgate import provenance
+from patchgate.errors import PatchgateError
+from patchgate.provenance import (
     GENESIS_HASH,
     ChainCheckpoint,
     append_event,
@@ -330,7 +329,7 @@ def test_complete_line_missing_only_its_newline_is_terminated_not_recovered(
 
 WRITER_KILLED_MID_LINE = """
 import os, sys, time
-from tasks import provenance
+from patchgate import provenance
 real_write = os.write
 def half_then_hang(fd, data):
     real_write(fd, bytes(data)[: len(data) // 2])
@@ -388,7 +387,7 @@ def test_invalid_event_after_a_torn_line_writes_nothing(tmp_path: Path) -> None:
 
 CONCURRENT_WRITER = """
 import os, sys, time
-from tasks.provenance import append_event
+from patchgate.provenance import append_event
 root, writer, count, gate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 while not os.path.exists(gate):
     time.sleep(0.001)
@@ -582,12 +581,12 @@ def test_record_event_converts_command_line_strings(tmp_path: Path) -> None:
 
 
 def test_module_command_line_records_an_emergency_rollback(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "tasks.provenance", "record", "event=emergency_rollback"]
+    argv = [sys.executable, "-m", "patchgate.provenance", "record", "event=emergency_rollback"]
     argv += ["operator=jsmith", f"last_good_commit={SHA2}", "reason=prod down, agent offline"]
     done = subprocess.run(argv, cwd=tmp_path, env=child_env(), capture_output=True, text=True)
 
     assert done.returncode == 0, done.stderr
     (event,) = read_events(str(tmp_path))
     assert (event["event"], event["reason"]) == ("emergency_rollback", "prod down, agent offline")
-    check = [sys.executable, "-m", "tasks.provenance", "verify"]
+    check = [sys.executable, "-m", "patchgate.provenance", "verify"]
     assert subprocess.run(check, cwd=tmp_path, env=child_env()).returncode == 0

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from conftest import ADD_MUL, DODO, Project, ProjectFactory, Result, git, parsed_trailers
-
-from tasks import provenance, rollback, trailers
-from tasks.config import DEFAULT_GATES
+from patchgate import provenance, rollback, trailers
+from patchgate.config import DEFAULT_GATES
 
 OPERATOR = ("operator=alice", "reason=tests fail after it")
 
@@ -262,7 +261,7 @@ def test_rollback_fails_fast_while_a_promotion_holds_the_lock(project: Project) 
             sys.executable,
             "-c",
             "import sys, time; sys.path.insert(0, sys.argv[2]); "
-            "from tasks import lock; lock.acquire(sys.argv[1], 'add_mul', 'doit promote'); "
+            "from patchgate import lock; lock.acquire(sys.argv[1], 'add_mul', 'doit promote'); "
             "print('held', flush=True); time.sleep(60)",
             str(project.path),
             str(DODO.parent),

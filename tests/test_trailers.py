@@ -7,10 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tasks import trailers as tr
-from tasks.errors import PatchgateError
-from tasks.trailers import commit_trailers, format_message, parse_trailers, patchgate_commits
+from patchgate import trailers as tr
+from patchgate.errors import PatchgateError
+from patchgate.trailers import commit_trailers, format_message, parse_trailers, patchgate_commits
 
 
 def git(repo: Path, *args: str, stdin: str | None = None) -> str:

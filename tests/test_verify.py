@@ -9,8 +9,7 @@ import zipfile
 from pathlib import Path
 
 from conftest import ADD_MUL, Project, git, make_repo, script
-
-from tasks.git import snapshot
+from patchgate.git import snapshot
 
 
 def test_script_patch_passes_and_records_result(project: Project) -> None:
@@ -326,7 +325,7 @@ def test_a_file_name_cannot_add_lines_to_the_summary(project: Project) -> None:
 
 
 def test_summary_block_ends_with_the_log_line() -> None:
-    from tasks.report import summary_lines
+    from patchgate.report import summary_lines
 
     lines = summary_lines({"LOG": "l", "DEMO": "d", "RESULT": "SUCCESS", "PUSH": "OK"})
     assert lines == ["RESULT: SUCCESS", "PUSH: OK", "DEMO: d", "LOG: l"]

@@ -1,0 +1,35 @@
+"""Every patchgate command as a doit task creator, plus doit's configuration.
+
+A project's ``dodo.py`` is one line, ``from patchgate.dodo import *``: doit then finds the
+``task_*`` creators and ``DOIT_CONFIG`` here.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .audit import task_audit, task_history, task_record
+from .demo import task_demo
+from .finalize import task_finalize
+from .promote import task_promote
+from .rollback import task_rollback
+from .status import task_config, task_status
+from .steps import DEP_FILE, DOIT_CONFIG
+from .verify import task_verify
+
+__all__ = [
+    "DOIT_CONFIG",
+    "task_audit",
+    "task_config",
+    "task_demo",
+    "task_finalize",
+    "task_history",
+    "task_promote",
+    "task_record",
+    "task_rollback",
+    "task_status",
+    "task_verify",
+]
+
+# doit opens its state file before any task runs; its folder must already exist.
+os.makedirs(os.path.dirname(DEP_FILE), exist_ok=True)
