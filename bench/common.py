@@ -7,7 +7,7 @@
 * ``make_project(n_files, base=...)``: a patchgate project folder (patches/, patchgate.yaml)
   whose live repository is such a repository; ``Bench.run("verify", "patch=...")`` runs doit.
 * ``scratch_dir(fs)``: a fresh folder on "disk" (/tmp, which is on / here) or "shm" (/dev/shm,
-  tmpfs: file creation ~40x cheaper, see notes/machine.md).
+  tmpfs: file creation ~40x cheaper, measured on this kind of machine).
 * ``cache_bytecode(folder)``: compiled bytecode for every Python started, kept in ``folder``.
 * ``median_time(fn, k)`` / ``time_command(argv, k)``: the median of ``k`` timed runs, with an
   optional untimed ``before`` hook (undo what the previous run did); ``side_by_side`` times

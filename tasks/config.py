@@ -56,7 +56,7 @@ DEFAULT_GATES: list[dict[str, Any]] = [
     },
 ]
 
-# key: (default, what it means). The README's configuration reference is this table.
+# key: (default, what it means). docs/configuration.md's reference is this table.
 DEFAULTS: dict[str, tuple[Any, str]] = {
     "live_repo": (".", "the repository being patched (relative to the project folder)"),
     "branch": (None, "branch promote lands on; null: live's current branch"),
@@ -287,7 +287,7 @@ def show(cfg: Config) -> str:
 
 
 def reference() -> str:
-    """The README's configuration reference, generated from DEFAULTS (a test keeps them equal)."""
+    """The reference table of docs/configuration.md, from DEFAULTS (a test keeps them equal)."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for key, (default, meaning) in DEFAULTS.items():
         shown = "the four default gates (below)" if key == "gates" else f"`{json.dumps(default)}`"
@@ -295,11 +295,11 @@ def reference() -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # python -m patchgate.config --reference: refresh the README table
+if __name__ == "__main__":  # python -m patchgate.config --reference: refresh the docs' table
     import re
     import sys
 
-    readme = os.path.join(os.path.dirname(SCHEMA_DIR), "README.md")
+    readme = os.path.join(os.path.dirname(SCHEMA_DIR), "docs", "configuration.md")
     with open(readme, encoding="utf-8") as fh:
         text = fh.read()
     block = f"<!-- config-reference:begin -->\n{reference()}\n<!-- config-reference:end -->"

@@ -1,13 +1,15 @@
-"""The README is the manual: its generated parts must match the code."""
+"""The README and docs/ are the manual: generated parts match the code, links lead somewhere."""
 
 from __future__ import annotations
+
+import re
 
 from conftest import ROOT, Project
 from patchgate import config
 
 
-def test_readme_configuration_reference_matches_the_defaults() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_configuration_reference_matches_the_defaults() -> None:
+    readme = (ROOT / "docs" / "configuration.md").read_text()
     begin, end = "<!-- config-reference:begin -->\n", "<!-- config-reference:end -->"
     section = readme[readme.index(begin) + len(begin) : readme.index(end)]
     assert section.strip() == config.reference(), "run: python -m patchgate.config --reference"
@@ -33,3 +35,11 @@ def test_doit_help_without_a_task_is_doits_own(project: Project) -> None:
     res = project.run("help")
     assert res.code == 0, res.out
     assert "show task usage" in res.out
+
+
+def test_readme_is_short_and_every_local_link_leads_to_a_file() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "CHANGES.md"]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):
+            assert (doc.parent / target).exists(), f"{doc.name} links to missing {target}"
