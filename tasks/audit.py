@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, NamedTuple
 
-from . import config, git, proc, provenance, report, trailers
+from . import config, doitapi, git, proc, provenance, report, trailers
 from .errors import PatchgateError
 from .steps import failed_creator, step, write_json
 
@@ -1189,7 +1189,7 @@ def task_record() -> dict[str, Any]:
         cfg = config.load(root)
     except PatchgateError as err:
         return _basename_task(failed_creator("record", root, log, err))
-    fields = config.command_line()
+    fields = doitapi.command_line()
     return _basename_task(
         step(
             "record",

@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from doit import doit_cmd
-
+from .doitapi import command_line
 from .errors import PatchgateError
 from .schema import SCHEMA_DIR, validate
 
@@ -222,11 +221,6 @@ def parse_variable(key: str, raw: str) -> Any:
             raise PatchgateError("PREFLIGHT", f"{key}={raw} must be a whole number, e.g. {key}=1")
         return int(raw)
     return raw
-
-
-def command_line() -> dict[str, str]:
-    # doit keeps `name=value` arguments in this module-level dict; get_var cannot list them.
-    return dict(doit_cmd._CMDLINE_VARS or {})
 
 
 def variable(name: str, default: str | None = None) -> str | None:

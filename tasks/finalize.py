@@ -18,31 +18,15 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
-from . import config, git, jail, lock, provenance, report, trailers
+from . import config, git, jail, landing, provenance, redact, report, trailers
+from .doitapi import requested
 from .errors import PatchgateError
 from .gates import run_gate
-from .journal import recover
-from .promote import context as promote_context
-from .promote import (
-    current_branch,
-    hash_tree,
-    land_changes,
-    landed_record,
-    landed_summary,
-    placeholder,
-    plog,
-    pstep,
-    push_landed,
-    record_apply,
-    redact,
-    remove_workspace,
-    requested,
-    run_audit,
-    say,
-    sync_live,
-)
+from .landing import LandingContext, hash_tree, landed_summary, record_apply, remove_workspace
+from .live import current_branch, landed_record, sync_live
 from .steps import failed_creator, now, read_json, write_json
 from .workspace import Workspace, ensure
 
@@ -81,13 +65,13 @@ def changed_paths(live: str) -> list[str]:
     return paths
 
 
-def gate_live(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
+def gate_live(ws_dir: str, ctx: LandingContext, log: str) -> None:
     """Action of finalize:gates: live's changes as a tree, gated in a temporary worktree."""
     ws = Workspace.at(ws_dir)
-    root, live = ctx["root"], ctx["live"]
-    for note in ctx["notes"]:
-        say(log, f"finalize: {note}")
-    current_branch(live, ctx["branch"])
+    root, live = ctx.root, ctx.live
+    for note in ctx.notes:
+        redact.tell(log, f"finalize: {note}")
+    current_branch(live, ctx.branch)
     head = git.live_head(live)
     paths = changed_paths(live)
     head_tree = git.tree_of(live, head)
@@ -99,21 +83,21 @@ def gate_live(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
     git.restore(ws.repo, head, tree)
     changes = [c.as_dict() for c in git.diff_trees(live, head_tree, tree)]
     files = sorted(c["path"] for c in changes)
-    plog(log, f"finalize: {len(changes)} changed path(s) in live: {', '.join(files)}")
+    redact.log(log, f"finalize: {len(changes)} changed path(s) in live: {', '.join(files)}")
     # Shaped like apply.json, so run_gate treats it as any patch's result.
     write_json(
         ws.step_file("apply"),
         {"method": "finalize", "files": files, "tree": tree, "changes": changes},
     )
     source, verdicts = ws.step_file("apply"), {}
-    for gate in ctx["gates"]:
-        run_gate(ws.dir, gate, source, ctx["settings"], log)
+    for gate in ctx.gates:
+        run_gate(ws.dir, gate, source, ctx.settings, log)
         verdicts[gate["name"]] = read_json(ws.gate_file(gate["name"]))["verdict"]
         if gate["fixes"]:
             source = ws.gate_file(gate["name"])
     final = read_json(source)
     write_json(
-        os.path.join(ctx["state"], "gates.json"),
+        os.path.join(ctx.state, "gates.json"),
         {
             "head": head,
             "live_paths": paths,
@@ -124,28 +108,28 @@ def gate_live(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
             "gates": verdicts,
         },
     )
-    plog(log, f"finalize: gates passed on tree {final['tree'][:12]}")
+    redact.log(log, f"finalize: gates passed on tree {final['tree'][:12]}")
 
 
-def message_of(ctx: dict[str, Any], gated: dict[str, Any], patch_id: str) -> str:
+def message_of(ctx: LandingContext, gated: dict[str, Any], patch_id: str) -> str:
     pairs = [
         (trailers.PATCH_ID, patch_id),
         (trailers.BASE, gated["head"]),
         (trailers.TRIGGER, TRIGGER),
         (trailers.VERIFICATION, trailers.verification_value("pass", gated["gates"])),
         (trailers.FILES, trailers.files_value(gated["files"])),
-        (trailers.OPERATOR, ctx["operator"] or ""),
-        (trailers.CO_AUTHORED_BY, ctx["co_authored_by"] or ""),
+        (trailers.OPERATOR, ctx.operator or ""),
+        (trailers.CO_AUTHORED_BY, ctx.co_authored_by or ""),
     ]
     body = f"Finalized by patchgate: live's uncommitted changes, gated as {gated['tree'][:12]}."
-    return trailers.format_message(ctx["message"], body, pairs)
+    return trailers.format_message(ctx.message or "", body, pairs)
 
 
-def land_live(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
+def land_live(ws_dir: str, ctx: LandingContext, log: str) -> None:
     """Action of finalize:land: live still holds what was gated; then copy (fixes) + commit."""
-    root, live = ctx["root"], ctx["live"]
-    gated = read_json(os.path.join(ctx["state"], "gates.json"))
-    branch = current_branch(live, ctx["branch"])
+    root, live = ctx.root, ctx.live
+    gated = read_json(os.path.join(ctx.state, "gates.json"))
+    branch = current_branch(live, ctx.branch)
     head = git.live_head(live)
     paths = changed_paths(live)
     tree = hash_tree(root, live, head, paths) if paths else git.tree_of(live, head)
@@ -163,7 +147,7 @@ def land_live(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
         "tree": gated["tree"],
         "branch": branch,
     }
-    commit = land_changes(
+    commit = landing.land_changes(
         root=root,
         live=live,
         branch=branch,
@@ -173,25 +157,25 @@ def land_live(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
         message=message_of(ctx, gated, patch_id),
         kind="finalize",
         label="live",
-        record_path=os.path.join(ctx["state"], "land.json"),
+        record_path=os.path.join(ctx.state, "land.json"),
         record=record,
         log=log,
     )
-    say(log, f"finalize: committed {commit} on {branch}")
+    redact.tell(log, f"finalize: committed {commit} on {branch}")
 
 
-def finish_live(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
-    """Action of finalize: provenance, temporary worktree removed, summary, audit."""
+def finish_live(ws_dir: str, ctx: LandingContext, log: str) -> dict[str, Any]:
+    """finalize:finish: provenance, temporary worktree removed, the summary."""
     ws = Workspace.at(ws_dir)
-    root = ctx["root"]
-    landed = read_json(os.path.join(ctx["state"], "land.json"))
-    pushed = read_json(os.path.join(ctx["state"], "push.json"))
+    root = ctx.root
+    landed = read_json(os.path.join(ctx.state, "land.json"))
+    pushed = read_json(os.path.join(ctx.state, "push.json"))
     commit = landed["commit"]
     record_apply(root, ctx, landed, pushed, TRIGGER)
-    remove_workspace(ctx["live"], ws, log)
+    remove_workspace(ctx.live, ws, log)
     summary = landed_summary(ctx, landed, pushed)
     write_json(
-        os.path.join(ctx["state"], "result.json"),
+        os.path.join(ctx.state, "result.json"),
         {
             "commit": commit,
             "push": pushed["push"],
@@ -200,7 +184,7 @@ def finish_live(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
             "summary": summary,
         },
     )
-    run_audit(ctx, commit, pushed["push"], log)
+    return {"summary": summary}
 
 
 def finalize_failed(ws_dir: str, stage: str, message: str) -> None:
@@ -212,7 +196,7 @@ def finalize_failed(ws_dir: str, stage: str, message: str) -> None:
                 "event": "promote_fail",
                 "patch_id": "finalize",
                 "stage": stage,
-                "reason": redact(message) or "failed",
+                "reason": redact.redact(message) or "failed",
                 "trigger": TRIGGER,
             },
         )
@@ -229,90 +213,70 @@ def unfinished(state: str, live: str) -> dict[str, Any] | None:
     return landed
 
 
+FINALIZE = landing.LandingKind(
+    name="finalize",
+    land=land_live,
+    finish=finish_live,
+    land_stage="FINALIZE",
+    land_step="land",
+    push_step="push",
+    finish_step="finish",
+    land_doc="commit what was gated (journaled)",
+    finish_doc="provenance, cleanup, audit",
+    on_failure=finalize_failed,
+    fail_finish=True,
+    summary_file=lambda ctx: os.path.join(ctx.state, "result.json"),
+)
+
+
 def finalize_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
     log = report.log_path(root, GROUP)
     if not wanted:
-        yield placeholder(GROUP, root, log, "preflight", 'finalize message="…"')
+        yield landing.placeholder(GROUP, root, log, "preflight", 'finalize message="…"')
         return
     ws = Workspace(root, LABEL)
-    state = state_dir(root)
     try:
         cfg = config.load(root)
-        lock.acquire(root, "-", "doit finalize")
-        notes = recover(root)
-        live = cfg.live_repo
-        git.live_head(live)
-        branch = current_branch(live, cfg["branch"])
-        ctx = promote_context(cfg, LABEL, branch, state)
-        ctx.update(kind="finalize", rerun="doit finalize", gates=config.effective_gates(cfg))
-        landed = unfinished(state, live)
+        branch, notes = landing.begin(cfg, "-", "doit finalize")
+        ctx = landing.context(cfg, "finalize", LABEL, branch, state_dir(root), "doit finalize")
+        landed = unfinished(ctx.state, ctx.live)
         if landed is None:
-            if not ctx["message"]:
+            if not ctx.message:
                 raise PatchgateError(
                     "PREFLIGHT", 'finalize needs message="…": the subject of the commit it makes'
                 )
             notes += sync_live(cfg, branch, log)
             jail.preflight(cfg["jail"])
     except PatchgateError as err:
-        yield failed_creator(GROUP, root, log, PatchgateError(err.stage, redact(err.message)))
+        yield failed_creator(
+            GROUP, root, log, PatchgateError(err.stage, redact.redact(err.message))
+        )
         return
-    os.makedirs(state, exist_ok=True)
-    common: dict[str, Any] = {
-        "root": root,
-        "log": log,
-        "uptodate": [False],
-        "on_failure": finalize_failed,
-    }
-    first = {**ctx, "notes": notes}
-    gates_file = os.path.join(state, "gates.json")
-    land_file = os.path.join(state, "land.json")
-    push_file = os.path.join(state, "push.json")
-    push_deps: list[str] = []
+    os.makedirs(ctx.state, exist_ok=True)
+    ctx = replace(ctx, notes=tuple(notes))
+    gates_file = os.path.join(ctx.state, "gates.json")
     if landed is None:
-        yield pstep(
+        yield redact.step(
             GROUP,
             "gates",
             gate_live,
-            [ws.dir, first, log],
-            **common,
+            [ws.dir, ctx, log],
+            root=root,
+            log=log,
+            uptodate=[False],
+            on_failure=finalize_failed,
             stage="GATES",
             doc="gate live's uncommitted changes in a temporary worktree",
             targets=[gates_file],
         )
-        yield pstep(
-            GROUP,
-            "land",
-            land_live,
-            [ws.dir, ctx, log],
-            **common,
-            stage="FINALIZE",
-            doc="commit what was gated (journaled)",
-            file_dep=[gates_file],
-            task_dep=["finalize:gates"],
-            targets=[land_file],
-        )
-        push_deps = ["finalize:land"]
-    yield pstep(
-        GROUP,
-        "push",
-        push_landed,
-        [ws.dir, ctx if push_deps else first, log],
-        **common,
-        stage="PUSH",
-        doc="push the commit to the remote",
-        file_dep=[land_file],
-        task_dep=push_deps,
-        targets=[push_file],
-    )
-    yield pstep(
-        GROUP,
-        "finish",
-        finish_live,
-        [ws.dir, ctx, log],
-        **common,
-        stage="FINISH",
-        doc="provenance, cleanup, audit",
-        file_dep=[land_file, push_file],
-        task_dep=["finalize:push"],
-        summary=os.path.join(state, "result.json"),
+        ctx = replace(ctx, notes=())  # the gates step showed them
+    yield from landing.chain(
+        FINALIZE,
+        ctx,
+        ws,
+        group=GROUP,
+        log=log,
+        resume=landed is not None,
+        land_deps=["finalize:gates"] if landed is None else [],
+        land_file_dep=[gates_file],
     )

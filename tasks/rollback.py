@@ -34,24 +34,35 @@ import re
 import shlex
 import shutil
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from . import (
     audit,
     config,
+    doitapi,
     faults,
     git,
     jail,
     journal,
+    landing,
     lock,
-    promote,
     provenance,
+    redact,
     report,
     trailers,
     verify,
 )
 from .errors import PatchgateError
+from .live import (
+    check_clean,
+    check_writable,
+    current_branch,
+    first_problem,
+    landed_record,
+    sync_live,
+)
 from .steps import failed_creator, now, read_json, step, write_json
 from .workspace import Workspace
 
@@ -65,7 +76,7 @@ def task_rollback() -> Iterator[dict[str, Any]]:
                                push, record the rollback event (message="…": failure context)
     allow_gates_fail=1 require_push=1 keep=1 skip_up_to_date=1 fast_forward=0 (see doit config)
     """
-    yield from rollback_tasks(os.getcwd(), promote.requested("rollback"))
+    yield from rollback_tasks(os.getcwd(), doitapi.requested("rollback"))
 
 
 STAGE = "ROLLBACK"
@@ -259,7 +270,7 @@ def first_error(output: str) -> str:
         return lines[0]
     if conflicting_files(output):
         return "the three-way merge left conflicts"
-    return promote.first_problem(output)
+    return first_problem(output)
 
 
 def compute_revert(root: str, live: str, sha: str, head: str) -> dict[str, Any]:
@@ -487,9 +498,9 @@ def check_revertible(plan: dict[str, Any]) -> None:
 def show_plan(plan: dict[str, Any], notes: list[str], log: str) -> dict[str, Any]:
     """Action of the plan-only command: print the plan; the summary carries the CONFIRM line."""
     for note in notes:
-        promote.say(log, f"rollback: {note}")
+        redact.tell(log, f"rollback: {note}")
     for line in plan_lines(plan):
-        promote.say(log, line)
+        redact.tell(log, line)
     check_revertible(plan)
     return {
         "summary": {
@@ -508,19 +519,19 @@ def show_unfinished(state: dict[str, Any], commit: str, log: str) -> dict[str, A
         f"rollback {state['rollback_id']} of {state['sha'][:12]} landed {commit[:12]} but did "
         "not finish (push, rollback event); run its command again to finish it"
     )
-    promote.say(log, line)
+    redact.tell(log, line)
     command = confirm_line(state["sha"], state["token"])
-    promote.say(log, f"CONFIRM: {command}")
+    redact.tell(log, f"CONFIRM: {command}")
     return {"summary": {"RESULT": "SUCCESS", "COMMIT": commit, "CONFIRM": command, "NOTE": line}}
 
 
-def show_confirmed(plan: dict[str, Any], ctx: dict[str, Any], log: str) -> None:
+def show_confirmed(plan: dict[str, Any], ctx: landing.LandingContext, log: str) -> None:
     """Action of rollback:ID-plan when executing: what is about to happen, and who said so."""
-    promote.announce(ctx, log)
+    landing.announce(ctx, log)
     for line in plan_lines(plan, confirmed=True)[:-1]:  # not the CONFIRM line: this is it
-        promote.say(log, line)
-    rb = ctx["rollback"]
-    promote.say(
+        redact.tell(log, line)
+    rb = confirmed(ctx)
+    redact.tell(
         log,
         f"rollback: {rb['rollback_id']} confirmed by {rb['operator']} (token {rb['token']}); "
         f"reason: {rb['reason']}",
@@ -553,11 +564,11 @@ def revert_message(
     return trailers.format_message(rb["revert_subject"], body, pairs)
 
 
-def land_revert(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
+def land_revert(ws_dir: str, ctx: landing.LandingContext, log: str) -> None:
     """Action of rollback:ID-land: the verified revert onto live — journaled, all or nothing."""
     ws = Workspace.at(ws_dir)
-    rb, live, root = ctx["rollback"], ctx["live"], ctx["root"]
-    lock.acquire(root, ctx["issue"], TRIGGER)
+    rb, live, root = confirmed(ctx), ctx.live, ctx.root
+    lock.acquire(root, ctx.issue, TRIGGER)
     result = read_json(ws.result)
     if result["verification_status"] != "pass" or not result["tree"] or not result["changes"]:
         raise PatchgateError(
@@ -565,7 +576,7 @@ def land_revert(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
             f"the verification of the revert did not pass ({result.get('stage')}: "
             f"{result.get('reason')}); nothing was committed",
         )
-    branch = promote.current_branch(live, ctx["branch"])
+    branch = current_branch(live, ctx.branch)
     head = git.live_head(live)
     if head != rb["head"] or result["base_sha"] != head:
         raise PatchgateError(
@@ -574,22 +585,20 @@ def land_revert(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
             f"committed — plan again: doit rollback sha={rb['sha']}",
         )
     paths = sorted(c["path"] for c in result["changes"])
-    promote.check_clean(
-        live, paths, f"the revert of {rb['sha'][:12]}", STAGE, "run the same command again"
-    )
-    promote.check_writable(live, result["changes"])
+    check_clean(live, paths, f"the revert of {rb['sha'][:12]}", STAGE, "run the same command again")
+    check_writable(live, result["changes"])
     gates = {g: str(r.get("verdict", "")) for g, r in result["gates"].items()}
     failing = sorted(g for g, v in gates.items() if v == "fail")
     if failing:
-        promote.say(log, f"rollback: warning: landing with failing gates allowed: {failing}")
+        redact.tell(log, f"rollback: warning: landing with failing gates allowed: {failing}")
     if result["tree"] != rb["tree"]:
-        promote.say(
+        redact.tell(
             log,
             "rollback: note: a fixing gate changed the revert; what lands is the verified "
             f"tree {result['tree'][:12]}, not the planned {rb['tree'][:12]}",
         )
     record = {
-        "issue": ctx["issue"],
+        "issue": ctx.issue,
         "rollback_id": rb["rollback_id"],
         "sha": rb["sha"],
         "files": paths,
@@ -600,13 +609,13 @@ def land_revert(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
         "failing_gates": failing,
     }
     hook = None
-    if ctx["live_gates"]:
+    if ctx.live_gates:
 
         def hook() -> None:
-            promote.run_live_gates(ws, ctx, result["changes"], log)
+            landing.run_live_gates(ws, ctx, result["changes"], log)
 
     try:
-        commit = promote.land_changes(
+        commit = landing.land_changes(
             root=root,
             live=live,
             branch=branch,
@@ -616,26 +625,26 @@ def land_revert(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
             message=revert_message(rb, head, paths, gates),
             kind="rollback",
             label=rb["rollback_id"],
-            record_path=os.path.join(ctx["state"], "land.json"),
+            record_path=os.path.join(ctx.state, "land.json"),
             record=record,
             log=log,
             before_commit=hook,
         )
     except PatchgateError as err:
         raise PatchgateError(STAGE if err.stage == "PROMOTE" else err.stage, err.message) from err
-    promote.say(log, f"rollback: committed {commit} on {branch}: {rb['revert_subject']}")
+    redact.tell(log, f"rollback: committed {commit} on {branch}: {rb['revert_subject']}")
 
 
 def recorded(root: str, rollback_id: str) -> bool:
     return any(e.get("rollback_id") == rollback_id for e in audit.rollback_events(root))
 
 
-def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> dict[str, Any]:
-    """Action of rollback:ID-finish: the rollback event, the done record, cleanup, audit_command."""
+def finish(ws_dir: str, ctx: landing.LandingContext, log: str) -> dict[str, Any]:
+    """rollback:ID-finish: the rollback event, the done record, cleanup."""
     ws = Workspace.at(ws_dir)
-    rb, root, live = ctx["rollback"], ctx["root"], ctx["live"]
-    landed = read_json(os.path.join(ctx["state"], "land.json"))
-    pushed = read_json(os.path.join(ctx["state"], "push.json"))
+    rb, root, live = confirmed(ctx), ctx.root, ctx.live
+    landed = read_json(os.path.join(ctx.state, "land.json"))
+    pushed = read_json(os.path.join(ctx.state, "push.json"))
     commit = landed["commit"]
     if not recorded(root, rb["rollback_id"]):  # a rerun after a crash right after the append
         event: dict[str, Any] = {
@@ -669,9 +678,9 @@ def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> dict[str, Any]:
         "REVERTS": rb["sha"],
         "ROLLBACK_ID": rb["rollback_id"],
     }
-    note = promote.push_note(ctx, pushed)
+    note = landing.push_note(ctx, pushed)
     if note:
-        summary["NOTE"] = promote.redact(note)
+        summary["NOTE"] = redact.redact(note)
     done = os.path.join(done_dir(root), f"{rb['rollback_id']}.json")
     write_json(
         done,
@@ -684,15 +693,31 @@ def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> dict[str, Any]:
         },
     )
     faults.point("rollback-done")
-    diff = diff_path(root, ctx["issue"])
+    diff = diff_path(root, ctx.issue)
     if os.path.exists(diff):
         os.replace(diff, os.path.join(done_dir(root), f"{rb['rollback_id']}.diff"))
-    shutil.rmtree(ctx["state"], ignore_errors=True)
-    if not ctx["keep"] and os.path.exists(ws.dir):
-        promote.remove_workspace(live, ws, log)
-    promote.plog(log, f"rollback: done: {rb['rollback_id']} in {commit} (push {pushed['push']})")
-    promote.run_audit(ctx, commit, pushed["push"], log)
+    shutil.rmtree(ctx.state, ignore_errors=True)
+    if not ctx.keep and os.path.exists(ws.dir):
+        landing.remove_workspace(live, ws, log)
+    redact.log(log, f"rollback: done: {rb['rollback_id']} in {commit} (push {pushed['push']})")
     return {"summary": summary}
+
+
+def confirmed(ctx: landing.LandingContext) -> dict[str, Any]:
+    """The confirmed rollback a rollback's landing context carries."""
+    if ctx.rollback is None:
+        raise PatchgateError("INTERNAL", "a rollback step without its confirmed plan")
+    return ctx.rollback
+
+
+ROLLBACK = landing.LandingKind(
+    name="rollback",
+    land=land_revert,
+    finish=finish,
+    land_stage=STAGE,
+    land_doc="land the verified revert on live (journaled), the revert commit",
+    finish_doc="the rollback event, cleanup, audit_command",
+)
 
 
 def report_done(ws_dir: str, record_path: str, log: str) -> dict[str, Any]:
@@ -702,12 +727,8 @@ def report_done(ws_dir: str, record_path: str, log: str) -> dict[str, Any]:
         f"rollback {record['rollback_id']} of {record['sha'][:12]} was already done in "
         f"{record['commit']}"
     )
-    promote.say(log, line)
+    redact.tell(log, line)
     return {"summary": {**record["summary"], "NOTE": line}}
-
-
-def refuse(ws_dir: str, stage: str, message: str) -> None:
-    raise PatchgateError(stage, message)
 
 
 # --- the task creator's work --------------------------------------------------------------------
@@ -715,7 +736,7 @@ def refuse(ws_dir: str, stage: str, message: str) -> None:
 
 def executing(cfg: config.Config) -> bool:
     """Whether the command asks to execute (any of confirm=, operator=, reason= given)."""
-    cli = config.command_line()
+    cli = doitapi.command_line()
     return "confirm" in cli or "reason" in cli or cfg.sources.get("operator") == "command line"
 
 
@@ -785,17 +806,14 @@ def rerun_command(rb: dict[str, Any]) -> str:
     )
 
 
-def context(cfg: config.Config, issue: str, branch: str, rb: dict[str, Any]) -> dict[str, Any]:
-    """Plain values the actions need (picklable for doit -P process); promote's, adapted."""
-    ctx = promote.context(cfg, issue, branch, state_dir(cfg.root, issue))
-    ctx.update(
-        kind="rollback",
-        rerun=rerun_command(rb),
-        operator=rb["operator"],
-        operator_confirmed=True,
-        rollback=rb,
+def context(
+    cfg: config.Config, issue: str, branch: str, rb: dict[str, Any]
+) -> landing.LandingContext:
+    """The landing context of this rollback: its operator confirmed it on the command line."""
+    ctx = landing.context(
+        cfg, "rollback", issue, branch, state_dir(cfg.root, issue), rerun_command(rb)
     )
-    return ctx
+    return replace(ctx, operator=rb["operator"], operator_confirmed=True, rollback=rb)
 
 
 def write_if_changed(path: str, data: bytes) -> None:
@@ -841,7 +859,7 @@ def confirmed_state(
 def rollback_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
     log = report.log_path(root, "rollback")
     if not wanted:  # doit list, or another command: describe, touch nothing
-        yield promote.placeholder("rollback", root, log, "plan", "rollback sha=S")
+        yield landing.placeholder("rollback", root, log, "plan", "rollback sha=S")
         return
     try:
         journal.recover_first(root, log)  # as every command does: a crashed landing first
@@ -855,7 +873,7 @@ def rollback_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
             )
         live = cfg.live_repo
         head = git.live_head(live)
-        branch = promote.current_branch(live, cfg["branch"])
+        branch = current_branch(live, cfg["branch"])
         commit = inspect_commit(live, raw.strip(), head, branch)
     except PatchgateError as err:
         yield failed_creator("rollback", root, log, err)
@@ -930,7 +948,7 @@ def execute(
         notes += journal.recover(root)
         head = git.live_head(live)
         previous = read_state(state_file)
-        landed = promote.landed_record(land_file, live) if previous else None
+        landed = landed_record(land_file, live) if previous else None
         if previous is not None and landed is not None:
             if request["token"] != previous["token"]:
                 raise PatchgateError(
@@ -943,12 +961,12 @@ def execute(
                 f"resuming {previous['rollback_id']}: its revert {landed['commit'][:12]} "
                 "landed; pushing and recording it"
             )
-            ctx = context(cfg, issue, branch, previous)
-            yield from finishing(ctx, ws, group, common, {**ctx, "notes": notes}, [])
+            ctx = replace(context(cfg, issue, branch, previous), notes=tuple(notes))
+            yield from landing.chain(ROLLBACK, ctx, ws, group=group, log=log, resume=True)
             return
         done = find_done(root, sha, str(request["token"]), live)
         if done is not None:
-            yield promote.pstep(
+            yield redact.step(
                 group, f"{issue}-finish", report_done, [ws.dir, done, log], **common, doc="done"
             )
             return
@@ -962,10 +980,10 @@ def execute(
                 f"mistyped — nothing was changed; plan again (doit rollback sha={sha}), review "
                 "it, then run its CONFIRM line",
             )
-        promote.check_clean(
+        check_clean(
             live, plan["files"], f"the revert of {sha[:12]}", STAGE, "run the same command again"
         )
-        notes += promote.sync_live(cfg, branch, log)
+        notes += sync_live(cfg, branch, log)
         moved = git.live_head(live)
         if moved != head:
             raise PatchgateError(
@@ -984,22 +1002,21 @@ def execute(
         write_json(state_file, rb)
     except PatchgateError as err:
         for note in notes:
-            promote.say(log, f"rollback: {note}")
-        yield promote.pstep(
+            redact.tell(log, f"rollback: {note}")
+        yield redact.step(
             group,
             f"{issue}-preflight",
-            refuse,
-            [ws.dir, err.stage, promote.redact(err.message)],
+            landing.refuse,
+            [ws.dir, err.stage, redact.redact(err.message)],
             **{**common, "stage": err.stage},
             doc="refuse",
         )
         return
-    first = {**ctx, "notes": notes}
     plan_step = step(
         group,
         f"{issue}-plan",
         show_confirmed,
-        [plan, first, log],
+        [plan, replace(ctx, notes=tuple(notes)), log],
         **common,
         doc="the confirmed plan",
         before_first_step=(verify.capture_live, (ws.dir, live)),
@@ -1013,51 +1030,13 @@ def execute(
         (t["name"] for t in chain if t["name"] == f"{issue}-archive"), f"{issue}-preflight"
     )
     yield from chain
-    yield promote.pstep(
-        group,
-        f"{issue}-land",
-        land_revert,
-        [ws.dir, ctx, log],
-        **common,
-        doc="land the verified revert on live (journaled), the revert commit",
-        file_dep=[ws.result] if verified.endswith("-archive") else [],
-        task_dep=[f"rollback:{verified}"],
-        targets=[land_file],
-    )
-    yield from finishing(ctx, ws, group, common, ctx, [f"rollback:{issue}-land"])
-
-
-def finishing(
-    ctx: dict[str, Any],
-    ws: Workspace,
-    group: str,
-    common: dict[str, Any],
-    push_ctx: dict[str, Any],
-    push_deps: list[str],
-) -> Iterator[dict[str, Any]]:
-    """The push and finish steps (also all that runs when a landed rollback resumes)."""
-    issue, log = ctx["issue"], common["log"]
-    land_file = os.path.join(ctx["state"], "land.json")
-    push_file = os.path.join(ctx["state"], "push.json")
-    yield promote.pstep(
-        group,
-        f"{issue}-push",
-        promote.push_landed,
-        [ws.dir, push_ctx, log],
-        **{**common, "stage": "PUSH"},
-        doc="push the revert commit to the remote",
-        file_dep=[land_file],
-        task_dep=push_deps,
-        targets=[push_file],
-    )
-    # No file_dep on land.json / push.json: finish removes them with the rest of the state.
-    yield promote.pstep(
-        group,
-        f"{issue}-finish",
-        finish,
-        [ws.dir, ctx, log],
-        **{**common, "stage": "FINISH"},
-        doc="the rollback event, cleanup, audit_command",
-        task_dep=[f"rollback:{issue}-push"],
-        targets=[os.path.join(done_dir(ctx["root"]), f"{ctx['rollback']['rollback_id']}.json")],
+    yield from landing.chain(
+        ROLLBACK,
+        ctx,
+        ws,
+        group=group,
+        log=log,
+        resume=False,
+        land_deps=[f"rollback:{verified}"],
+        land_file_dep=[ws.result] if verified.endswith("-archive") else [],
     )

@@ -22,7 +22,6 @@ from . import (
     provenance,
     report,
     steps,
-    trailers,
 )
 from .apply import (
     STRIP_MEMO,
@@ -35,34 +34,12 @@ from .apply import (
 )
 from .errors import PatchgateError
 from .gates import GateInputs, run_gate
+from .issue import check_issue
 from .scope import check_scope, judge
+from .settings import RULES, settings_of
 from .steps import failed_creator, read_json, sha256_file, step, write_json
 from .workspace import LIVE_GUARD, Workspace, ensure, is_intact, wait_live_capture
 from .workspace import capture_live as capture_live  # the chains' before_first_step
-
-RULES = ("allow_undeclared", "allow_untouched", "allow_noop")
-
-
-def settings_of(cfg: config.Config) -> dict[str, Any]:
-    """The plain values actions need (picklable for doit -P process)."""
-    keys = (
-        "jail",
-        "jail_uid",
-        "jail_binds",
-        "patch_timeout",
-        "max_processes",
-        "max_memory_mb",
-        "output_cap_mb",
-        "strip",
-        "all_gates",
-        "keep_going",
-        "allow_gates_fail",
-        "baseline",
-        *RULES,
-    )
-    settings = {k: cfg[k] for k in keys}
-    settings["tool_env"] = os.path.dirname(cfg.tool_bin)
-    return settings
 
 
 def requested_patches(root: str, raw: str) -> list[str]:
@@ -566,21 +543,3 @@ def task_verify() -> Iterator[dict[str, Any]]:
         yield failed_creator("verify", root, log, err)
         return
     yield from tasks
-
-
-ISSUE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def check_issue(issue: str) -> None:
-    if not ISSUE_ID.match(issue):
-        raise PatchgateError(
-            "PREFLIGHT",
-            f"issue id {issue!r} may hold only letters, digits, '-', '_' and '.'; pass issue=ID",
-        )
-    if trailers.rollback_target(issue):
-        # Promoting it would land a revert no operator confirmed.
-        raise PatchgateError(
-            "PREFLIGHT",
-            f"issue id {issue!r} is reserved for doit rollback; pass another issue=ID "
-            "(a rollback is confirmed and landed by doit rollback sha=S confirm=TOKEN)",
-        )

@@ -28,7 +28,7 @@ from conftest import (
     parsed_trailers,
     script,
 )
-from patchgate import config, journal, promote, provenance
+from patchgate import config, journal, landing, promote, provenance, redact
 from test_bad_input import twin_files
 
 README_TOO = script(
@@ -473,7 +473,7 @@ def test_tokens_never_reach_the_logs_or_the_output(make_project: ProjectFactory)
 def test_redact_hides_userinfo_and_env_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_abcdef123456")
     text = "fatal: https://me:s3cr3t@host/x.git and ghp_abcdef123456 and ssh://git@host/y"
-    assert promote.redact(text) == "fatal: https://***@host/x.git and *** and ssh://***@host/y"
+    assert redact.redact(text) == "fatal: https://***@host/x.git and *** and ssh://***@host/y"
 
 
 # --- what is never promoted -------------------------------------------------------------------
@@ -503,7 +503,8 @@ def test_stale_verification_is_refused(remote_project: tuple[Project, Path]) -> 
     verified(project)
     commit_in(project.live, "NEWS.txt", "moved after planning\n")
     cfg = config.load(str(project.path), {})
-    ctx = promote.context(cfg, "add_mul", "main", promote.state_dir(str(project.path), "add_mul"))
+    state = promote.state_dir(str(project.path), "add_mul")
+    ctx = landing.context(cfg, "promote", "add_mul", "main", state, "doit promote issue=add_mul")
     with pytest.raises(promote.PatchgateError) as err:
         promote.preflight(str(project.ws("add_mul")), ctx, str(project.path / "t.log"))
     assert err.value.stage == "PROMOTE" and "is stale" in err.value.message

@@ -1,0 +1,273 @@
+"""The pure logic, tested directly: each case costs milliseconds, not a doit run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from patchgate import apply, config, landing, redact, report, rollback, scope, verify
+from patchgate.doitapi import requested
+from patchgate.errors import PatchgateError
+from patchgate.workspace import Workspace
+
+# --- scope.judge: what the patch changed against what it declared -------------------------------
+
+RULES = {"allow_undeclared": False, "allow_untouched": False, "allow_noop": False}
+
+
+def change(path: str, status: str = "M", mode: str = "100644") -> dict[str, str]:
+    return {"path": path, "status": status, "mode": mode, "blob": "0" * 40}
+
+
+def test_scope_passes_exactly_the_declared_files() -> None:
+    assert scope.judge(["a.py", "b.py"], [change("a.py"), change("b.py")], RULES) == []
+
+
+def test_scope_names_undeclared_and_untouched_files() -> None:
+    problems = scope.judge(["a.py", "c.py"], [change("a.py"), change("b.py")], RULES)
+    assert any("not declared in FILES: b.py" in p for p in problems)
+    assert any("declared in FILES but not changed: c.py" in p for p in problems)
+
+
+def test_scope_overrides_lift_each_rule() -> None:
+    rules = {"allow_undeclared": True, "allow_untouched": True, "allow_noop": True}
+    assert scope.judge(["c.py"], [change("b.py")], rules) == []
+    assert scope.judge(["c.py"], [], rules) == []
+
+
+def test_scope_refuses_a_patch_that_changed_nothing() -> None:
+    assert "changed nothing" in scope.judge([], [], RULES)[0]
+
+
+def test_scope_refuses_a_nested_repository_whatever_the_overrides() -> None:
+    rules = {k: True for k in RULES}
+    problems = scope.judge(["sub"], [change("sub", "A", "160000")], rules)
+    assert problems and "git repository inside the workspace" in problems[0]
+
+
+def test_scope_refuses_a_file_turned_into_a_folder() -> None:
+    changes = [change("x", "D"), change("x/y", "A")]
+    assert scope.swapped(changes) == ["x"]
+    assert "turns from a file into a folder" in scope.judge(["x", "x/y"], changes, RULES)[0]
+
+
+# --- diffs: the paths a diff names -------------------------------------------------------------
+
+
+def test_unquote_reads_gits_c_quoted_names() -> None:
+    assert apply.unquote('"a/t\\303\\251st" rest') == ("a/tést", " rest")
+    assert apply.unquote('"a\\tb"') == ("a\tb", "")
+    assert apply.unquote("plain") == ("plain", "")
+
+
+def test_git_header_names_split_names_with_spaces() -> None:
+    assert apply.git_header_names("a/x y b/x y") == ["a/x y", "b/x y"]
+    assert apply.git_header_names('"a/\\303\\251" "b/\\303\\251"') == ["a/é", "b/é"]
+
+
+def test_diff_paths_include_copy_and_rename_sources(tmp_path: Path) -> None:
+    diff = tmp_path / "p.diff"
+    diff.write_text(
+        "diff --git a/x b/y\ncopy from /etc/passwd\ncopy to y\n"
+        "--- a/x\n+++ b/y\n@@ -0,0 +1 @@\n+1\n"
+    )
+    assert "/etc/passwd" in apply.diff_paths(str(diff))
+    with pytest.raises(PatchgateError) as err:
+        apply.check_diff_paths(str(diff), "APPLY")
+    assert "outside the repository" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("/etc/passwd", "absolute"),
+        ("a/../../x", "'..'"),
+        (".git/config", "into .git"),
+        (".", "empty"),
+    ],
+)
+def test_check_declared_refuses_paths_outside_the_repository(entry: str, why: str) -> None:
+    with pytest.raises(PatchgateError) as err:
+        apply.check_declared([entry], "patch p.py")
+    assert why in err.value.message and err.value.stage == "PREFLIGHT"
+
+
+def test_check_declared_normalises_and_sorts() -> None:
+    assert apply.check_declared(["b/./c.py", "a.py", "a.py"], "p") == ["a.py", "b/c.py"]
+
+
+def test_kind_of_names_the_three_kinds_and_refuses_others() -> None:
+    assert [apply.kind_of(p) for p in ("x.py", "x.diff", "x.PATCH", "x.zip")] == [
+        "script",
+        "diff",
+        "diff",
+        "zip",
+    ]
+    with pytest.raises(PatchgateError, match="unknown kind"):
+        apply.kind_of("x.txt")
+
+
+# --- command-line variables ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "value"), [("1", True), ("yes", True), ("off", False)])
+def test_boolean_variables_take_the_usual_words(raw: str, value: bool) -> None:
+    assert config.parse_variable("keep_going", raw) is value
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "said"),
+    [
+        ("keep_going", "maybe", "not a yes/no value"),
+        ("jail", "docker", "not one of bwrap, none"),
+        ("strip", "x", "whole number"),
+    ],
+)
+def test_bad_variable_values_are_refused_with_what_is_allowed(
+    key: str, raw: str, said: str
+) -> None:
+    with pytest.raises(PatchgateError) as err:
+        config.parse_variable(key, raw)
+    assert said in err.value.message and err.value.stage == "PREFLIGHT"
+
+
+def test_unknown_variable_is_refused_listing_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(PatchgateError) as err:
+        config.load(str(tmp_path), {"pach": "x.py"})
+    assert "unknown variable pach=" in err.value.message and "patch" in err.value.message
+
+
+# --- the live guard: which status entries a landing explains -------------------------------------
+
+
+def test_status_entries_skip_the_landed_paths_and_renames() -> None:
+    status = " M a.py\0?? b.txt\0R  new.py\0old.py\0"
+    assert verify.status_entries(status, {"a.py"}) == ["?? b.txt", "R  new.py"]
+    assert verify.status_entries(status, {"old.py"}) == [" M a.py", "?? b.txt"]
+
+
+# --- rollback's plan as the operator reads it ----------------------------------------------------
+
+
+def plan(**extra: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "sha": "a" * 40,
+        "head": "b" * 40,
+        "branch": "main",
+        "subject": "calc: mul",
+        "patch_id": "add_mul@123456789abc",
+        "rollback_id": None,
+        "trailer_files": ["calc/ops.py"],
+        "original": None,
+        "reverted_by": [],
+        "later": [],
+        "conflicts": [],
+        "files": ["calc/ops.py"],
+        "stat": [" calc/ops.py | 2 --"],
+        "issue": "rollback-aaaaaaaaaaaa",
+        "revert_subject": 'Revert "calc: mul"',
+        "token": "0123456789ab",
+    }
+    base.update(extra)
+    return base
+
+
+def test_plan_ends_with_the_exact_confirm_line() -> None:
+    lines = rollback.plan_lines(plan())
+    assert lines[-1] == (
+        f'CONFIRM: doit rollback sha={"a" * 40} confirm=0123456789ab operator=NAME reason="…"'
+    )
+    assert any("patch add_mul@123456789abc" in line for line in lines)
+
+
+def test_plan_of_a_foreign_commit_says_so_and_a_conflict_has_no_token() -> None:
+    lines = rollback.plan_lines(plan(patch_id=None, conflicts=["x.py"], detail="error: x"))
+    assert any("NOT a patchgate commit" in line for line in lines)
+    assert not any(line.startswith("CONFIRM:") for line in lines)
+    with pytest.raises(PatchgateError, match=r"conflicts with later commits in x\.py"):
+        rollback.check_revertible(plan(conflicts=["x.py"], detail="error: x"))
+
+
+def test_revert_of_a_revert_is_a_reapply() -> None:
+    assert rollback.revert_subject("fix") == 'Revert "fix"'
+    assert rollback.revert_subject('Revert "fix"') == 'Reapply "fix"'
+
+
+def test_conflicting_files_reads_gits_complaints() -> None:
+    output = "error: patch failed: a.py:3\nerror: b.py: does not match index\nU c.py\nok\n"
+    assert rollback.conflicting_files(output) == ["a.py", "b.py", "c.py"]
+
+
+def test_token_binds_head_commit_and_diff() -> None:
+    token = rollback.token_of("h", "s", b"d")
+    assert len(token) == 12
+    assert token not in {
+        rollback.token_of("H", "s", b"d"),
+        rollback.token_of("h", "S", b"d"),
+        rollback.token_of("h", "s", b"D"),
+    }
+
+
+# --- the summary block and secrets --------------------------------------------------------------
+
+
+def test_summary_lines_are_ordered_and_one_line_each() -> None:
+    lines = report.summary_lines(
+        {"LOG": "l", "NOTE": "n", "FILES": "x\nRESULT: FAIL", "RESULT": "SUCCESS"}
+    )
+    assert lines == ["RESULT: SUCCESS", "FILES: x\\nRESULT: FAIL", "NOTE: n", "LOG: l"]
+
+
+def test_redact_hides_url_credentials_it_has_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    monkeypatch.delenv("PATCHGATE_PUSH_TOKEN", raising=False)
+    redact.remember_url_secrets("https://bot:hunter2hunter2@forge/x.git")
+    assert redact.redact("said hunter2hunter2 at https://a:b@h/") == "said *** at https://***@h/"
+
+
+# --- the landing pipeline's shape ----------------------------------------------------------------
+
+
+def finish_nothing(ws_dir: str, ctx: landing.LandingContext, log: str) -> dict[str, Any]:
+    return {"summary": {"RESULT": "SUCCESS", "COMMIT": "c", "PUSH": "SKIPPED"}}
+
+
+def land_nothing(ws_dir: str, ctx: landing.LandingContext, log: str) -> None:
+    return None
+
+
+KIND = landing.LandingKind(name="demo", land=land_nothing, finish=finish_nothing, land_stage="X")
+
+
+def context(tmp_path: Path) -> landing.LandingContext:
+    cfg = config.load(str(tmp_path), {})
+    return landing.context(cfg, "demo", "i1", "main", str(tmp_path / "state"), "doit demo")
+
+
+def test_a_landing_chain_lands_pushes_and_finishes_in_that_order(tmp_path: Path) -> None:
+    ws = Workspace(str(tmp_path), "i1")
+    ctx = context(tmp_path)
+    tasks = list(
+        landing.chain(KIND, ctx, ws, group="g", log="l", resume=False, land_deps=["verify:i1"])
+    )
+    assert [t["name"] for t in tasks] == ["i1-land", "i1-push", "i1-finish"]
+    assert tasks[0]["task_dep"] == ["verify:i1"] and tasks[0]["targets"] == [ctx.land_file]
+    assert tasks[1]["task_dep"] == ["demo:i1-land"] and tasks[2]["task_dep"] == ["demo:i1-push"]
+
+
+def test_a_resumed_landing_only_pushes_and_finishes(tmp_path: Path) -> None:
+    ws = Workspace(str(tmp_path), "i1")
+    tasks = list(landing.chain(KIND, context(tmp_path), ws, group="g", log="l", resume=True))
+    assert [t["name"] for t in tasks] == ["i1-push", "i1-finish"]
+    assert tasks[0]["task_dep"] == []
+
+
+def test_a_live_gate_must_be_a_configured_checking_gate(tmp_path: Path) -> None:
+    (tmp_path / "patchgate.yaml").write_text("live_gates: [nope]\n")
+    with pytest.raises(PatchgateError, match="not a configured gate"):
+        context(tmp_path)
+
+
+def test_outside_doit_nothing_is_requested() -> None:
+    assert requested("promote") is False
