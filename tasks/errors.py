@@ -1,6 +1,41 @@
-"""The one error type users see: its message says what happened and what to do."""
+"""The one error type users see, and the stages its summary line names."""
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Stage(StrEnum):
+    """Where a command failed: the summary block's ``STAGE:`` (docs/failures.md lists each).
+
+    A ``StrEnum``: a member is the string itself, so a stage read back from a file compares
+    equal to it. A test checks that every stage the code names is one of these.
+    """
+
+    PREFLIGHT = "PREFLIGHT"
+    CONFIG = "CONFIG"
+    WORKSPACE = "WORKSPACE"
+    APPLY = "APPLY"
+    SCOPE = "SCOPE"
+    GATES = "GATES"
+    VERIFY = "VERIFY"
+    ARCHIVE = "ARCHIVE"
+    PROMOTE = "PROMOTE"
+    LIVE_GATES = "LIVE_GATES"
+    PUSH = "PUSH"
+    FINISH = "FINISH"
+    AUDIT = "AUDIT"
+    RECOVER = "RECOVER"
+    FINALIZE = "FINALIZE"
+    ROLLBACK = "ROLLBACK"
+    RECORD = "RECORD"
+    HISTORY = "HISTORY"
+    STATUS = "STATUS"
+    DEMO = "DEMO"
+    PROVENANCE = "PROVENANCE"
+    TRAILERS = "TRAILERS"
+    GIT = "GIT"
+    INTERNAL = "INTERNAL"
 
 
 class PatchgateError(Exception):
