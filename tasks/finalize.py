@@ -51,9 +51,7 @@ def state_dir(root: str) -> str:
 
 def changed_paths(live: str) -> list[str]:
     """Paths with uncommitted changes in live (staged, unstaged, untracked; not ignored)."""
-    out = git.run(
-        live, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"
-    ).output
+    out = git.status_z(live, "--untracked-files=all", "--no-renames")
     paths = sorted({e[3:] for e in out.split("\0") if len(e) > 3})
     nested = [p for p in paths if p.endswith("/")]
     if nested:

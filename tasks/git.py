@@ -287,3 +287,135 @@ def tree_files(repo: str, commit: str) -> list[tuple[str, str, bytes]]:
         result.append((path, mode, data[header_end + 1 : header_end + 1 + size]))
         at = header_end + 1 + size + 1  # the blob, then a newline
     return result
+
+
+# --- named commands: every git command a lifecycle runs is one of these -----------------------
+
+
+def branch_name(repo: str) -> str | None:
+    """The branch HEAD is on; None on a detached HEAD."""
+    done = run(repo, "symbolic-ref", "-q", "--short", "HEAD", check=False)
+    return done.output.strip() if done.returncode == 0 else None
+
+
+def remote_url(repo: str, remote: str) -> str | None:
+    """The URL of ``remote``; None when there is no such remote."""
+    done = run(repo, "remote", "get-url", remote, check=False)
+    return done.output.strip() if done.returncode == 0 else None
+
+
+def rev_parse(repo: str, rev: str) -> str:
+    return out(repo, "rev-parse", rev)
+
+
+def commit_of(repo: str, rev: str) -> str | None:
+    """The full id of commit ``rev`` (never read as an option); None if there is none."""
+    if not rev or rev.startswith("-"):
+        return None
+    done = run(
+        repo, "rev-parse", "--verify", "-q", "--end-of-options", f"{rev}^{{commit}}", check=False
+    )
+    return done.output.strip() if done.returncode == 0 else None
+
+
+def parents(repo: str, sha: str) -> list[str]:
+    return out(repo, "rev-list", "--parents", "-n", "1", sha).split()[1:]
+
+
+def count_between(repo: str, older: str, newer: str) -> int:
+    """How many commits ``newer`` has that ``older`` has not."""
+    return int(out(repo, "rev-list", "--count", f"{older}..{newer}"))
+
+
+def subject_and_message(repo: str, sha: str) -> tuple[str, str]:
+    subject, _, body = run(repo, "log", "-1", "--format=%s%x00%B", sha).output.partition("\0")
+    return subject.strip(), body
+
+
+def objects_dir(repo: str) -> str:
+    """The absolute path of the repository's object database."""
+    return out(repo, "rev-parse", "--path-format=absolute", "--git-path", "objects")
+
+
+def fetch(
+    repo: str,
+    options: Sequence[str],
+    remote: str,
+    refspec: str,
+    env: dict[str, str],
+    timeout: float,
+) -> proc.Completed:
+    """``git fetch`` of one refspec, no tags; the caller reads the outcome."""
+    return run(
+        repo, *options, "fetch", "--quiet", "--no-tags", remote, refspec,
+        check=False, env=env, timeout=timeout,
+    )  # fmt: skip
+
+
+def push(
+    repo: str,
+    options: Sequence[str],
+    remote: str,
+    refspec: str,
+    env: dict[str, str],
+    timeout: float,
+) -> proc.Completed:
+    """``git push --porcelain`` of one refspec; the caller reads the outcome."""
+    return run(
+        repo, *options, "push", "--porcelain", remote, refspec,
+        check=False, env=env, timeout=timeout,
+    )  # fmt: skip
+
+
+def merge_ff_only(repo: str, rev: str) -> proc.Completed:
+    return run(repo, "merge", "--ff-only", "--quiet", rev, check=False)
+
+
+def status_z(repo: str, *options: str, paths: Sequence[str] = (), literal: bool = True) -> str:
+    """``git status --porcelain=v1 -z`` with ``options``, limited to ``paths`` (taken literally
+    unless ``literal`` is False: magic pathspecs), read without rewriting the index."""
+    pathspec = ("--", *paths) if paths else ()
+    magic = ("--literal-pathspecs",) if literal else ()
+    return run(
+        repo, "--no-optional-locks", *magic, "status", "--porcelain=v1", "-z", *options, *pathspec
+    ).output
+
+
+def tree_with(repo: str, index: str, head: str, paths: Sequence[str], stage: str) -> str:
+    """The tree of ``head`` with ``paths`` as they are in the working tree (index: a private
+    index file, removed afterwards)."""
+    env = git_env({"GIT_INDEX_FILE": index})
+    try:
+        run(repo, "read-tree", head, env=env, stage=stage)
+        run(repo, "update-index", "--add", "--remove", "--", *paths, env=env, stage=stage)
+        return out(repo, "write-tree", env=env, stage=stage)
+    finally:
+        for leftover in (index, index + ".lock"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def commit_tree(repo: str, tree: str, parent: str, message: str, stage: str) -> str:
+    """A commit object of exactly ``tree`` on ``parent``; its id."""
+    done = run(
+        repo, "commit-tree", tree, "-p", parent, "-F", "-", input_bytes=message.encode(),
+        stage=stage,
+    )  # fmt: skip
+    commit = next(
+        (w for w in reversed(done.output.split()) if re.fullmatch(r"[0-9a-f]{40}", w)), ""
+    )
+    if not commit:
+        raise PatchgateError(stage, f"git commit-tree gave no commit id: {done.output}")
+    return commit
+
+
+def update_ref(repo: str, ref: str, new: str, old: str, reason: str, stage: str) -> None:
+    """Move ``ref`` to ``new`` only if it still points at ``old``."""
+    run(repo, "update-ref", "-m", reason, ref, new, old, stage=stage)
+
+
+def remove_worktree(repo: str, path: str) -> None:
+    """Remove the worktree at ``path`` (if it is there) and prune what git still lists."""
+    if os.path.lexists(path):
+        run(repo, "worktree", "remove", "--force", path, check=False)
+    run(repo, "worktree", "prune", check=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -41,24 +40,13 @@ from .workspace import Workspace
 STATE_DIR = os.path.join("patches", ".state")
 
 
-SHA = re.compile(r"^[0-9a-f]{40}$")
-
-
 MIB = 1024 * 1024
 
 
 def hash_tree(root: str, live: str, head: str, paths: Sequence[str]) -> str:
     """The tree of HEAD with ``paths`` as they are in live's working tree (a private index)."""
     index = os.path.join(root, STATE_DIR, f"promote-{os.getpid()}.index")
-    env = git.git_env({"GIT_INDEX_FILE": index})
-    try:
-        git.run(live, "read-tree", head, env=env, stage="PROMOTE")
-        git.run(live, "update-index", "--add", "--remove", "--", *paths, env=env, stage="PROMOTE")
-        return git.out(live, "write-tree", env=env, stage="PROMOTE")
-    finally:
-        for leftover in (index, index + ".lock"):
-            if os.path.exists(leftover):
-                os.unlink(leftover)
+    return git.tree_with(live, index, head, paths, "PROMOTE")
 
 
 def land_changes(
@@ -100,30 +88,10 @@ def land_changes(
         if before_commit is not None:
             before_commit()
         check_copied(live, journal)
-        done = git.run(
-            live,
-            "commit-tree",
-            tree,
-            "-p",
-            head,
-            "-F",
-            "-",
-            input_bytes=message.encode(),
-            stage="PROMOTE",
-        )
-        commit = next((ln for ln in reversed(done.output.split()) if SHA.match(ln)), "")
-        if not commit:
-            raise PatchgateError("PROMOTE", f"git commit-tree gave no commit id: {done.output}")
+        commit = git.commit_tree(live, tree, head, message, "PROMOTE")
         faults.point(f"{kind}-commit-made")
-        git.run(
-            live,
-            "update-ref",
-            "-m",
-            f"patchgate {kind}: {label}",
-            f"refs/heads/{branch}",
-            commit,
-            head,
-            stage="PROMOTE",
+        git.update_ref(
+            live, f"refs/heads/{branch}", commit, head, f"patchgate {kind}: {label}", "PROMOTE"
         )
         committed = True
         faults.point(f"{kind}-ref-moved")
@@ -198,10 +166,9 @@ def live_files(live: str, hidden: Sequence[str]) -> dict[str, Signature | None]:
         for path in hidden
         if jail.contains(live, path) and os.path.realpath(path) != os.path.realpath(live)
     ]
-    fields = git.run(
-        live, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all",
-        "--ignored", "--", ":(top)", *excludes,
-    ).output.split("\0")  # fmt: skip
+    fields = git.status_z(
+        live, "--untracked-files=all", "--ignored", paths=(":(top)", *excludes), literal=False
+    ).split("\0")
     found: dict[str, Signature | None] = {}
     renamed = False
     for entry in fields:
@@ -306,17 +273,7 @@ def push(
         return "SKIPPED", f"live has no remote named {remote}"
     options, env = remote_access(url)
     redact.log(log, f"push: {commit[:12]} to {remote} ({url}) as {branch}")
-    done = git.run(
-        live,
-        *options,
-        "push",
-        "--porcelain",
-        remote,
-        f"{commit}:refs/heads/{branch}",
-        check=False,
-        env=env,
-        timeout=timeout,
-    )
+    done = git.push(live, options, remote, f"{commit}:refs/heads/{branch}", env, timeout)
     redact.log(log, f"{done.output}[push: exit {done.returncode}]")
     if done.returncode == 0:
         return "OK", f"pushed {commit[:12]} to {remote}/{branch}"
@@ -421,9 +378,7 @@ def landed_summary(
 
 
 def remove_workspace(live: str, ws: Workspace, log: str) -> None:
-    if os.path.lexists(ws.repo):
-        git.run(live, "worktree", "remove", "--force", ws.repo, check=False)
-    git.run(live, "worktree", "prune", check=False)
+    git.remove_worktree(live, ws.repo)
     faults.point("promote-worktree-removed")
     shutil.rmtree(ws.dir, ignore_errors=True)
     redact.log(log, f"promote: workspace {os.path.relpath(ws.dir, ws.root)} removed")

@@ -15,14 +15,13 @@ from .steps import read_json
 
 
 def current_branch(live: str, configured: str | None) -> str:
-    done = git.run(live, "symbolic-ref", "-q", "--short", "HEAD", check=False)
-    if done.returncode != 0:
+    name = git.branch_name(live)
+    if name is None:
         raise PatchgateError(
             "PREFLIGHT",
             f"live ({live}) is on a detached HEAD; check out the branch to land on "
             f"(git -C {live} switch {configured or 'main'}) and retry",
         )
-    name = done.output.strip()
     if configured and name != configured:
         raise PatchgateError(
             "PREFLIGHT",
@@ -37,10 +36,9 @@ def remote_url(live: str, remote: str | None) -> str | None:
     """The URL of ``remote`` in live, or None when there is no such remote (or none is set)."""
     if not remote:
         return None
-    done = git.run(live, "remote", "get-url", remote, check=False)
-    if done.returncode != 0:
+    url = git.remote_url(live, remote)
+    if url is None:
         return None
-    url = done.output.strip()
     redact.remember_url_secrets(url)
     return url
 
@@ -87,18 +85,8 @@ def sync_live(cfg: config.Config, branch: str, log: str) -> list[str]:
     tracking = f"refs/remotes/{remote}/{branch}"
     options, env = remote_access(url)
     redact.log(log, f"promote: git fetch {remote} ({url}) {branch}")
-    done = git.run(
-        live,
-        *options,
-        "fetch",
-        "--quiet",
-        "--no-tags",
-        remote,
-        f"+refs/heads/{branch}:{tracking}",
-        check=False,
-        env=env,
-        timeout=float(cfg["git_timeout"]),
-    )
+    refspec = f"+refs/heads/{branch}:{tracking}"
+    done = git.fetch(live, options, remote, refspec, env, float(cfg["git_timeout"]))
     redact.log(log, done.output)
     if done.returncode != 0:
         if "couldn't find remote ref" in done.output:
@@ -111,7 +99,7 @@ def sync_live(cfg: config.Config, branch: str, log: str) -> list[str]:
                 "(remote: null disables fetch and push)"
             ),
         )
-    theirs, ours = git.out(live, "rev-parse", tracking), git.out(live, "rev-parse", "HEAD")
+    theirs, ours = git.rev_parse(live, tracking), git.rev_parse(live, "HEAD")
     if theirs == ours or git.is_ancestor(live, theirs, ours):
         return []
     if not git.is_ancestor(live, ours, theirs):
@@ -122,7 +110,7 @@ def sync_live(cfg: config.Config, branch: str, log: str) -> list[str]:
             f"pull --rebase {remote} {branch}) and retry, or pass skip_up_to_date=1 to land "
             "anyway (the push will then fail)",
         )
-    count = git.out(live, "rev-list", "--count", f"{ours}..{theirs}")
+    count = git.count_between(live, ours, theirs)
     if not cfg["fast_forward"]:
         raise PatchgateError(
             "PREFLIGHT",
@@ -130,7 +118,7 @@ def sync_live(cfg: config.Config, branch: str, log: str) -> list[str]:
             f"(git -C {live} pull --ff-only {remote} {branch}), or pass fast_forward=1, or "
             "skip_up_to_date=1 to land without it",
         )
-    merged = git.run(live, "merge", "--ff-only", "--quiet", theirs, check=False)
+    merged = git.merge_ff_only(live, theirs)
     redact.log(log, merged.output)
     if merged.returncode != 0:
         raise PatchgateError(
@@ -153,19 +141,8 @@ def check_clean(
     live: str, paths: Sequence[str], what: str, stage: str = "PROMOTE", retry: str = "retry"
 ) -> None:
     """No uncommitted change (staged, unstaged, untracked, ignored) in the paths to land."""
-    out = git.run(
-        live,
-        "--no-optional-locks",
-        "--literal-pathspecs",
-        "status",
-        "--porcelain=v1",
-        "-z",
-        "--untracked-files=all",
-        "--ignored=matching",
-        "--no-renames",
-        "--",
-        *paths,
-    ).output
+    options = ("--untracked-files=all", "--ignored=matching", "--no-renames")
+    out = git.status_z(live, *options, paths=paths)
     dirty = sorted(changed_entries(out))
     if dirty:
         more = f" and {len(dirty) - 5} more" if len(dirty) > 5 else ""

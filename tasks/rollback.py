@@ -137,22 +137,6 @@ def stamp() -> str:
 # --- the commit to roll back --------------------------------------------------------------------
 
 
-def resolve(live: str, rev: str) -> str | None:
-    """The full sha of commit ``rev`` in live, or None."""
-    if not rev or rev.startswith("-"):
-        return None
-    done = git.run(
-        live, "rev-parse", "--verify", "-q", "--end-of-options", f"{rev}^{{commit}}", check=False
-    )
-    return done.output.strip() if done.returncode == 0 else None
-
-
-def describe(live: str, sha: str) -> tuple[str, str]:
-    """(subject, full message) of a commit."""
-    subject, _, body = git.run(live, "log", "-1", "--format=%s%x00%B", sha).output.partition("\0")
-    return subject.strip(), body
-
-
 def revert_subject(subject: str) -> str:
     """``Revert "x"``; the revert of a revert re-applies: ``Reapply "x"`` (as git does)."""
     if subject.startswith('Revert "') and subject.endswith('"') and len(subject) > 9:
@@ -162,7 +146,7 @@ def revert_subject(subject: str) -> str:
 
 def inspect_commit(live: str, raw: str, head: str, branch: str) -> dict[str, Any]:
     """What the plan says about commit ``raw``; refuses what cannot be rolled back."""
-    sha = resolve(live, raw)
+    sha = git.commit_of(live, raw)
     if sha is None:
         raise PatchgateError(
             "PREFLIGHT",
@@ -175,7 +159,7 @@ def inspect_commit(live: str, raw: str, head: str, branch: str) -> dict[str, Any
             f"commit {sha[:12]} is not on {branch} (live's HEAD {head[:12]} does not contain "
             "it); only commits of the branch live is on can be rolled back",
         )
-    parents = git.out(live, "rev-list", "--parents", "-n", "1", sha).split()[1:]
+    parents = git.parents(live, sha)
     if not parents:
         raise PatchgateError(
             "PREFLIGHT",
@@ -190,7 +174,7 @@ def inspect_commit(live: str, raw: str, head: str, branch: str) -> dict[str, Any
             f"one, or revert it by hand choosing the mainline (git -C {live} revert -m 1 "
             f"{sha[:12]}) and record it",
         )
-    subject, body = describe(live, sha)
+    subject, body = git.subject_and_message(live, sha)
     info = trailers.CommitInfo(sha, subject, trailers.parse_trailers(body))
     reverts = info.first(trailers.REVERTS)
     if reverts is None:
@@ -198,10 +182,10 @@ def inspect_commit(live: str, raw: str, head: str, branch: str) -> dict[str, Any
         reverts = found.group(1) if found else None
     original: dict[str, Any] | None = None
     if reverts is not None:
-        full = resolve(live, reverts)
+        full = git.commit_of(live, reverts)
         original = {"sha": full or reverts, "subject": None, "patch_id": None}
         if full is not None:
-            original["subject"] = describe(live, full)[0]
+            original["subject"] = git.subject_and_message(live, full)[0]
             original["patch_id"] = trailers.CommitInfo(
                 full, "", trailers.commit_trailers(live, full)
             ).first(trailers.PATCH_ID)
@@ -238,7 +222,7 @@ def scratch(root: str, live: str) -> Iterator[tuple[str, dict[str, str]]]:
     path = os.path.join(root, ROLLBACK_DIR, f"scratch-{os.getpid()}")
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(os.path.join(path, "objects"))
-    objects = git.out(live, "rev-parse", "--path-format=absolute", "--git-path", "objects")
+    objects = git.objects_dir(live)
     env = git.git_env(
         {
             "GIT_INDEX_FILE": os.path.join(path, "index"),
