@@ -11,6 +11,7 @@ import os
 from .audit import task_audit, task_history, task_record
 from .demo import task_demo
 from .finalize import task_finalize
+from .journal import task__recover
 from .promote import task_promote
 from .rollback import task_rollback
 from .status import task_config, task_status
@@ -19,6 +20,7 @@ from .verify import task_verify
 
 __all__ = [
     "DOIT_CONFIG",
+    "task__recover",
     "task_audit",
     "task_config",
     "task_demo",

@@ -306,6 +306,18 @@ def recover_first(root: str, log: str) -> None:
     sweep_leftovers(root)
 
 
+def task__recover() -> dict[str, Any]:
+    """(internal) Before a command's first step runs: recover an interrupted landing."""
+    # A setup task of every step (steps.step): it runs only when a step is about to execute,
+    # so loading a task list (doit list, help) recovers nothing and writes nothing.
+    root = os.getcwd()
+    return {
+        "actions": [(recover_first, [root, report.log_path(root, "recover")])],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
 def _resolve(root: str, journal: dict[str, Any]) -> str:
     live, old, kind = journal["live"], journal["old_head"], journal["kind"]
     what = f"the interrupted {kind} of {journal['issue']}"

@@ -155,6 +155,8 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         return group
 
     def execute_task(self, task: Any) -> None:
+        if task.name.startswith("_"):  # patchgate's internal setup tasks: no progress line
+            return
         super().execute_task(task)
         self.running = task
         group = self._group(task)

@@ -6,9 +6,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from . import config, git, journal, report
-from .errors import PatchgateError
-from .steps import failed_creator, read_json, sha256_file, step
+from . import config, git, report
+from .steps import read_json, sha256_file, step
 from .workspace import WORKSPACES_DIR, Workspace, is_intact
 
 
@@ -69,6 +68,7 @@ def workspace_rows(root: str) -> list[dict[str, str]]:
 
 
 def show_status(root: str) -> dict[str, Any]:
+    git.live_head(config.load(root).live_repo)  # a clear line when live is missing
     rows = workspace_rows(root)
     if not rows:
         print("no workspaces; start with: doit verify patch=patches/NAME.py")
@@ -84,12 +84,6 @@ def task_status() -> Iterator[dict[str, Any]]:
     """List every workspace: its verdict, its base, and whether it is stale."""
     root = os.getcwd()
     log = report.log_path(root, "status")
-    try:
-        journal.recover_first(root, log)
-        git.live_head(config.load(root).live_repo)
-    except PatchgateError as err:
-        yield failed_creator("status", root, log, err)
-        return
     yield step(
         "status",
         "show",

@@ -68,6 +68,8 @@ DOIT_CONFIG: dict[str, Any] = {
 }
 
 Action = Callable[..., Any]
+# journal.task__recover: run before the first step that executes (a doit setup task).
+RECOVER_TASK = "_recover"
 
 
 class StepFailed(TaskFailed):  # type: ignore[misc]
@@ -197,6 +199,7 @@ def step(
         "targets": list(targets),
         "uptodate": list(uptodate),
         "task_dep": list(task_dep),
+        "setup": [RECOVER_TASK],
         "meta": meta,
         "verbosity": 2,
     }

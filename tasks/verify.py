@@ -41,6 +41,10 @@ from .steps import failed_creator, read_json, sha256_file, step, write_json
 from .workspace import LIVE_GUARD, Workspace, ensure, is_intact, wait_live_capture
 from .workspace import capture_live as capture_live  # the chains' before_first_step
 
+NEEDS_PATCH = (
+    "verify needs patch=PATH (a file under patches/, a glob or a comma-separated list) or issue=ID"
+)
+
 
 def requested_patches(root: str, raw: str) -> list[str]:
     """patch= as a path, a glob, or a comma-separated list of either; sorted, deduplicated."""
@@ -481,11 +485,7 @@ def requested_chains(
     raw, issue = config.variable("patch"), config.variable("issue")
     if raw is None:
         if issue is None:
-            raise PatchgateError(
-                "PREFLIGHT",
-                "verify needs patch=PATH (a file under patches/, "
-                "a glob or a comma-separated list) or issue=ID",
-            )
+            raise PatchgateError("PREFLIGHT", NEEDS_PATCH)
         ws = existing_workspace(root, issue)
         patch = ws.read_meta()["patch"]
         if not os.path.exists(patch):
@@ -533,6 +533,11 @@ def task_verify() -> Iterator[dict[str, Any]]:
     root = os.getcwd()
     log = report.log_path(root, "verify")
     try:
+        if config.variable("patch") is None and config.variable("issue") is None:
+            # Not a verification (doit list, help, status, audit, …): plan nothing, touch
+            # nothing; only an unknown variable is named before the usage line.
+            config.load(root)
+            raise PatchgateError("PREFLIGHT", NEEDS_PATCH)
         journal.recover_first(root, log)
         steps.require_writable(root)
         cfg = config.load(root)
