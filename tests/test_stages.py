@@ -1,10 +1,12 @@
-"""Every STAGE the code can put on the summary line is a Stage, and each is documented."""
+"""Vocabularies: every STAGE the code names is a documented Stage; event kinds are the schema's."""
 
 from __future__ import annotations
 
 import ast
+import json
 
 from conftest import ROOT
+from patchgate import provenance
 from patchgate.errors import Stage
 
 TASKS = ROOT / "tasks"
@@ -44,3 +46,8 @@ def test_every_stage_is_documented() -> None:
     doc = (ROOT / "docs" / "failures.md").read_text()
     missing = [s.value for s in Stage if f"`{s.value}`" not in doc]
     assert not missing, f"docs/failures.md does not explain: {missing}"
+
+
+def test_event_kinds_are_the_schemas() -> None:
+    schema = json.loads((ROOT / "schemas" / "provenance-event.schema.json").read_text())
+    assert sorted(provenance.EVENT_KINDS) == sorted(schema["properties"]["event"]["enum"])
