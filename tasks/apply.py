@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
-from . import faults, git, jail, proc, report
+from . import faults, git, jail, live_changed, proc, report
 from .errors import PatchgateError
 from .steps import write_json
 from .workspace import Workspace, attempt, mark_tree, wait_live_capture
@@ -507,13 +507,19 @@ def _too_big(zip_name: str, member: str | None) -> str:
 
 
 def lay_tree(ws: Workspace, carry: dict[str, Any], log: str) -> list[str]:
-    """Carry a verified tree's changes onto the new base (live_changed=overwrite_*)."""
-    kept = git.overlay(ws.repo, carry["base_tree"], carry["tree"], skip=carry["drop"])
+    """Carry a verified tree's changes onto the new base (live_changed=overwrite_*).
+
+    The files live changed meanwhile are not copied over live's version: overwrite_live merges
+    the verified changes into it (live_changed.carry_merged), overwrite_workspace keeps it.
+    """
+    kept = git.overlay(ws.repo, carry["base_tree"], carry["tree"], skip=carry["clash"])
+    if carry["mode"] == "merge":
+        live_changed.carry_merged(ws.repo, carry)
     dropped = ", ".join(carry["drop"]) or "none"
     report.log(
         log,
-        f"apply: carried {len(kept)} verified path(s) onto the new base; "
-        f"kept live's version of: {dropped}",
+        f"apply: carried {len(kept)} verified path(s) onto the new base, merged "
+        f"{len(carry['clash']) - len(carry['drop'])}; kept live's version of: {dropped}",
     )
     return [f for f in carry["files"] if f not in carry["drop"]]
 
@@ -544,7 +550,7 @@ def apply_patch(
     report.log(log, f"apply: {kind} {os.path.relpath(patch, ws.root)} in {ws.repo}")
     with attempt(ws) as base:
         wait_live_capture(ws.dir)  # the live guard's "before" is taken: the patch may run
-        if carry is not None:
+        if carry is not None and carry["mode"] != "rebase":
             kind = "carry"
             files = lay_tree(ws, carry, log)
         elif kind == "script":
@@ -561,6 +567,8 @@ def apply_patch(
         ignored = git.remove_ignored(ws.repo)
         changes = git.diff_trees(ws.repo, git.tree_of(ws.repo, base), tree)
         check_unconverted(ws.repo, changes)
+        if carry is not None:  # live moved since the last verification: nothing landed undone
+            live_changed.check_kept(ws.repo, carry, tree, changes)
     mark_tree(ws, tree)
     if settings["strip"] is not None and kind in ("diff", "zip"):
         # Later commands on this workspace (promote issue=ID) apply it with the same level.
@@ -575,13 +583,12 @@ def apply_patch(
         )
     # Only content goes in: a patch edit that produces the same tree leaves this file
     # byte-identical, so doit reruns nothing downstream.
-    write_json(
-        ws.step_file("apply"),
-        {
-            "method": kind,
-            "files": sorted(set(files)),
-            "tree": tree,
-            "changes": [c.as_dict() for c in changes],
-        },
-        "step-result.schema.json",
-    )
+    record: dict[str, Any] = {
+        "method": kind,
+        "files": sorted(set(files)),
+        "tree": tree,
+        "changes": [c.as_dict() for c in changes],
+    }
+    if carry is not None:  # what the live_changed policy did: NOTE: in the summary
+        record["live_changed"] = live_changed.log_note(log, carry)
+    write_json(ws.step_file("apply"), record, "step-result.schema.json")

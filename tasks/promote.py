@@ -911,11 +911,14 @@ def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
     faults.point("promote-filed")
     record_apply(root, ctx, landed, pushed, TRIGGER, issue)
     faults.point("promote-recorded")
+    live_note = verify.applied_note(ws)  # what live_changed did, read before the cleanup
     started = time.monotonic()
     if not ctx["keep"]:
         remove_workspace(live, ws, log)
     cleanup_seconds = time.monotonic() - started
     summary = landed_summary(ctx, landed, pushed)
+    if live_note:
+        summary["NOTE"] = f"{summary['NOTE']}; {live_note}" if "NOTE" in summary else live_note
     write_json(
         promoted_path(root, issue),
         {

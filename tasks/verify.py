@@ -18,6 +18,7 @@ from . import (
     git,
     jail,
     journal,
+    live_changed,
     lock,
     provenance,
     report,
@@ -228,6 +229,9 @@ def build_result(
         if stage
         else {"RESULT": "SUCCESS", "FILES": ", ".join(files) or "(none)"}
     )
+    moved = None if stage else applied_note(ws)  # what live_changed did (issue 11, item 8)
+    if moved:
+        summary["NOTE"] = moved
     return {
         "patch_id": patch_id(ws.issue, meta["patch_sha256"]),
         "issue": ws.issue,
@@ -245,6 +249,15 @@ def build_result(
         "changes": changes["changes"] if changes else [],
         "summary": summary,
     }
+
+
+def applied_note(ws: Workspace) -> str | None:
+    """The apply step's line on live moving since the last verification, if it has one."""
+    try:
+        note = read_json(ws.step_file("apply")).get("live_changed")
+    except (OSError, ValueError):
+        return None
+    return str(note) if note else None
 
 
 def patch_id(issue: str, patch_sha256: str) -> str:
@@ -374,7 +387,9 @@ def chain(
         ],
     )
     apply_cfg = {k: settings[k] for k in ("strip", "jail", "tool_env", "jail_binds")}
-    apply_cfg["carry"] = carry
+    # A rebase plan is no apply input of its own (meta.json's new base is): dropping it on the
+    # next run must not rerun apply.
+    apply_cfg["carry"] = carry if carry and carry["mode"] != "rebase" else None
     yield step(
         group,
         f"{issue}-apply",
@@ -454,36 +469,18 @@ def chain(
 def plan_rebase(cfg: config.Config, ws: Workspace, head: str) -> tuple[str, dict[str, Any] | None]:
     """Re-verifying an existing workspace: (base, carry) under the live_changed policy.
 
-    Live did not move: same base. Live moved elsewhere, or live_changed=rebase: the patch runs
-    again on the new base. Live moved in a file the patch changes: fail (the default), or
-    carry the verified files onto the new base, all of them (overwrite_live) or all but
-    the ones live changed (overwrite_workspace). Either way the combination is verified
-    again before anything lands.
+    Live did not move: same base, no plan. Live moved: the plan of live_changed.plan — the
+    patch runs again on the new base (rebase; also whenever live moved in other files only),
+    or the verified changes are carried onto it (overwrite_live merges them three-way into
+    live's version, overwrite_workspace keeps live's version of the files live changed), or
+    fail refuses. Either way the combination is verified again, and apply refuses a tree that
+    reverts what landed on live meanwhile (live_changed.check_kept; docs/live-changed.md).
     """
     meta = ws.read_meta()
-    old = meta["base_sha"]
-    if head == old or not os.path.exists(ws.result):
+    if head == meta["base_sha"] or not os.path.exists(ws.result):
         return head, None
     verified = read_json(ws.result)
-    moved = set(git.out(cfg.live_repo, "diff", "--name-only", "-z", old, head).split("\0")) - {""}
-    clash = sorted(moved & set(verified["files"]))
-    policy = cfg["live_changed"]
-    if not clash or policy == "rebase":
-        return head, None
-    if policy == "fail" or verified["tree"] is None:
-        raise PatchgateError(
-            "PROMOTE",
-            f"live changed since the workspace base in {', '.join(clash)}; choose "
-            "live_changed=rebase (re-run the patch on live), overwrite_live (land the verified "
-            "version) or overwrite_workspace (keep live's version of those files)",
-        )
-    drop = clash if policy == "overwrite_workspace" else []
-    return head, {
-        "tree": verified["tree"],
-        "base_tree": meta["base_tree"],
-        "drop": drop,
-        "files": verified["files"],
-    }
+    return head, live_changed.plan(cfg.live_repo, meta, head, verified, cfg["live_changed"])
 
 
 def existing_workspace(root: str, issue: str) -> Workspace:
