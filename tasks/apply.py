@@ -348,10 +348,31 @@ def infer_strip(settings: dict[str, Any], ws: Workspace, diff: str, log: str) ->
             "APPLY", f"diff {name} applies at several strip levels ({levels}); pass strip=N"
         )
     first = _last_line(tried[1 if _has_ab_prefixes(diff) else 0].output)
+    corrupt = next((d.output for d in tried.values() if is_corrupt(d.output)), None)
+    if corrupt is not None:
+        raise PatchgateError("APPLY", corrupt_advice(name, corrupt))
     raise PatchgateError(
         "APPLY",
         f"diff {name} does not apply to the base: {first}; "
         "regenerate it against the current live HEAD",
+    )
+
+
+# What git apply says about a file that is no unified diff at all (issue 11, item 9).
+CORRUPT_MARKS = ("corrupt patch", "No valid patches in input", "patch fragment without header")
+
+
+def is_corrupt(output: str) -> bool:
+    return any(mark in output for mark in CORRUPT_MARKS)
+
+
+def corrupt_advice(name: str, output: str) -> str:
+    """A corrupt diff is not a stale one: say so, and how to make a valid one."""
+    line = next((ln.strip() for ln in output.splitlines() if is_corrupt(ln)), _last_line(output))
+    return (
+        f"diff {name} is not a valid unified diff ({line}): it is corrupt, not stale; "
+        "regenerate it with git diff (or diff -u), do not edit hunks by hand, and keep its "
+        "line endings and trailing context lines intact"
     )
 
 
@@ -369,6 +390,8 @@ def apply_diff(settings: dict[str, Any], ws: Workspace, diff: str, log: str) -> 
     done = _git_apply(settings, ws, diff, f"-p{strip}")
     _logged(log, "git apply", ("git", "apply", f"-p{strip}", os.path.basename(diff)), done)
     if done.returncode != 0:
+        if is_corrupt(done.output):
+            raise PatchgateError("APPLY", corrupt_advice(os.path.basename(diff), done.output))
         raise PatchgateError(
             "APPLY",
             f"git apply {os.path.basename(diff)} failed: "

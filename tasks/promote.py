@@ -32,6 +32,7 @@ from typing import Any
 
 from . import (
     archive,
+    audit,
     config,
     faults,
     git,
@@ -67,6 +68,7 @@ def task_promote() -> Iterator[dict[str, Any]]:
     """Land a verified workspace on live: commit, push, archive, record, audit.
 
     issue=ID        the workspace to land; re-verified first if the patch, config or base changed
+    patch=PATH      verify and land PATH (issue: the file's stem, unless issue= names one)
     message="…"     commit subject (default: meta.json "message", else commit_message)
     operator=NAME keep=1 require_push=1 live_changed=… skip_up_to_date=1 fast_forward=0
     """
@@ -638,6 +640,33 @@ def run_audit(ctx: dict[str, Any], commit: str, push_state: str, log: str) -> No
         )
 
 
+def audit_after(
+    ctx: dict[str, Any], commit: str, push_state: str, log: str, record_path: str
+) -> None:
+    """AM's post-success audit: ``audit_command``, then (``audit_after_promote``, the default)
+    ``doit audit``'s check, in this process. A failure is kept in the promotion record, so a
+    rerun of ``doit promote issue=ID`` audits again instead of reporting SUCCESS."""
+    try:
+        run_audit(ctx, commit, push_state, log)
+        if ctx.get("audit_after_promote", True):
+            plog(log, "audit: doit audit's check after the promotion")
+            try:
+                audit.audit(ctx["root"], ctx["live"], ctx["branch"], log)
+            except PatchgateError as err:
+                raise PatchgateError(
+                    "AUDIT",
+                    f"the audit after the promotion failed: {err.message}; the commit "
+                    f"{commit[:12]} stays (push: {push_state}) — fix what it reports, then run "
+                    "doit audit (audit_after_promote: false turns this check off)",
+                ) from None
+    except PatchgateError as err:
+        if os.path.exists(record_path):
+            record = read_json(record_path)
+            record["audit_failed"] = redact(err.message)
+            write_json(record_path, record)
+        raise
+
+
 # --- the steps of promote ---------------------------------------------------------------------
 
 
@@ -942,7 +971,7 @@ def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
         f"promote: done: {commit} (push {pushed['push']}); archive "
         f"{os.path.relpath(out_dir, root)}/patched_success.zip",
     )
-    run_audit(ctx, commit, pushed["push"], log)
+    audit_after(ctx, commit, pushed["push"], log, promoted_path(root, issue))
 
 
 def promote_failed(ws_dir: str, stage: str, message: str) -> None:
@@ -995,11 +1024,25 @@ def pstep(
     return task
 
 
-def report_promoted(ws_dir: str, record_path: str, log: str) -> dict[str, Any]:
-    """Action for an issue promoted before: say so, change nothing."""
+def report_promoted(
+    ws_dir: str, record_path: str, log: str, checks: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Action for an issue promoted before: say so, change nothing.
+
+    If the audit after that promotion failed, it runs again (``checks``: the audit settings):
+    SUCCESS only once it passes.
+    """
     record = read_json(record_path)
     line = f"issue {record['issue']} was already promoted in {record['commit']}"
     say(log, line)
+    if record.get("audit_failed"):
+        say(log, f"promote: the audit after it failed ({record['audit_failed']}); auditing again")
+        if checks is None:
+            raise PatchgateError("AUDIT", str(record["audit_failed"]))
+        audit_after(checks, record["commit"], record["push"], log, record_path)
+        record.pop("audit_failed")
+        write_json(record_path, record)
+        line += "; the audit after it passes now"
     return {
         "summary": {
             "RESULT": "SUCCESS",
@@ -1048,6 +1091,7 @@ def context(cfg: config.Config, issue: str, branch: str, state: str) -> dict[str
         "live_gates": live_gates,
         "settings": verify.settings_of(cfg),
         "audit_command": cfg["audit_command"],
+        "audit_after_promote": bool(cfg["audit_after_promote"]),
         "gate_timeout": cfg["gate_timeout"],
         "git_timeout": cfg["git_timeout"],
         "state": state,
@@ -1068,6 +1112,29 @@ def landed_record(path: str, live: str) -> dict[str, Any] | None:
     return None
 
 
+def patch_issue(root: str, raw: str) -> str:
+    """promote patch=P without issue=: the issue is P's stem, as for doit verify patch=P."""
+    patches = verify.requested_patches(root, raw)
+    if len(patches) != 1:
+        raise PatchgateError(
+            "PREFLIGHT",
+            f"patch={raw} names {len(patches)} patches; promote lands one: name one file",
+        )
+    return os.path.splitext(os.path.basename(patches[0]))[0]
+
+
+def audit_checks(cfg: config.Config) -> dict[str, Any]:
+    """What audit_after needs when a rerun audits a landed promotion again."""
+    return {
+        "root": cfg.root,
+        "live": cfg.live_repo,
+        "branch": cfg["branch"],
+        "audit_command": cfg["audit_command"],
+        "audit_after_promote": bool(cfg["audit_after_promote"]),
+        "gate_timeout": cfg["gate_timeout"],
+    }
+
+
 def placeholder(group: str, root: str, log: str, name: str, command: str) -> dict[str, Any]:
     err = PatchgateError("PREFLIGHT", f"run it as: doit {command}")
     return failed_creator(group, root, log, err, name)
@@ -1081,10 +1148,13 @@ def promote_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
     try:
         cfg = config.load(root)
         issue = config.variable("issue")
+        if issue is None and config.variable("patch") is not None:
+            issue = patch_issue(root, str(config.variable("patch")))  # as verify does
         if issue is None:
             raise PatchgateError(
                 "PREFLIGHT",
-                "promote needs issue=ID: the workspace patches/workspaces/issue_ID to land",
+                "promote needs issue=ID: the workspace patches/workspaces/issue_ID to land "
+                "(or patch=PATH: verify and land that patch)",
             )
         verify.check_issue(issue)
     except PatchgateError as err:
@@ -1099,7 +1169,7 @@ def promote_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
             group,
             issue,
             report_promoted,
-            [ws.dir, promoted_path(root, issue), log],
+            [ws.dir, promoted_path(root, issue), log, audit_checks(cfg)],
             **common,
             stage="PROMOTE",
             doc="already promoted: say so",

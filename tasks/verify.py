@@ -15,6 +15,7 @@ from . import (
     archive,
     config,
     faults,
+    filing,
     git,
     jail,
     journal,
@@ -291,6 +292,7 @@ def conclude_failure(ws_dir: str, stage: str, reason: str) -> None:
         check_live_guard(ws, live)
     except PatchgateError as err:
         stage, reason = err.stage, err.message
+    filing.file_failed(ws.root, ws.read_meta()["patch"])  # a copy in patches/unsuccessful/
     gates = config.effective_gates(config.load(ws.root, {}))
     record_verdict(ws, build_result(ws, gates, stage, reason))
 
@@ -347,6 +349,7 @@ def chain(
     warning: str | None,
     carry: dict[str, Any] | None = None,
     basename: str = "verify",
+    message: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The subtasks of one issue; staleness flows through file_dep on upstream targets."""
     root, live = cfg.root, cfg.live_repo
@@ -361,10 +364,25 @@ def chain(
     }
     try:
         lock.hold_issue(root, issue, f"doit {basename}")  # for this whole doit run
-        declared = declared_files(patch)
-        patch_sha = sha256_file(patch)
     except PatchgateError as err:
         yield failed_creator(group, root, log, err, f"{issue}-preflight")
+        return
+    try:
+        declared = declared_files(patch)
+        patch_sha = sha256_file(patch)
+    except PatchgateError as err:  # the patch itself is refused: filed as unsuccessful
+        failed = step(
+            group,
+            f"{issue}-preflight",
+            filing.refuse_filed,
+            [root, patch, err.stage, err.message],
+            root=root,
+            log=log,
+            stage=err.stage,
+            doc="refuse bad input",
+            uptodate=[False],
+        )
+        yield failed
         return
     settings = settings_of(cfg)
     if settings["strip"] is None:  # promote issue=ID after verify ... strip=N: the same N
@@ -376,7 +394,7 @@ def chain(
         group,
         f"{issue}-workspace",
         ensure,
-        [ws.dir, live, base, patch, patch_sha, log],
+        [ws.dir, live, base, patch, patch_sha, log, message],
         **common,
         stage="WORKSPACE",
         doc="worktree of live at its HEAD (reused across attempts)",
@@ -384,6 +402,7 @@ def chain(
         uptodate=[
             config_changed({"base": base, "live": live, "patch": patch, "sha": patch_sha}),
             is_intact(ws),
+            message is None or kept_message(ws) == message,  # verify … message=M: into meta
         ],
     )
     apply_cfg = {k: settings[k] for k in ("strip", "jail", "tool_env", "jail_binds")}
@@ -483,6 +502,25 @@ def plan_rebase(cfg: config.Config, ws: Workspace, head: str) -> tuple[str, dict
     return head, live_changed.plan(cfg.live_repo, meta, head, verified, cfg["live_changed"])
 
 
+def kept_message(ws: Workspace) -> str | None:
+    """The commit message ``doit verify … message=M`` kept in meta.json, if any."""
+    try:
+        message = ws.read_meta().get("message")
+    except (OSError, ValueError):
+        return None
+    return str(message) if message is not None else None
+
+
+def verify_message() -> str | None:
+    """message= of a ``doit verify`` command (kept for promote); None for any other command.
+
+    doit loads every task creator: ``doit promote … message=M`` must not re-verify to keep M.
+    """
+    from .promote import requested  # promote imports this module
+
+    return config.variable("message") if requested("verify") else None
+
+
 def existing_workspace(root: str, issue: str) -> Workspace:
     check_issue(issue)
     ws = Workspace(root, issue)
@@ -494,11 +532,15 @@ def existing_workspace(root: str, issue: str) -> Workspace:
 
 
 def requested_chains(
-    cfg: config.Config, head: str, warning: str | None
+    cfg: config.Config, head: str, warning: str | None, message: str | None = None
 ) -> Iterator[dict[str, Any]]:
     """verify patch=... starts from live HEAD; verify issue=ID re-verifies that workspace."""
     root = cfg.root
     raw, issue = config.variable("patch"), config.variable("issue")
+    if filing.wants_latest(config.variable("latest")):  # AM -l: the newest patch in patches/
+        if raw is not None:
+            raise PatchgateError("PREFLIGHT", "latest=1 picks the patch itself; drop patch=")
+        raw = filing.newest_patch(root)
     if raw is None:
         if issue is None:
             raise PatchgateError(
@@ -514,7 +556,7 @@ def requested_chains(
                 f"the patch of issue {issue} ({patch}) is gone; verify a patch with patch=PATH",
             )
         base, carry = plan_rebase(cfg, ws, head)
-        yield from chain(cfg, patch, issue, base, warning, carry)
+        yield from chain(cfg, patch, issue, base, warning, carry, message=message)
         return
     patches = requested_patches(root, raw)
     if issue is not None and len(patches) > 1:
@@ -538,7 +580,7 @@ def requested_chains(
                 "verify", root, report.log_path(root, "verify"), err, f"{stem}-preflight"
             )
             continue
-        yield from chain(cfg, patch, stem, head, warning)
+        yield from chain(cfg, patch, stem, head, warning, message=message)
 
 
 def task_verify() -> Iterator[dict[str, Any]]:
@@ -547,6 +589,8 @@ def task_verify() -> Iterator[dict[str, Any]]:
     patch=PATH|GLOB|A,B   patch file(s) under patches/ (.py script, .diff/.patch, .zip)
     issue=ID              issue id (default: the patch file's stem); without patch=,
                           re-verify the existing workspace of ID (live_changed= decides the base)
+    latest=1              the newest patch (by mtime) directly in patches/ (AM -l)
+    message="…"           commit subject kept in meta.json for a later doit promote issue=ID
     strip=N allow_undeclared=1 allow_untouched=1 allow_noop=1 all_gates=1 keep_going=1
     allow_gates_fail=1 baseline=1 jail=none   (see `doit config`)
     """
@@ -558,7 +602,7 @@ def task_verify() -> Iterator[dict[str, Any]]:
         cfg = config.load(root)
         head = git.live_head(cfg.live_repo)
         warning = jail.preflight(cfg["jail"])
-        tasks = list(requested_chains(cfg, head, warning))
+        tasks = list(requested_chains(cfg, head, warning, verify_message()))
     except PatchgateError as err:
         yield failed_creator("verify", root, log, err)
         return
