@@ -5,10 +5,11 @@ and ``doit verify latest=1`` finds the newest patch in ``patches/`` (AM's ``-l``
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 
-from .apply import KINDS, PATCHES_DIR
+from .apply import KINDS, PATCHES_DIR, resolve_patch
 from .errors import PatchgateError
 
 UNSUCCESSFUL = "unsuccessful"
@@ -78,3 +79,12 @@ def wants_latest(raw: str | None) -> bool:
     if word in ("0", "false", "no", "off"):
         return False
     raise PatchgateError("PREFLIGHT", f"latest={raw} is not a yes/no value; use latest=1")
+
+
+def issue_of(root: str, raw: str) -> str:
+    """``doit promote patch=P`` without issue=: P's stem, as for ``doit verify patch=P``."""
+    if glob.has_magic(raw) or "," in raw:
+        raise PatchgateError(
+            "PREFLIGHT", f"patch={raw} may name several patches; promote lands one: name one file"
+        )
+    return os.path.splitext(os.path.basename(resolve_patch(root, raw)))[0]

@@ -32,12 +32,13 @@ from typing import Any
 
 from . import (
     archive,
-    audit,
     config,
     faults,
+    filing,
     git,
     jail,
     lock,
+    post_audit,
     proc,
     provenance,
     report,
@@ -640,33 +641,6 @@ def run_audit(ctx: dict[str, Any], commit: str, push_state: str, log: str) -> No
         )
 
 
-def audit_after(
-    ctx: dict[str, Any], commit: str, push_state: str, log: str, record_path: str
-) -> None:
-    """AM's post-success audit: ``audit_command``, then (``audit_after_promote``, the default)
-    ``doit audit``'s check, in this process. A failure is kept in the promotion record, so a
-    rerun of ``doit promote issue=ID`` audits again instead of reporting SUCCESS."""
-    try:
-        run_audit(ctx, commit, push_state, log)
-        if ctx.get("audit_after_promote", True):
-            plog(log, "audit: doit audit's check after the promotion")
-            try:
-                audit.audit(ctx["root"], ctx["live"], ctx["branch"], log)
-            except PatchgateError as err:
-                raise PatchgateError(
-                    "AUDIT",
-                    f"the audit after the promotion failed: {err.message}; the commit "
-                    f"{commit[:12]} stays (push: {push_state}) — fix what it reports, then run "
-                    "doit audit (audit_after_promote: false turns this check off)",
-                ) from None
-    except PatchgateError as err:
-        if os.path.exists(record_path):
-            record = read_json(record_path)
-            record["audit_failed"] = redact(err.message)
-            write_json(record_path, record)
-        raise
-
-
 # --- the steps of promote ---------------------------------------------------------------------
 
 
@@ -971,7 +945,16 @@ def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
         f"promote: done: {commit} (push {pushed['push']}); archive "
         f"{os.path.relpath(out_dir, root)}/patched_success.zip",
     )
-    audit_after(ctx, commit, pushed["push"], log, promoted_path(root, issue))
+    post_audit.after_landing(  # audit_command, then doit audit's check (issue 11)
+        promoted_path(root, issue),
+        partial(run_audit, ctx, commit, pushed["push"], log),
+        ctx["audit_after_promote"],
+        (root, live, ctx["branch"]),
+        commit,
+        pushed["push"],
+        log,
+        redact,
+    )
 
 
 def promote_failed(ws_dir: str, stage: str, message: str) -> None:
@@ -1035,14 +1018,13 @@ def report_promoted(
     record = read_json(record_path)
     line = f"issue {record['issue']} was already promoted in {record['commit']}"
     say(log, line)
-    if record.get("audit_failed"):
-        say(log, f"promote: the audit after it failed ({record['audit_failed']}); auditing again")
-        if checks is None:
-            raise PatchgateError("AUDIT", str(record["audit_failed"]))
-        audit_after(checks, record["commit"], record["push"], log, record_path)
-        record.pop("audit_failed")
-        write_json(record_path, record)
-        line += "; the audit after it passes now"
+    if checks is not None:  # the audit after it failed: audit again (issue 11)
+        command = partial(run_audit, checks, record["commit"], record["push"], log)
+        where = (checks["root"], checks["live"], checks["branch"])
+        again = post_audit.recheck(
+            record_path, command, checks["audit_after_promote"], where, log, redact
+        )
+        line += f"; {again}" if again else ""
     return {
         "summary": {
             "RESULT": "SUCCESS",
@@ -1112,19 +1094,8 @@ def landed_record(path: str, live: str) -> dict[str, Any] | None:
     return None
 
 
-def patch_issue(root: str, raw: str) -> str:
-    """promote patch=P without issue=: the issue is P's stem, as for doit verify patch=P."""
-    patches = verify.requested_patches(root, raw)
-    if len(patches) != 1:
-        raise PatchgateError(
-            "PREFLIGHT",
-            f"patch={raw} names {len(patches)} patches; promote lands one: name one file",
-        )
-    return os.path.splitext(os.path.basename(patches[0]))[0]
-
-
 def audit_checks(cfg: config.Config) -> dict[str, Any]:
-    """What audit_after needs when a rerun audits a landed promotion again."""
+    """What post_audit.recheck needs when a rerun audits a landed promotion again."""
     return {
         "root": cfg.root,
         "live": cfg.live_repo,
@@ -1149,7 +1120,7 @@ def promote_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
         cfg = config.load(root)
         issue = config.variable("issue")
         if issue is None and config.variable("patch") is not None:
-            issue = patch_issue(root, str(config.variable("patch")))  # as verify does
+            issue = filing.issue_of(root, str(config.variable("patch")))  # as verify does
         if issue is None:
             raise PatchgateError(
                 "PREFLIGHT",

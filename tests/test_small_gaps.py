@@ -199,3 +199,13 @@ def test_history_rows_carry_the_landing_time_and_align(tmp_path: Path) -> None:
         at = lines[0].index(column)
         assert all(ln[at - 2 : at] == "  " and ln[at] != " " for ln in lines[1:]), column
     assert times[sha] in lines[1] and f"reverts {sha[:12]}" in lines[2]
+
+
+def test_promote_patch_names_one_file(tmp_path: Path) -> None:
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / "fix_login.py").write_text("FILES = []\n")
+    assert filing.issue_of(str(tmp_path), "patches/fix_login.py") == "fix_login"
+    assert filing.issue_of(str(tmp_path), "fix_login.py") == "fix_login"  # AM style: bare name
+    for several in ("patches/*.py", "a.py,b.py"):
+        with pytest.raises(PatchgateError, match="promote lands one: name one file"):
+            filing.issue_of(str(tmp_path), several)
