@@ -846,6 +846,9 @@ def test_audit_failure_fails_the_run_and_keeps_the_commit(
     assert "exit 3: audit found 2 problems" in res.summary["REASON"]
     assert git(bare, "rev-parse", "main") == head(project.live)
     assert len(events(project, "apply")) == 1
+    again = project.run("promote", "issue=add_mul")  # issue 11: a rerun audits again
+    assert again.code != 0 and again.summary["STAGE"] == "AUDIT", again.out
+    assert len(events(project, "apply")) == 1
 
 
 def test_promote_creator_is_loaded_before_verify_plans_its_chain() -> None:
