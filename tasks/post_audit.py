@@ -35,7 +35,7 @@ def audit_live(root: str, live: str, branch: str | None, commit: str, push: str,
 
 
 def after_landing(
-    record_path: str,
+    record_path: str | None,
     command: Callable[[], None],
     enabled: bool,
     where: tuple[str, str, str | None],
@@ -45,13 +45,14 @@ def after_landing(
     redact: Callable[[str], str] = str,
 ) -> None:
     """``command`` (the audit_command), then the in-process audit if ``enabled``; ``where`` is
-    (root, live, branch). A failure is written into the record at ``record_path``, then raised."""
+    (root, live, branch). A failure is written into the record at ``record_path`` (if there is
+    one), then raised."""
     try:
         command()
         if enabled:
             audit_live(*where, commit, push, log)
     except PatchgateError as err:
-        if os.path.exists(record_path):
+        if record_path is not None and os.path.exists(record_path):
             record: dict[str, Any] = read_json(record_path)
             record[KEY] = redact(err.message)
             write_json(record_path, record)

@@ -36,21 +36,28 @@ def test_verify_message_is_kept_and_used_by_promote(project: Project) -> None:
     assert git(project.live, "log", "-1", "--format=%s") == "calc: add mul"
 
 
+class Ctx(dict[str, Any]):
+    """The landing context as a mapping and as attributes (what commit_message reads)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self[name]
+
+
 def test_promote_message_wins_over_the_kept_one(tmp_path: Path) -> None:
     ws = Workspace(str(tmp_path), "x")
     os.makedirs(ws.dir)
     Path(ws.meta).write_text(json.dumps({"message": "from verify"}))
     pre = {"patch_id": "x@1", "head": "0" * 40, "verification": "pass", "gates": {}}
-    ctx = {
-        "issue": "x",
-        "message": None,
-        "commit_message": "patchgate: {issue}",
-        "operator": None,
-        "co_authored_by": None,
-    }
+    ctx = Ctx(
+        issue="x",
+        message=None,
+        commit_message="patchgate: {issue}",
+        operator=None,
+        co_authored_by=None,
+    )
     pre["files"], pre["tree"] = ["a.py"], "1" * 40
     assert promote.commit_message(ws, ctx, pre).splitlines()[0] == "from verify"
-    ctx["message"] = "from promote"
+    ctx = Ctx(ctx, message="from promote")
     assert promote.commit_message(ws, ctx, pre).splitlines()[0] == "from promote"
 
 
