@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
-from . import faults, git, jail, proc, report
+from . import faults, git, jail, live_changed, proc, report
 from .errors import PatchgateError
 from .steps import write_json
 from .workspace import Workspace, attempt, mark_tree, wait_live_capture
@@ -348,10 +348,31 @@ def infer_strip(settings: dict[str, Any], ws: Workspace, diff: str, log: str) ->
             "APPLY", f"diff {name} applies at several strip levels ({levels}); pass strip=N"
         )
     first = _last_line(tried[1 if _has_ab_prefixes(diff) else 0].output)
+    corrupt = next((d.output for d in tried.values() if is_corrupt(d.output)), None)
+    if corrupt is not None:
+        raise PatchgateError("APPLY", corrupt_advice(name, corrupt))
     raise PatchgateError(
         "APPLY",
         f"diff {name} does not apply to the base: {first}; "
         "regenerate it against the current live HEAD",
+    )
+
+
+# What git apply says about a file that is no unified diff at all (issue 11, item 9).
+CORRUPT_MARKS = ("corrupt patch", "No valid patches in input", "patch fragment without header")
+
+
+def is_corrupt(output: str) -> bool:
+    return any(mark in output for mark in CORRUPT_MARKS)
+
+
+def corrupt_advice(name: str, output: str) -> str:
+    """A corrupt diff is not a stale one: say so, and how to make a valid one."""
+    line = next((ln.strip() for ln in output.splitlines() if is_corrupt(ln)), _last_line(output))
+    return (
+        f"diff {name} is not a valid unified diff ({line}): it is corrupt, not stale; "
+        "regenerate it with git diff (or diff -u), do not edit hunks by hand, and keep its "
+        "line endings and trailing context lines intact"
     )
 
 
@@ -369,6 +390,8 @@ def apply_diff(settings: dict[str, Any], ws: Workspace, diff: str, log: str) -> 
     done = _git_apply(settings, ws, diff, f"-p{strip}")
     _logged(log, "git apply", ("git", "apply", f"-p{strip}", os.path.basename(diff)), done)
     if done.returncode != 0:
+        if is_corrupt(done.output):
+            raise PatchgateError("APPLY", corrupt_advice(os.path.basename(diff), done.output))
         raise PatchgateError(
             "APPLY",
             f"git apply {os.path.basename(diff)} failed: "
@@ -507,13 +530,19 @@ def _too_big(zip_name: str, member: str | None) -> str:
 
 
 def lay_tree(ws: Workspace, carry: dict[str, Any], log: str) -> list[str]:
-    """Carry a verified tree's changes onto the new base (live_changed=overwrite_*)."""
-    kept = git.overlay(ws.repo, carry["base_tree"], carry["tree"], skip=carry["drop"])
+    """Carry a verified tree's changes onto the new base (live_changed=overwrite_*).
+
+    The files live changed meanwhile are not copied over live's version: overwrite_live merges
+    the verified changes into it (live_changed.carry_merged), overwrite_workspace keeps it.
+    """
+    kept = git.overlay(ws.repo, carry["base_tree"], carry["tree"], skip=carry["clash"])
+    if carry["mode"] == "merge":
+        live_changed.carry_merged(ws.repo, carry)
     dropped = ", ".join(carry["drop"]) or "none"
     report.log(
         log,
-        f"apply: carried {len(kept)} verified path(s) onto the new base; "
-        f"kept live's version of: {dropped}",
+        f"apply: carried {len(kept)} verified path(s) onto the new base, merged "
+        f"{len(carry['clash']) - len(carry['drop'])}; kept live's version of: {dropped}",
     )
     return [f for f in carry["files"] if f not in carry["drop"]]
 
@@ -544,7 +573,7 @@ def apply_patch(
     report.log(log, f"apply: {kind} {os.path.relpath(patch, ws.root)} in {ws.repo}")
     with attempt(ws) as base:
         wait_live_capture(ws.dir)  # the live guard's "before" is taken: the patch may run
-        if carry is not None:
+        if carry is not None and carry["mode"] != "rebase":
             kind = "carry"
             files = lay_tree(ws, carry, log)
         elif kind == "script":
@@ -561,6 +590,8 @@ def apply_patch(
         ignored = git.remove_ignored(ws.repo)
         changes = git.diff_trees(ws.repo, git.tree_of(ws.repo, base), tree)
         check_unconverted(ws.repo, changes)
+        if carry is not None:  # live moved since the last verification: nothing landed undone
+            live_changed.check_kept(ws.repo, carry, tree, changes)
     mark_tree(ws, tree)
     if settings["strip"] is not None and kind in ("diff", "zip"):
         # Later commands on this workspace (promote issue=ID) apply it with the same level.
@@ -575,13 +606,12 @@ def apply_patch(
         )
     # Only content goes in: a patch edit that produces the same tree leaves this file
     # byte-identical, so doit reruns nothing downstream.
-    write_json(
-        ws.step_file("apply"),
-        {
-            "method": kind,
-            "files": sorted(set(files)),
-            "tree": tree,
-            "changes": [c.as_dict() for c in changes],
-        },
-        "step-result.schema.json",
-    )
+    record: dict[str, Any] = {
+        "method": kind,
+        "files": sorted(set(files)),
+        "tree": tree,
+        "changes": [c.as_dict() for c in changes],
+    }
+    if carry is not None:  # what the live_changed policy did: NOTE: in the summary
+        record["live_changed"] = live_changed.log_note(log, carry)
+    write_json(ws.step_file("apply"), record, "step-result.schema.json")

@@ -34,6 +34,7 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, NamedTuple
 
@@ -1241,11 +1242,13 @@ def history_rows(root: str, live: str, branch: str | None, n: int) -> list[dict[
         if isinstance(reverted, str) and isinstance(revert, str):
             undone.append((reverted, revert))
     rows = []
+    landed = landing_times(live, [c.sha for c in commits])
     for c in commits:
         by = next((sha for rid, sha in undone if same_commit(rid, c.sha)), None)
         rows.append(
             {
                 "commit": c.sha,
+                "landed": landed.get(c.sha),
                 "patch_id": c.patch_id,
                 "rollback_id": c.rollback_id,
                 "reverts": c.reverts,
@@ -1263,20 +1266,44 @@ def walk_limited(live: str, tip: str, n: int) -> list[Commit]:
     return [commit_of(info) for info in infos]
 
 
+def landing_times(live: str, shas: Sequence[str]) -> dict[str, str]:
+    """When each commit landed: its committer time (promote's commit-tree sets it), UTC."""
+    if not shas:
+        return {}
+    done = git.run(live, "log", "--no-walk=unsorted", "--format=%H %ct", *shas, "--", stage=STAGE)
+    times = {}
+    for line in done.output.splitlines():
+        sha, _, stamp = line.partition(" ")
+        if stamp.strip().isdigit():
+            when = datetime.fromtimestamp(int(stamp), UTC)
+            times[sha] = when.strftime("%Y-%m-%d %H:%M:%S")
+    return times
+
+
+HISTORY_COLUMNS = ("commit", "landed (UTC)", "patch", "operator", "verdict", "files")
+
+
 def format_history(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    lines = [f"{'commit':<12}  {'patch':<28} {'operator':<12} verdict, files"] if rows else []
+    """The history as a table: a header and one line a commit, every column aligned."""
+    if not rows:
+        return []
+    table = [list(HISTORY_COLUMNS)]
     for r in rows:
         if r["rollback_id"]:
-            what = f"rollback {r['rollback_id']}"
+            what, verdict = f"rollback {r['rollback_id']}", "-"
             detail = f"reverts {short(r['reverts'])}" if r["reverts"] else "reverts ?"
         else:
-            what = str(r["patch_id"])
-            detail = f"{r['verdict'] or '-'}  {_files_cell(r['files'], 3)}"
-        line = f"{short(r['commit'])}  {what:<28} {r['operator'] or '-':<12} {detail}"
+            what, verdict = str(r["patch_id"]), r["verdict"] or "-"
+            detail = _files_cell(r["files"], 3)
         if r["rolled_back_by"]:
-            line += f"  rolled back by {short(r['rolled_back_by'])}"
-        lines.append(line)
-    return lines
+            detail += f"  rolled back by {short(r['rolled_back_by'])}"
+        when = r.get("landed") or "-"
+        table.append([short(r["commit"]), when, what, r["operator"] or "-", verdict, detail])
+    widths = [max(len(row[i]) for row in table) for i in range(len(HISTORY_COLUMNS) - 1)]
+    return [
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]])
+        for row in table
+    ]
 
 
 def show_history(root: str, live: str, branch: str | None, n: int) -> dict[str, Any]:

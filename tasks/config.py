@@ -6,12 +6,14 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shlex
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import report
 from .doitapi import command_line
 from .errors import PatchgateError
 from .schema import SCHEMA_DIR, validate
@@ -97,6 +99,11 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "fast_forward": (True, "fast-forward live when it is only behind the remote"),
     "keep": (False, "keep the workspace after a successful promotion"),
     "audit_command": (None, "command run on live after a successful promotion (STAGE: AUDIT)"),
+    # --- issue 11, item 9 (docs/small-gaps.md) ---
+    "audit_after_promote": (
+        True,
+        "after a promotion, run doit audit's check on live (STAGE: AUDIT on a violation)",
+    ),
 }
 
 BOOLEAN_KEYS = tuple(k for k, (v, _) in DEFAULTS.items() if isinstance(v, bool))
@@ -117,6 +124,7 @@ COMMAND_VARIABLES = (
     "event",
     "last_good",
     "n",
+    "latest",  # issue 11: doit verify latest=1 re-runs the newest patch in patches/
 )
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -230,6 +238,7 @@ def variable(name: str, default: str | None = None) -> str | None:
 
 def load(root: str, cli: Mapping[str, str] | None = None) -> Config:
     """The effective configuration: defaults, then patchgate.yaml, then command-line variables."""
+    from_command_line = cli is None
     cli = command_line() if cli is None else dict(cli)
     values = {k: v for k, (v, _) in DEFAULTS.items()}
     sources = dict.fromkeys(values, "default")
@@ -242,7 +251,41 @@ def load(root: str, cli: Mapping[str, str] | None = None) -> Config:
         elif key not in COMMAND_VARIABLES:
             known = ", ".join(sorted(cli_keys + COMMAND_VARIABLES))
             raise PatchgateError("PREFLIGHT", f"unknown variable {key}=; known variables: {known}")
-    return Config(os.path.abspath(root), values, sources)
+    cfg = Config(os.path.abspath(root), values, sources)
+    if from_command_line:  # this run's configuration: every run log starts with it
+        report.set_header(cfg.root, log_header(cfg))
+    return cfg
+
+
+# --- the run log's header (issue 11): this run's configuration, secrets redacted ---------------
+
+SECRET_NAME = re.compile(r"(?i)(token|secret|passw|api_?key|credential|private_?key)")
+URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")
+REDACTED = "***"
+
+
+def redacted(value: Any, name: str = "") -> Any:
+    """``value`` with secrets replaced: values of secret-named keys, URL userinfo."""
+    if isinstance(value, dict):
+        return {k: redacted(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v, name) for v in value]
+    if value is not None and SECRET_NAME.search(name):
+        return REDACTED
+    if isinstance(value, str):
+        return URL_USERINFO.sub(rf"\g<scheme>{REDACTED}@", value)
+    return value
+
+
+def log_header(cfg: Config) -> str:
+    """What every run log starts with: the ``doit config`` view, secrets redacted (also the
+    values of secret-named environment variables, wherever they appear)."""
+    safe = Config(cfg.root, {k: redacted(v, k) for k, v in cfg.values.items()}, cfg.sources)
+    text = show(safe)
+    for name, value in os.environ.items():
+        if SECRET_NAME.search(name) and len(value) >= 4:
+            text = text.replace(value, REDACTED)
+    return f"# effective configuration of this run (doit config; secrets redacted)\n{text}\n#"
 
 
 def effective_gates(cfg: Config) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -419,3 +420,38 @@ def remove_worktree(repo: str, path: str) -> None:
     if os.path.lexists(path):
         run(repo, "worktree", "remove", "--force", path, check=False)
     run(repo, "worktree", "prune", check=False)
+
+
+# --- live_changed (issue 11, item 8): three-way checks of what landed on live -----------------
+
+
+def entry(repo: str, treeish: str, path: str) -> tuple[str, str] | None:
+    """(mode, blob) of ``path`` in ``treeish``; None when it is not there."""
+    listing = run(repo, "ls-tree", "-z", "--full-tree", treeish, "--", path).output
+    for record in filter(None, listing.split("\0")):
+        meta, name = record.split("\t", 1)
+        mode, _, blob = meta.split(" ")
+        if name == path:
+            return mode, blob
+    return None
+
+
+def merge_file(repo: str, current: bytes, base: bytes, other: bytes) -> tuple[int, bytes]:
+    """``git merge-file -p``: (conflicts, merged bytes). 0 is a clean merge; a negative count
+    (or 255) is git's refusal (a binary file)."""
+    with tempfile.TemporaryDirectory(prefix="patchgate-merge-") as tmp:
+        names = []
+        for name, data in (("current", current), ("base", base), ("other", other)):
+            path = os.path.join(tmp, name)
+            with open(path, "wb") as fh:
+                fh.write(data)
+            names.append(path)
+        done = subprocess.run(
+            ("git", "-C", repo, "merge-file", "-p", "-q", *names),
+            env=git_env(),
+            capture_output=True,
+            timeout=GIT_TIMEOUT,
+            check=False,
+        )
+    # git exits with the number of conflicts (at most 127), or -1 (255) when it cannot merge.
+    return (done.returncode if done.returncode < 128 else -1), done.stdout

@@ -14,9 +14,10 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
-from . import config, faults, git, jail, lock, proc, provenance, redact
+from . import config, faults, git, jail, lock, post_audit, proc, provenance, redact
 from .apply import jail_env
 from .errors import PatchgateError
 from .gates import expand, expects_junit, gate_env, junit_path, matching, verdict_of
@@ -414,6 +415,7 @@ class LandingContext:
     git_timeout: float
     notes: tuple[str, ...] = ()  # what happened while loading: shown by the first step
     rollback: dict[str, Any] | None = None  # the confirmed rollback (rollback only)
+    audit_after_promote: bool = True  # doit audit's check after a promotion (issue 11)
 
     @property
     def land_file(self) -> str:
@@ -467,6 +469,7 @@ def context(
         audit_command=tuple(cfg["audit_command"] or ()),
         gate_timeout=float(cfg["gate_timeout"]),
         git_timeout=float(cfg["git_timeout"]),
+        audit_after_promote=bool(cfg["audit_after_promote"]),
     )
 
 
@@ -577,7 +580,17 @@ def finish_landing(
     """
     result = finish(ws_dir, ctx, log)
     summary = result["summary"]
-    run_audit(ctx, summary["COMMIT"], summary["PUSH"], log)
+    commit, push_state = summary["COMMIT"], summary["PUSH"]
+    post_audit.after_landing(  # audit_command, then (a promotion) doit audit's check: issue 11
+        result.get("record"),  # where a failure is kept, so a rerun is no SUCCESS
+        partial(run_audit, ctx, commit, push_state, log),
+        ctx.kind == "promote" and ctx.audit_after_promote,
+        (ctx.root, ctx.live, ctx.branch),
+        commit,
+        push_state,
+        log,
+        redact.redact,
+    )
     return result
 
 

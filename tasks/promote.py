@@ -23,16 +23,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from . import (
     archive,
+    audit,
     config,
     faults,
+    filing,
     git,
     jail,
     landing,
     lock,
+    post_audit,
     provenance,
     redact,
     report,
@@ -263,11 +267,14 @@ def finish(ws_dir: str, ctx: LandingContext, log: str) -> dict[str, Any]:
     faults.point("promote-filed")
     record_apply(root, ctx, landed, pushed, TRIGGER, issue)
     faults.point("promote-recorded")
+    live_note = verify.applied_note(ws)  # what live_changed did, read before the cleanup
     started = time.monotonic()
     if not ctx.keep:
         remove_workspace(live, ws, log)
     cleanup_seconds = time.monotonic() - started
     summary = landed_summary(ctx, landed, pushed)
+    if live_note:
+        summary["NOTE"] = f"{summary['NOTE']}; {live_note}" if "NOTE" in summary else live_note
     write_json(
         promoted_path(root, issue),
         {
@@ -291,7 +298,8 @@ def finish(ws_dir: str, ctx: LandingContext, log: str) -> dict[str, Any]:
         f"promote: done: {commit} (push {pushed['push']}); archive "
         f"{os.path.relpath(out_dir, root)}/patched_success.zip",
     )
-    return {"summary": summary}
+    # record: where the audit after the landing keeps a failure (landing.finish_landing)
+    return {"summary": summary, "record": promoted_path(root, issue)}
 
 
 def promote_failed(ws_dir: str, stage: str, message: str) -> None:
@@ -316,11 +324,32 @@ def promote_failed(ws_dir: str, stage: str, message: str) -> None:
         print(f"promote: could not record the failure: {exc}", file=sys.stderr)
 
 
-def report_promoted(ws_dir: str, record_path: str, log: str) -> dict[str, Any]:
-    """Action for an issue promoted before: say so, change nothing."""
+def report_promoted(
+    ws_dir: str, record_path: str, log: str, checks: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Action for an issue promoted before: say so, change nothing.
+
+    If the audit after that promotion failed, it runs again (``checks``: the audit settings):
+    SUCCESS only once it passes.
+    """
     record = read_json(record_path)
     line = f"issue {record['issue']} was already promoted in {record['commit']}"
     redact.tell(log, line)
+    if checks is not None:  # the audit after it failed: audit again (issue 11)
+        root, live = checks["root"], checks["live"]
+        command = partial(
+            audit.run_audit_command,
+            root,
+            list(checks["audit_command"] or []),
+            live,
+            log,
+            float(checks["gate_timeout"]),
+        )
+        where = (root, live, checks["branch"])
+        again = post_audit.recheck(
+            record_path, command, checks["audit_after_promote"], where, log, redact.redact
+        )
+        line += f"; {again}" if again else ""
     return {
         "summary": {
             "RESULT": "SUCCESS",
@@ -347,6 +376,18 @@ PROMOTE = landing.LandingKind(
 )
 
 
+def audit_checks(cfg: config.Config) -> dict[str, Any]:
+    """What post_audit.recheck needs when a rerun audits a landed promotion again."""
+    return {
+        "root": cfg.root,
+        "live": cfg.live_repo,
+        "branch": cfg["branch"],
+        "audit_command": cfg["audit_command"],
+        "audit_after_promote": bool(cfg["audit_after_promote"]),
+        "gate_timeout": cfg["gate_timeout"],
+    }
+
+
 def promote_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
     log = report.log_path(root, "promote")
     if not wanted:  # doit list, or another command: describe, touch nothing
@@ -355,10 +396,13 @@ def promote_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
     try:
         cfg = config.load(root)
         issue = config.variable("issue")
+        if issue is None and config.variable("patch") is not None:
+            issue = filing.issue_of(root, str(config.variable("patch")))  # as verify does
         if issue is None:
             raise PatchgateError(
                 "PREFLIGHT",
-                "promote needs issue=ID: the workspace patches/workspaces/issue_ID to land",
+                "promote needs issue=ID: the workspace patches/workspaces/issue_ID to land "
+                "(or patch=PATH: verify and land that patch)",
             )
         check_issue(issue)
     except PatchgateError as err:
@@ -372,7 +416,7 @@ def promote_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
             group,
             issue,
             report_promoted,
-            [ws.dir, promoted_path(root, issue), log],
+            [ws.dir, promoted_path(root, issue), log, audit_checks(cfg)],
             root=root,
             log=log,
             uptodate=[False],

@@ -21,6 +21,23 @@ LATEST_LOG = os.path.join("patches", "latest.log")
 RUN_STAMP = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
+# What every run log starts with (issue 11): the effective configuration of this run, secrets
+# redacted (config.log_header), registered once per project folder when the command line's
+# configuration is loaded. A log written to for the first time begins with it.
+_HEADERS: dict[str, str] = {}
+
+
+def set_header(root: str, text: str) -> None:
+    _HEADERS.setdefault(os.path.abspath(root), text if text.endswith("\n") else text + "\n")
+
+
+def _header_for(path: str) -> str:
+    if not _HEADERS or os.path.exists(path):
+        return ""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+    return _HEADERS.get(root, "")
+
+
 def log_path(root: str, name: str) -> str:
     return os.path.join(root, LOGS_DIR, f"{RUN_STAMP}_{name}.log")
 
@@ -32,6 +49,7 @@ def log(path: str, text: str) -> None:
     ends in half an entry, and the space the failed write took is free again.
     """
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    text = _header_for(path) + text
     data = (text if text.endswith("\n") else text + "\n").encode("utf-8", errors="replace")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:

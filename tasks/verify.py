@@ -15,9 +15,11 @@ from . import (
     archive,
     config,
     faults,
+    filing,
     git,
     jail,
     journal,
+    live_changed,
     lock,
     provenance,
     report,
@@ -209,6 +211,9 @@ def build_result(
         if stage
         else {"RESULT": "SUCCESS", "FILES": ", ".join(files) or "(none)"}
     )
+    moved = None if stage else applied_note(ws)  # what live_changed did (issue 11, item 8)
+    if moved:
+        summary["NOTE"] = moved
     return {
         "patch_id": patch_id(ws.issue, meta["patch_sha256"]),
         "issue": ws.issue,
@@ -226,6 +231,15 @@ def build_result(
         "changes": changes["changes"] if changes else [],
         "summary": summary,
     }
+
+
+def applied_note(ws: Workspace) -> str | None:
+    """The apply step's line on live moving since the last verification, if it has one."""
+    try:
+        note = read_json(ws.step_file("apply")).get("live_changed")
+    except (OSError, ValueError):
+        return None
+    return str(note) if note else None
 
 
 def patch_id(issue: str, patch_sha256: str) -> str:
@@ -259,6 +273,7 @@ def conclude_failure(ws_dir: str, stage: str, reason: str) -> None:
         check_live_guard(ws, live)
     except PatchgateError as err:
         stage, reason = err.stage, err.message
+    filing.file_failed(ws.root, ws.read_meta()["patch"])  # a copy in patches/unsuccessful/
     gates = config.effective_gates(config.load(ws.root, {}))
     record_verdict(ws, build_result(ws, gates, stage, reason))
 
@@ -315,6 +330,7 @@ def chain(
     warning: str | None,
     carry: dict[str, Any] | None = None,
     basename: str = "verify",
+    message: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The subtasks of one issue; staleness flows through file_dep on upstream targets."""
     root, live = cfg.root, cfg.live_repo
@@ -329,10 +345,25 @@ def chain(
     }
     try:
         lock.hold_issue(root, issue, f"doit {basename}")  # for this whole doit run
-        declared = declared_files(patch)
-        patch_sha = sha256_file(patch)
     except PatchgateError as err:
         yield failed_creator(group, root, log, err, f"{issue}-preflight")
+        return
+    try:
+        declared = declared_files(patch)
+        patch_sha = sha256_file(patch)
+    except PatchgateError as err:  # the patch itself is refused: filed as unsuccessful
+        failed = step(
+            group,
+            f"{issue}-preflight",
+            filing.refuse_filed,
+            [root, patch, err.stage, err.message],
+            root=root,
+            log=log,
+            stage=err.stage,
+            doc="refuse bad input",
+            uptodate=[False],
+        )
+        yield failed
         return
     settings = settings_of(cfg)
     if settings["strip"] is None:  # promote issue=ID after verify ... strip=N: the same N
@@ -344,7 +375,7 @@ def chain(
         group,
         f"{issue}-workspace",
         ensure,
-        [ws.dir, live, base, patch, patch_sha, log],
+        [ws.dir, live, base, patch, patch_sha, log, message],
         **common,
         stage="WORKSPACE",
         doc="worktree of live at its HEAD (reused across attempts)",
@@ -352,10 +383,13 @@ def chain(
         uptodate=[
             config_changed({"base": base, "live": live, "patch": patch, "sha": patch_sha}),
             is_intact(ws),
+            message is None or kept_message(ws) == message,  # verify … message=M: into meta
         ],
     )
     apply_cfg = {k: settings[k] for k in ("strip", "jail", "tool_env", "jail_binds")}
-    apply_cfg["carry"] = carry
+    # A rebase plan is no apply input of its own (meta.json's new base is): dropping it on the
+    # next run must not rerun apply.
+    apply_cfg["carry"] = carry if carry and carry["mode"] != "rebase" else None
     yield step(
         group,
         f"{issue}-apply",
@@ -435,36 +469,37 @@ def chain(
 def plan_rebase(cfg: config.Config, ws: Workspace, head: str) -> tuple[str, dict[str, Any] | None]:
     """Re-verifying an existing workspace: (base, carry) under the live_changed policy.
 
-    Live did not move: same base. Live moved elsewhere, or live_changed=rebase: the patch runs
-    again on the new base. Live moved in a file the patch changes: fail (the default), or
-    carry the verified files onto the new base, all of them (overwrite_live) or all but
-    the ones live changed (overwrite_workspace). Either way the combination is verified
-    again before anything lands.
+    Live did not move: same base, no plan. Live moved: the plan of live_changed.plan — the
+    patch runs again on the new base (rebase; also whenever live moved in other files only),
+    or the verified changes are carried onto it (overwrite_live merges them three-way into
+    live's version, overwrite_workspace keeps live's version of the files live changed), or
+    fail refuses. Either way the combination is verified again, and apply refuses a tree that
+    reverts what landed on live meanwhile (live_changed.check_kept; docs/live-changed.md).
     """
     meta = ws.read_meta()
-    old = meta["base_sha"]
-    if head == old or not os.path.exists(ws.result):
+    if head == meta["base_sha"] or not os.path.exists(ws.result):
         return head, None
     verified = read_json(ws.result)
-    moved = set(git.out(cfg.live_repo, "diff", "--name-only", "-z", old, head).split("\0")) - {""}
-    clash = sorted(moved & set(verified["files"]))
-    policy = cfg["live_changed"]
-    if not clash or policy == "rebase":
-        return head, None
-    if policy == "fail" or verified["tree"] is None:
-        raise PatchgateError(
-            "PROMOTE",
-            f"live changed since the workspace base in {', '.join(clash)}; choose "
-            "live_changed=rebase (re-run the patch on live), overwrite_live (land the verified "
-            "version) or overwrite_workspace (keep live's version of those files)",
-        )
-    drop = clash if policy == "overwrite_workspace" else []
-    return head, {
-        "tree": verified["tree"],
-        "base_tree": meta["base_tree"],
-        "drop": drop,
-        "files": verified["files"],
-    }
+    return head, live_changed.plan(cfg.live_repo, meta, head, verified, cfg["live_changed"])
+
+
+def kept_message(ws: Workspace) -> str | None:
+    """The commit message ``doit verify … message=M`` kept in meta.json, if any."""
+    try:
+        message = ws.read_meta().get("message")
+    except (OSError, ValueError):
+        return None
+    return str(message) if message is not None else None
+
+
+def verify_message() -> str | None:
+    """message= of a ``doit verify`` command (kept for promote); None for any other command.
+
+    doit loads every task creator: ``doit promote … message=M`` must not re-verify to keep M.
+    """
+    from .doitapi import requested
+
+    return config.variable("message") if requested("verify") else None
 
 
 def existing_workspace(root: str, issue: str) -> Workspace:
@@ -478,11 +513,15 @@ def existing_workspace(root: str, issue: str) -> Workspace:
 
 
 def requested_chains(
-    cfg: config.Config, head: str, warning: str | None
+    cfg: config.Config, head: str, warning: str | None, message: str | None = None
 ) -> Iterator[dict[str, Any]]:
     """verify patch=... starts from live HEAD; verify issue=ID re-verifies that workspace."""
     root = cfg.root
     raw, issue = config.variable("patch"), config.variable("issue")
+    if filing.wants_latest(config.variable("latest")):  # AM -l: the newest patch in patches/
+        if raw is not None:
+            raise PatchgateError("PREFLIGHT", "latest=1 picks the patch itself; drop patch=")
+        raw = filing.newest_patch(root)
     if raw is None:
         if issue is None:
             raise PatchgateError("PREFLIGHT", NEEDS_PATCH)
@@ -494,7 +533,7 @@ def requested_chains(
                 f"the patch of issue {issue} ({patch}) is gone; verify a patch with patch=PATH",
             )
         base, carry = plan_rebase(cfg, ws, head)
-        yield from chain(cfg, patch, issue, base, warning, carry)
+        yield from chain(cfg, patch, issue, base, warning, carry, message=message)
         return
     patches = requested_patches(root, raw)
     if issue is not None and len(patches) > 1:
@@ -518,7 +557,7 @@ def requested_chains(
                 "verify", root, report.log_path(root, "verify"), err, f"{stem}-preflight"
             )
             continue
-        yield from chain(cfg, patch, stem, head, warning)
+        yield from chain(cfg, patch, stem, head, warning, message=message)
 
 
 def task_verify() -> Iterator[dict[str, Any]]:
@@ -527,13 +566,16 @@ def task_verify() -> Iterator[dict[str, Any]]:
     patch=PATH|GLOB|A,B   patch file(s) under patches/ (.py script, .diff/.patch, .zip)
     issue=ID              issue id (default: the patch file's stem); without patch=,
                           re-verify the existing workspace of ID (live_changed= decides the base)
+    latest=1              the newest patch (by mtime) directly in patches/ (AM -l)
+    message="…"           commit subject kept in meta.json for a later doit promote issue=ID
     strip=N allow_undeclared=1 allow_untouched=1 allow_noop=1 all_gates=1 keep_going=1
     allow_gates_fail=1 baseline=1 jail=none   (see `doit config`)
     """
     root = os.getcwd()
     log = report.log_path(root, "verify")
     try:
-        if config.variable("patch") is None and config.variable("issue") is None:
+        wanted = ("patch", "issue", "latest")  # latest=1: issue 11
+        if all(config.variable(name) is None for name in wanted):
             # Not a verification (doit list, help, status, audit, …): plan nothing, touch
             # nothing; only an unknown variable is named before the usage line.
             config.load(root)
@@ -543,7 +585,7 @@ def task_verify() -> Iterator[dict[str, Any]]:
         cfg = config.load(root)
         head = git.live_head(cfg.live_repo)
         warning = jail.preflight(cfg["jail"])
-        tasks = list(requested_chains(cfg, head, warning))
+        tasks = list(requested_chains(cfg, head, warning, verify_message()))
     except PatchgateError as err:
         yield failed_creator("verify", root, log, err)
         return

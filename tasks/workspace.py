@@ -79,8 +79,20 @@ def is_intact(ws: Workspace) -> bool:
     return os.path.isdir(gitdir)
 
 
-def ensure(ws_dir: str, live_repo: str, base: str, patch: str, patch_sha256: str, log: str) -> None:
-    """Action of the workspace step: reuse the worktree, move it to a new base, or create it."""
+def ensure(
+    ws_dir: str,
+    live_repo: str,
+    base: str,
+    patch: str,
+    patch_sha256: str,
+    log: str,
+    message: str | None = None,
+) -> None:
+    """Action of the workspace step: reuse the worktree, move it to a new base, or create it.
+
+    ``message`` (``doit verify … message=M``) is kept in meta.json for a later promote; without
+    one, the message kept before stays.
+    """
     ws = Workspace.at(ws_dir)
     os.makedirs(ws.dir, exist_ok=True)
     previous = ws.read_meta() if os.path.exists(ws.meta) else {}
@@ -106,20 +118,20 @@ def ensure(ws_dir: str, live_repo: str, base: str, patch: str, patch_sha256: str
     forget_tree(ws)
     if fresh:  # apply need not reset and clean a tree git has just checked out
         mark_tree(ws, base_tree)
-    write_json(
-        ws.meta,
-        {
-            "issue": ws.issue,
-            "live_repo": live_repo,
-            "base_sha": base,
-            "base_tree": base_tree,
-            "attempt": int(previous.get("attempt", 0)) + 1,
-            "patch": patch,
-            "patch_sha256": patch_sha256,
-            "created": previous.get("created") or datetime.now(UTC).isoformat(timespec="seconds"),
-        },
-        "workspace-meta.schema.json",
-    )
+    meta = {
+        "issue": ws.issue,
+        "live_repo": live_repo,
+        "base_sha": base,
+        "base_tree": base_tree,
+        "attempt": int(previous.get("attempt", 0)) + 1,
+        "patch": patch,
+        "patch_sha256": patch_sha256,
+        "created": previous.get("created") or datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    kept = message if message is not None else previous.get("message")
+    if kept is not None:
+        meta["message"] = kept
+    write_json(ws.meta, meta, "workspace-meta.schema.json")
 
 
 @contextmanager

@@ -629,7 +629,7 @@ def test_record_refuses_bad_input_in_one_line(
 def history_lines(res: Any) -> list[str]:
     """The commit lines: a 12-digit sha, two spaces (the header line says "commit")."""
     lines = res.out.splitlines()
-    assert any(ln.startswith("commit        patch") for ln in lines), res.out
+    assert any(ln.startswith("commit        landed (UTC)") for ln in lines), res.out
     return [ln for ln in lines if ln[:12].isalnum() and ln[12:14] == "  " and ln[:6] != "commit"]
 
 

@@ -280,6 +280,7 @@ def test_live_changed_in_a_patched_file_fails_by_default(
     assert res.summary["STAGE"] == "PROMOTE"
     assert "live changed since the workspace base in calc/ops.py" in res.summary["REASON"]
     assert "live_changed=rebase" in res.summary["REASON"]
+    assert "docs/live-changed.md" in res.summary["REASON"]
     assert project.state() == before
 
 
@@ -297,17 +298,23 @@ def test_live_changed_rebase_runs_the_patch_again_on_live(
     assert text.startswith("# live's header\n") and "def mul" in text
 
 
-def test_live_changed_overwrite_live_lands_the_verified_version(
+def test_live_changed_overwrite_live_never_reverts_what_landed(
     remote_project: tuple[Project, Path],
 ) -> None:
+    """Issue 11 item 8: carrying the verified file over live's rewrite would undo a landed
+    commit; it is refused, live byte-identical (tests/test_live_changed.py has the merge)."""
     project, _ = remote_project
     verified(project)
-    verified_ops = (project.ws("add_mul") / "repo" / "calc" / "ops.py").read_text()
     commit_in(project.live, "calc/ops.py", "# live rewrote it\n")
     git(project.live, "push", "-q", "origin", "main")
+    before = project.state()
     res = project.run("promote", "issue=add_mul", "live_changed=overwrite_live")
-    assert res.code == 0, res.out
-    assert (project.live / "calc/ops.py").read_text() == verified_ops
+    assert res.code != 0
+    assert res.summary["STAGE"] == "APPLY"
+    assert "live_changed=overwrite_live: live changed calc/ops.py" in res.summary["REASON"]
+    assert "live work" in res.summary["REASON"]  # the landed commit, named
+    assert "docs/live-changed.md" in res.summary["REASON"]
+    assert project.state() == before
 
 
 def test_live_changed_overwrite_workspace_keeps_lives_version(
@@ -839,6 +846,9 @@ def test_audit_failure_fails_the_run_and_keeps_the_commit(
     assert res.summary["STAGE"] == "AUDIT"
     assert "exit 3: audit found 2 problems" in res.summary["REASON"]
     assert git(bare, "rev-parse", "main") == head(project.live)
+    assert len(events(project, "apply")) == 1
+    again = project.run("promote", "issue=add_mul")  # issue 11: a rerun audits again
+    assert again.code != 0 and again.summary["STAGE"] == "AUDIT", again.out
     assert len(events(project, "apply")) == 1
 
 

@@ -271,13 +271,15 @@ def test_live_moved_in_patched_file_fails_by_default(project: Project) -> None:
     assert "calc/ops.py" in res.summary["REASON"] and "live_changed=" in res.summary["REASON"]
 
 
-def test_overwrite_live_carries_the_verified_file(project: Project) -> None:
+def test_overwrite_live_carries_the_verified_change_into_lives_file(project: Project) -> None:
+    """Issue 11 item 8: the verified change is merged into live's version, never over it."""
     assert project.run("verify", f"patch={project.patch('add_mul.py', ADD_MUL)}").code == 0
     verified = (project.ws("add_mul") / "repo" / "calc" / "ops.py").read_text()
-    head = commit_live(project, "calc/ops.py", "X = 1\n")
+    ops = (project.live / "calc" / "ops.py").read_text()
+    head = commit_live(project, "calc/ops.py", "X = 1\n" + ops)
     res = project.run("verify", "issue=add_mul", "live_changed=overwrite_live")
     assert res.code == 0, res.out
-    assert (project.ws("add_mul") / "repo" / "calc" / "ops.py").read_text() == verified
+    assert (project.ws("add_mul") / "repo" / "calc" / "ops.py").read_text() == "X = 1\n" + verified
     applied = json.loads((project.ws("add_mul") / "steps" / "apply.json").read_text())
     assert applied["method"] == "carry"
     assert json.loads((project.ws("add_mul") / "result.json").read_text())["base_sha"] == head
