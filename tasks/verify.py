@@ -23,6 +23,7 @@ from . import (
     report,
     steps,
     trailers,
+    verdicts,
 )
 from .apply import (
     STRIP_MEMO,
@@ -228,6 +229,8 @@ def build_result(
         if stage
         else {"RESULT": "SUCCESS", "FILES": ", ".join(files) or "(none)"}
     )
+    if not stage:  # issue 11: what a fixer changed, what the baseline excused
+        summary.update(verdicts.summary_lines(gates, ws.gate_file))
     return {
         "patch_id": patch_id(ws.issue, meta["patch_sha256"]),
         "issue": ws.issue,
