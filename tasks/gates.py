@@ -613,7 +613,7 @@ def shadow_check(ws: Workspace, gate: dict[str, Any], settings: dict[str, Any]) 
         return None
     live = read_json(ws.meta)["live_repo"]
     installed = verdicts.installed_from(settings["tool_env"], live)
-    copies = verdicts.shadowing(ws.repo, installed) if installed else []
+    copies = verdicts.shadowing(ws.repo, installed, live) if installed else []
     return verdicts.shadow_reason(gate["name"], ws.repo, copies) if copies else None
 
 

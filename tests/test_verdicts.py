@@ -139,6 +139,10 @@ def test_a_run_where_every_test_skipped_fails(tmp_path: Path) -> None:
     assert judged(tmp_path, body, 0)[1].startswith("pytest: no test ran (1 skipped)")
 
 
+def test_a_passing_case_without_a_classname_counts_as_run(tmp_path: Path) -> None:
+    assert judged(tmp_path, '<testsuite><testcase name="check_a"/></testsuite>', 0) == ("pass", "")
+
+
 def test_a_run_where_one_test_ran_is_judged_as_usual(tmp_path: Path) -> None:
     body = '<testsuite><testcase classname="tests.test_x" name="test_a"/></testsuite>'
     assert judged(tmp_path, body, 0) == ("pass", "")
@@ -254,6 +258,15 @@ def test_a_build_gates_copy_is_bound_writable_at_the_worktrees_path(tmp_path: Pa
     assert ["--bind", str(work), str(work)] not in [argv[i : i + 3] for i in range(len(argv))]
 
 
+def test_unjailed_a_build_gate_runs_in_its_copy(tmp_path: Path) -> None:
+    work, copy_ = tmp_path / "repo", tmp_path / "scratch"
+    work.mkdir()
+    copy_.mkdir()
+    spec = jail.JailSpec("none", str(work), workdir_source=str(copy_))
+    done = jail.run(["pwd"], spec, env={}, timeout=10, output_cap=4096)
+    assert done.output.strip() == str(copy_)
+
+
 # --- the workspace on the import path ----------------------------------------------------------
 
 
@@ -305,6 +318,42 @@ def test_a_package_in_src_or_the_root_wins_over_an_installed_copy(tmp_path: Path
     (repo / "src" / "pkg" / "__init__.py").write_text("")
     fake_install(env, "pkg", live, editable=True)
     assert verdicts.shadowing(str(repo), verdicts.installed_from(str(env), str(live))) == []
+
+
+def test_an_editable_install_mapping_its_name_onto_another_folder_of_live_is_named(
+    tmp_path: Path,
+) -> None:
+    live, repo, env = tmp_path / "live", tmp_path / "ws", tmp_path / "env"
+    (repo / "code").mkdir(parents=True)
+    (repo / "code" / "__init__.py").write_text("")
+    fake_install(env, "pkg", live, editable=True)
+    site = env / "lib" / "python3.11" / "site-packages"
+    (site / "__editable___pkg_0_1_finder.py").write_text(f"MAPPING = {{'pkg': '{live}/code'}}\n")
+    installed = verdicts.installed_from(str(env), str(live))
+    assert [(i.name, i.where) for i in installed] == [("pkg", f"{live}/code")]
+    copies = verdicts.shadowing(str(repo), installed, str(live))
+    assert verdicts.shadow_reason("pytest", str(repo), copies).startswith(
+        f"pytest: an editable install of 'pkg' points at {live}/code (from {live}), which the "
+        "jail hides"
+    )
+
+
+def test_fixed_and_excused_summary_lines(tmp_path: Path) -> None:
+    records = {
+        "black": {"fixed": ["a.py", "b.py"], "verdict": "pass"},
+        "ruff-format": {"fixed": [], "fix_dropped": {"c.py": 2}, "verdict": "pass"},
+        "mypy": {"verdict": "excused", "reason": "mypy: failure pre-existing on the base"},
+        "pytest": {"verdict": "pass"},
+    }
+    for name, record in records.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    (tmp_path / "broken.json").write_text("{")
+    gates = [{"name": n} for n in [*records, "broken", "missing"]]
+    assert verdicts.summary_lines(gates, lambda n: str(tmp_path / f"{n}.json")) == {
+        "FIXED": "a.py, b.py (black); (none) (ruff-format; its edits off the patch's lines "
+        "undone in c.py)",
+        "EXCUSED": "mypy: failure pre-existing on the base",
+    }
 
 
 def test_a_broken_direct_url_is_no_install(tmp_path: Path) -> None:
@@ -385,17 +434,29 @@ def test_what_the_baseline_excuses_is_excused_everywhere(make_project: ProjectFa
 
 
 def test_a_fixer_rewrites_only_the_lines_the_patch_changed(make_project: ProjectFactory) -> None:
-    project = make_project(gates=[gate("ruff-format")])
-    commit(project.live, {"calc/ugly.py": UGLY_BASE})
+    # all_gates: a patch that changes no Python file still runs the fixer, on "." (all files).
+    project = make_project(gates=[gate("ruff-format")], all_gates=True)
+    commit(project.live, {"calc/ugly.py": UGLY_BASE, "calc/other.py": UGLY_BASE})
     patch = script(["calc/ugly.py"], f"Path('calc/ugly.py').write_text({UGLY_NEW!r})")
-    res = project.run("verify", f"patch={project.patch('ugly.py', patch)}")
+    readme = script(["README.txt"], "Path('README.txt').write_text('calc, documented\\n')")
+    res = project.run(
+        "verify", f"patch={project.patch('ugly.py', patch)},{project.patch('doc.py', readme)}"
+    )
     assert res.code == 0, res.out
-    landed = (project.ws("ugly") / "repo" / "calc" / "ugly.py").read_text()
+    repo = project.ws("ugly") / "repo"
+    landed = (repo / "calc" / "ugly.py").read_text()
     assert landed == UGLY_BASE + "\n\ndef mul(a: int, b: int) -> int:\n    return a * b\n"
-    assert res.summary["FIXED"] == (
+    assert (repo / "calc" / "other.py").read_text() == UGLY_BASE
+    assert result_of(project, "ugly")["summary"]["FIXED"] == (
         "calc/ugly.py (ruff-format; its edits off the patch's lines undone in calc/ugly.py)"
     )
     assert record_of(project, "ugly", "ruff-format")["fix_dropped"] == {"calc/ugly.py": 1}
+    doc = result_of(project, "doc")
+    assert doc["files"] == ["README.txt"]  # nothing the fixer did to the .py files stays
+    assert doc["summary"]["FIXED"] == (
+        "(none) (ruff-format; its edits off the patch's lines undone in calc/other.py, "
+        "calc/ugly.py)"
+    )
 
 
 # --- end to end: a build gate builds, and its writes are thrown away ---------------------------
