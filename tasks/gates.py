@@ -164,13 +164,45 @@ def gate_env(
 def workspace_env(
     gate: dict[str, Any], ws: Workspace, settings: dict[str, Any], base: bool = False
 ) -> dict[str, str]:
-    """gate_env plus PYTHONPATH leading to the workspace (issue 11): its ``src/`` when it has
-    one, then its root, after the gate's own entries. Python then imports the workspace's code
-    ahead of any copy in tool_env's site-packages, and an editable install that points at live
-    (which the jail hides) is not needed."""
+    """gate_env plus PYTHONPATH leading to the workspace (issue 11): after the gate's own
+    entries, the links of plan_imports (when there are any), the workspace's ``src/`` when it
+    has one, then its root. Python then imports the workspace's code ahead of any copy in
+    tool_env's site-packages, and an editable install that points at live (which the jail
+    hides) is not needed. Made by import_setup, which runs first."""
     env = gate_env(gate, ws, settings, base)
-    env["PYTHONPATH"] = verdicts.python_path(ws.repo, env.get("PYTHONPATH"))
+    links = imports_dir(ws, gate["name"], base)
+    extra = [links] if os.path.isdir(links) and os.listdir(links) else []
+    env["PYTHONPATH"] = verdicts.python_path(ws.repo, env.get("PYTHONPATH"), extra)
     return env
+
+
+def imports_dir(ws: Workspace, name: str, base: bool = False) -> str:
+    """The gate's folder of import links (see verdicts.plan_imports), in its own cache folder."""
+    return os.path.join(cache_dir(ws, name, base), ".imports")
+
+
+def import_setup(
+    ws: Workspace, gate: dict[str, Any], settings: dict[str, Any], base: bool = False
+) -> str | None:
+    """Before a gate that runs Python: link what editable installs map onto other folders of
+    the workspace; the reason the gate must fail when a copy of the project installed into
+    tool_env from live would be imported instead of the workspace (else None)."""
+    links = imports_dir(ws, gate["name"], base)
+    if not runs_python(gate):
+        remove(links)
+        return None
+    live = read_json(ws.meta)["live_repo"]
+    installed = verdicts.installed_from(settings["tool_env"], live)
+    own = gate_env(gate, ws, settings, base).get("PYTHONPATH")
+    plan = verdicts.plan_imports(ws.repo, installed, live, own)
+    if plan.shadowing:
+        return verdicts.shadow_reason(gate["name"], ws.repo, plan.shadowing)
+    if plan.mapped:
+        own_cache(ws, gate["name"], base)
+        verdicts.link_imports(links, plan.mapped)
+    else:
+        remove(links)
+    return None
 
 
 # --- reading what a gate said ------------------------------------------------------------------
@@ -506,7 +538,7 @@ def run_gate(
         return
     ensure_tree(ws, current["tree"])
     wait_live_capture(ws.dir)  # the live guard's "before" is taken: the gate may run
-    shadowed = shadow_check(ws, gate, settings)
+    shadowed = import_setup(ws, gate, settings)
     if shadowed:  # issue 11: it would test an installed copy, not the workspace
         record.update(verdict="fail", reason=shadowed)
         finish(ws, gate, record, settings, log)
@@ -604,17 +636,6 @@ def runs_python(gate: dict[str, Any]) -> bool:
     """The gate runs the project's Python (pytest, {python} -m ..., python ...)."""
     first = os.path.basename(gate["command"][0])
     return looks_like_pytest(gate) or first == "{python}" or first.startswith("python")
-
-
-def shadow_check(ws: Workspace, gate: dict[str, Any], settings: dict[str, Any]) -> str | None:
-    """Why the gate would import a copy of the project installed in tool_env from live rather
-    than the workspace's code (None when the workspace wins, see verdicts.python_path)."""
-    if not runs_python(gate):
-        return None
-    live = read_json(ws.meta)["live_repo"]
-    installed = verdicts.installed_from(settings["tool_env"], live)
-    copies = verdicts.shadowing(ws.repo, installed, live) if installed else []
-    return verdicts.shadow_reason(gate["name"], ws.repo, copies) if copies else None
 
 
 def limit_fixes(
@@ -764,6 +785,7 @@ def run_on_base(
         else:
             # Its own folder, not the patch run's: see cache_dir.
             cache = own_cache(ws, gate["name"], base=True)
+            import_setup(ws, gate, settings, base=True)  # links of editable installs
             junit = junit_path(ws, gate["name"], base=True)
             remove(junit)
             report.log(log, f"baseline {gate['name']}: running on base {meta['base_sha'][:12]}")

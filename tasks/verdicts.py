@@ -184,10 +184,11 @@ def import_roots(repo: str) -> list[str]:
     return [*roots, repo]
 
 
-def python_path(repo: str, own: str | None) -> str:
-    """PYTHONPATH for a gate: the gate's own entries (its ``env:``) first, then the workspace."""
+def python_path(repo: str, own: str | None, extra: Sequence[str] = ()) -> str:
+    """PYTHONPATH for a gate: the gate's own entries (its ``env:``) first, then ``mapped`` (the
+    folder of plan_imports' links, if any), then the workspace."""
     parts = [p for p in (own or "").split(os.pathsep) if p]
-    return os.pathsep.join(dict.fromkeys([*parts, *import_roots(repo)]))
+    return os.pathsep.join(dict.fromkeys([*parts, *extra, *import_roots(repo)]))
 
 
 class Installed(NamedTuple):
@@ -219,45 +220,73 @@ def installed_from(tool_env: str, project: str) -> list[Installed]:
     return found
 
 
-def shadowing(
-    repo: str, installed: Iterable[Installed], live: str | None = None
-) -> list[Installed]:
-    """Installed copies that would be imported instead of the workspace's code: the workspace
-    has that package, but not in a folder on the gate's PYTHONPATH (import_roots); or an
-    editable install maps the name to a folder of ``live`` named otherwise (setuptools'
-    ``package_dir``), which the jail hides and PYTHONPATH cannot rename."""
-    roots = import_roots(repo)
-    out = []
+class ImportPlan(NamedTuple):
+    """How a gate imports the project: names to map onto workspace folders, copies in the way."""
+
+    mapped: dict[str, str]  # import name -> the workspace folder (or module file) it is
+    shadowing: list[Installed]  # copies that would be imported instead of the workspace
+
+
+def plan_imports(
+    repo: str, installed: Iterable[Installed], live: str | None, own: str | None = None
+) -> ImportPlan:
+    """What PYTHONPATH (src/, the root) leaves to do for the project's own installs.
+
+    * the workspace has the package in src/ or its root: PYTHONPATH puts it first; nothing;
+    * an editable install maps the name onto a folder of live named otherwise (setuptools'
+      ``package_dir``, e.g. ``patchgate`` -> ``tasks/``): that folder of the workspace is mapped
+      to the name (a link in a folder put on PYTHONPATH);
+    * anything else installed from live (a regular install, or the package in a folder that
+      is not on PYTHONPATH) would stand in for the workspace: named, and the gate fails.
+    """
+    given = [os.path.join(repo, p) for p in (own or "").split(os.pathsep) if p]
+    roots = [*given, *import_roots(repo)]
+    mapped: dict[str, str] = {}
+    shadow: list[Installed] = []
     for copy in installed:
         if any(_provides(root, copy.name) for root in roots):
             continue
-        if _anywhere(repo, copy.name) or _mapped_into(copy, live):
-            out.append(copy)
-    return out
+        if copy.editable and live and _inside(live, copy.where):
+            twin = os.path.join(repo, os.path.relpath(copy.where, live))
+            if os.path.lexists(twin):
+                mapped[copy.name] = twin
+            continue  # no twin: the import fails inside the jail, visibly
+        shadow.append(copy)
+    return ImportPlan(mapped, shadow)
 
 
-def _mapped_into(copy: Installed, live: str | None) -> bool:
-    if not (copy.editable and live):
-        return False
-    real, where = os.path.realpath(live), os.path.realpath(copy.where)
-    return os.path.commonpath([real, where]) == real
+def link_imports(folder: str, mapped: Mapping[str, str]) -> None:
+    """Make ``folder`` hold one link per mapped name (``name`` or ``name.py``) and nothing else."""
+    if os.path.lexists(folder):
+        if os.path.isdir(folder) and not os.path.islink(folder):
+            for entry in os.listdir(folder):
+                os.unlink(os.path.join(folder, entry))
+        else:
+            os.unlink(folder)
+    os.makedirs(folder, exist_ok=True)
+    for name, target in sorted(mapped.items()):
+        link = name + ".py" if target.endswith(".py") and os.path.isfile(target) else name
+        os.symlink(target, os.path.join(folder, link))
+
+
+def _inside(outer: str, inner: str) -> bool:
+    real, path = os.path.realpath(outer), os.path.realpath(inner)
+    return os.path.commonpath([real, path]) == real
 
 
 def shadow_reason(name: str, repo: str, copies: Sequence[Installed]) -> str:
     copy = copies[0]
     how = "an editable install" if copy.editable else "an installed copy"
     inside = _anywhere(repo, copy.name)
-    if inside is None:  # an editable install mapping the name onto another folder of live
-        return (
-            f"{name}: {how} of {copy.name!r} points at {copy.where} (from {copy.source}), "
-            f"which the jail hides; the workspace's copy of that folder cannot be imported as "
-            f"{copy.name!r} from PYTHONPATH; name the package's folder {copy.name}/ (in src/ or "
-            "the repository root)"
-        )
+    theirs = (
+        f"the workspace's {os.path.relpath(inside, repo)}"
+        if inside
+        else f"the workspace's code (it has no {copy.name}/ in src/ or its root)"
+    )
     return (
         f"{name}: {how} of {copy.name!r} ({copy.where}, from {copy.source}) would be imported "
-        f"instead of the workspace's {os.path.relpath(inside, repo)}; add its folder to the "
-        "gate's env PYTHONPATH, or move the package to src/ or the repository root"
+        f"instead of {theirs}; install the project editable (pip install -e) or uninstall it "
+        "from tool_env, or put the package's folder on the gate's env PYTHONPATH"
     )
 
 

@@ -304,38 +304,50 @@ def test_a_copy_installed_from_live_that_would_shadow_the_workspace_is_named(
     fake_install(env, "other", tmp_path / "elsewhere", editable=False)
     installed = verdicts.installed_from(str(env), str(live))
     assert [i.name for i in installed] == ["pkg"]
-    copies = verdicts.shadowing(str(repo), installed)
-    reason = verdicts.shadow_reason("pytest", str(repo), copies)
+    plan = verdicts.plan_imports(str(repo), installed, str(live))
+    assert plan.mapped == {}
+    reason = verdicts.shadow_reason("pytest", str(repo), plan.shadowing)
     assert reason.startswith(
         f"pytest: an installed copy of 'pkg' ({env}/lib/python3.11/site-packages/pkg, from {live})"
-        " would be imported instead of the workspace's lib/pkg"
+        " would be imported instead of the workspace's lib/pkg; install the project editable"
     )
+    # The gate's own PYTHONPATH naming that folder settles it.
+    assert verdicts.plan_imports(str(repo), installed, str(live), "lib") == ({}, [])
 
 
 def test_a_package_in_src_or_the_root_wins_over_an_installed_copy(tmp_path: Path) -> None:
     live, repo, env = tmp_path / "live", tmp_path / "ws", tmp_path / "env"
     (repo / "src" / "pkg").mkdir(parents=True)
     (repo / "src" / "pkg" / "__init__.py").write_text("")
-    fake_install(env, "pkg", live, editable=True)
-    assert verdicts.shadowing(str(repo), verdicts.installed_from(str(env), str(live))) == []
+    fake_install(env, "pkg", live, editable=False)
+    installed = verdicts.installed_from(str(env), str(live))
+    assert verdicts.plan_imports(str(repo), installed, str(live)) == ({}, [])
 
 
-def test_an_editable_install_mapping_its_name_onto_another_folder_of_live_is_named(
+def test_an_editable_install_onto_another_folder_of_live_is_mapped_to_the_workspace(
     tmp_path: Path,
 ) -> None:
     live, repo, env = tmp_path / "live", tmp_path / "ws", tmp_path / "env"
     (repo / "code").mkdir(parents=True)
     (repo / "code" / "__init__.py").write_text("")
     fake_install(env, "pkg", live, editable=True)
+    fake_install(env, "gone", live, editable=True)  # its folder is not in the workspace
     site = env / "lib" / "python3.11" / "site-packages"
-    (site / "__editable___pkg_0_1_finder.py").write_text(f"MAPPING = {{'pkg': '{live}/code'}}\n")
-    installed = verdicts.installed_from(str(env), str(live))
-    assert [(i.name, i.where) for i in installed] == [("pkg", f"{live}/code")]
-    copies = verdicts.shadowing(str(repo), installed, str(live))
-    assert verdicts.shadow_reason("pytest", str(repo), copies).startswith(
-        f"pytest: an editable install of 'pkg' points at {live}/code (from {live}), which the "
-        "jail hides"
+    (site / "__editable___pkg_0_1_finder.py").write_text(
+        f"MAPPING = {{'pkg': '{live}/code', 'gone': '{live}/gone'}}\n"
     )
+    installed = verdicts.installed_from(str(env), str(live))
+    assert [(i.name, i.where) for i in installed] == [
+        ("gone", f"{live}/gone"),
+        ("pkg", f"{live}/code"),
+    ]
+    plan = verdicts.plan_imports(str(repo), installed, str(live))
+    assert plan == ({"pkg": str(repo / "code")}, [])
+    links = tmp_path / "links"
+    verdicts.link_imports(str(links), plan.mapped)
+    verdicts.link_imports(str(links), plan.mapped)  # again: the folder is made anew
+    assert os.readlink(links / "pkg") == str(repo / "code")
+    assert os.listdir(links) == ["pkg"]
 
 
 def test_fixed_and_excused_summary_lines(tmp_path: Path) -> None:
@@ -503,6 +515,16 @@ TINY = {
 }
 
 
+# The import name is not the folder's (setuptools package-dir), as in patchgate itself.
+TINY_MAPPED = {
+    "pyproject.toml": TINY["pyproject.toml"]
+    + '\n[tool.setuptools]\npackages = ["tinypkg"]\npackage-dir = {tinypkg = "code"}\n',
+    "code/__init__.py": TINY["src/tinypkg/__init__.py"],
+    "tests/test_answer.py": TINY["tests/test_answer.py"],
+    ".gitignore": TINY[".gitignore"],
+}
+
+
 def make_venv(path: Path, live: Path, *flags: str) -> Path:
     """A venv with tinypkg installed from ``live`` (``-e``: editable); pytest, setuptools and
     wheel come from patchgate's own venv through a .pth file (no index needed)."""
@@ -522,10 +544,13 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """tinypkg's live repository, and two venvs: an editable install and a regular one."""
     root = tmp_path_factory.mktemp("tiny")
     live = make_repo(root / "live", TINY)
+    mapped_live = make_repo(root / "mapped-live", TINY_MAPPED)
     return {
         "live": live,
         "editable": make_venv(root / "venv-editable", live, "-e"),
         "regular": make_venv(root / "venv-regular", live),
+        "mapped-live": mapped_live,
+        "mapped": make_venv(root / "venv-mapped", mapped_live, "-e"),
     }
 
 
@@ -542,6 +567,35 @@ EXTENDED = script(
     f"Path('src/tinypkg/__init__.py').write_text({DOUBLE!r})\n"
     f"Path('tests/test_double.py').write_text({DOUBLE_TEST!r})",
 )
+
+
+def tiny_project(tmp_path: Path, live: Path, venv: Path) -> Project:
+    project = Project(tmp_path / "project", live)
+    (project.path / "patches").mkdir(parents=True)
+    project.configure(
+        live_repo=str(live),
+        tool_env=str(venv),
+        jail_binds=[sysconfig.get_paths()["purelib"]],
+        gates=[gate("pytest")],
+    )
+    return project
+
+
+def test_an_editable_install_of_a_renamed_folder_imports_the_workspace(
+    tmp_path: Path, tiny: dict[str, Path]
+) -> None:
+    project = tiny_project(tmp_path, tiny["mapped-live"], tiny["mapped"])
+    broken = BROKEN.replace("src/tinypkg/__init__.py", "code/__init__.py")
+    extended = EXTENDED.replace("src/tinypkg/__init__.py", "code/__init__.py")
+    res = project.run(
+        "verify", f"patch={project.patch('broken.py', broken)},{project.patch('ext.py', extended)}"
+    )
+    assert result_of(project, "broken")["reason"] == (
+        "pytest: tests/test_answer.py::test_answer failed: assert 41 == 42"
+    ), res.out
+    assert result_of(project, "ext")["verification_status"] == "pass", res.out
+    links = project.ws("ext") / "cache" / "pytest" / ".imports"
+    assert os.readlink(links / "tinypkg") == str(project.ws("ext") / "repo" / "code")
 
 
 @pytest.mark.parametrize("install", ["editable", "regular"])
