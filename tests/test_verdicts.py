@@ -350,6 +350,25 @@ def test_an_editable_install_onto_another_folder_of_live_is_mapped_to_the_worksp
     assert os.listdir(links) == ["pkg"]
 
 
+def test_a_gate_that_would_import_an_installed_copy_fails_without_running(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project(gates=[gate("pytest")])
+    commit(project.live, {"lib/opslib/__init__.py": "X = 1\n"})
+    env = project.path / "env"
+    fake_install(env, "opslib", project.live, editable=False)
+    project.configure(tool_env=str(env))
+    diff = "--- a/README.txt\n+++ b/README.txt\n@@ -1 +1 @@\n-calc\n+calc!\n"
+    res = project.run("verify", f"patch={project.patch('readme.diff', diff)}", "all_gates=1")
+    assert res.code != 0 and res.summary["STAGE"] == "GATES", res.out
+    assert res.summary["REASON"].startswith(
+        f"pytest: an installed copy of 'opslib' ({env}/lib/python3.11/site-packages/opslib, "
+        f"from {project.live}) would be imported instead of the workspace's lib/opslib"
+    )
+    record = record_of(project, "readme", "pytest")
+    assert record["verdict"] == "fail" and "exit_code" not in record  # it never ran
+
+
 def test_fixed_and_excused_summary_lines(tmp_path: Path) -> None:
     records = {
         "black": {"fixed": ["a.py", "b.py"], "verdict": "pass"},
