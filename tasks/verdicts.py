@@ -16,6 +16,7 @@ import difflib
 import json
 import os
 import re
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
@@ -256,14 +257,15 @@ def plan_imports(
 
 
 def link_imports(folder: str, mapped: Mapping[str, str]) -> None:
-    """Make ``folder`` hold one link per mapped name (``name`` or ``name.py``) and nothing else."""
-    if os.path.lexists(folder):
-        if os.path.isdir(folder) and not os.path.islink(folder):
-            for entry in os.listdir(folder):
-                os.unlink(os.path.join(folder, entry))
-        else:
-            os.unlink(folder)
-    os.makedirs(folder, exist_ok=True)
+    """Make ``folder`` hold one link per mapped name (``name`` or ``name.py``) and nothing else.
+
+    It lies in the gate's own (writable) cache folder: whatever a gate left there, a folder, a
+    file, a link in its place, is removed first, never followed."""
+    if os.path.isdir(folder) and not os.path.islink(folder):
+        shutil.rmtree(folder)
+    elif os.path.lexists(folder):
+        os.unlink(folder)
+    os.mkdir(folder)
     for name, target in sorted(mapped.items()):
         link = name + ".py" if target.endswith(".py") and os.path.isfile(target) else name
         os.symlink(target, os.path.join(folder, link))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -348,6 +349,18 @@ def test_an_editable_install_onto_another_folder_of_live_is_mapped_to_the_worksp
     verdicts.link_imports(str(links), plan.mapped)  # again: the folder is made anew
     assert os.readlink(links / "pkg") == str(repo / "code")
     assert os.listdir(links) == ["pkg"]
+    # What a gate may leave in its cache folder is removed, not followed.
+    (links / "planted").mkdir()
+    (links / "planted" / "x.py").write_text("")
+    verdicts.link_imports(str(links), plan.mapped)
+    assert os.listdir(links) == ["pkg"]
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("")
+    shutil.rmtree(links)
+    links.symlink_to(victim)
+    verdicts.link_imports(str(links), plan.mapped)
+    assert not links.is_symlink() and os.listdir(victim) == ["keep.txt"]
 
 
 def test_a_gate_that_would_import_an_installed_copy_fails_without_running(
