@@ -390,7 +390,10 @@ def verdict_of(
             what = "no JUnit XML" if data is None else "invalid JUnit XML"
             return "fail", f"{name} wrote {what} to {{junit}}; fix the gate's command"
     if tests is not None and not verdicts.tests_that_ran({t: o for t, (o, _) in tests.items()}):
-        return "fail", verdicts.no_test_ran(name, tests)  # never a pass, whatever the exit code
+        # Never a pass, whatever the exit code; an empty list says nothing, the output may.
+        if not tests and done.returncode != 0:
+            return "fail", f"{name}: no test ran; {first_error(done.output, done.returncode)}"
+        return "fail", verdicts.no_test_ran(name, tests)
     if done.returncode == 0:
         return "pass", ""
     failing = sorted(t for t, (o, _) in (tests or {}).items() if o == "fail")

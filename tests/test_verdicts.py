@@ -132,6 +132,15 @@ def test_an_empty_junit_run_never_passes_even_with_exit_0(tmp_path: Path) -> Non
     assert reason.startswith("pytest: no test ran (the JUnit file lists none)")
 
 
+def test_an_empty_junit_run_that_failed_says_what_the_tool_said(tmp_path: Path) -> None:
+    done = proc.Completed(("pytest",), 4, "ERROR: file or directory not found: nope\n", 0.1)
+    junit = junit_file(tmp_path, "<testsuites><testsuite/></testsuites>")
+    assert verdict_of(gate("pytest"), done, junit, None) == (
+        "fail",
+        "pytest: no test ran; exit 4: ERROR: file or directory not found: nope",
+    )
+
+
 def test_a_run_where_every_test_skipped_fails(tmp_path: Path) -> None:
     body = (
         '<testsuite><testcase classname="tests.test_x" name="test_a"><skipped/></testcase>'
