@@ -164,12 +164,15 @@ def gate_env(
 def workspace_env(
     gate: dict[str, Any], ws: Workspace, settings: dict[str, Any], base: bool = False
 ) -> dict[str, str]:
-    """gate_env plus PYTHONPATH leading to the workspace (issue 11): after the gate's own
-    entries, the links of plan_imports (when there are any), the workspace's ``src/`` when it
-    has one, then its root. Python then imports the workspace's code ahead of any copy in
-    tool_env's site-packages, and an editable install that points at live (which the jail
-    hides) is not needed. Made by import_setup, which runs first."""
+    """gate_env plus, for a gate that imports the project (imports_project), PYTHONPATH leading
+    to the workspace (issue 11): after the gate's own entries, the links of plan_imports (when
+    there are any), the workspace's ``src/`` when it has one, then its root. Python then
+    imports the workspace's code ahead of any copy in tool_env's site-packages, and an
+    editable install that points at live (which the jail hides) is not needed. The links are
+    made by import_setup, which runs first."""
     env = gate_env(gate, ws, settings, base)
+    if not imports_project(gate):
+        return env
     links = imports_dir(ws, gate["name"], base)
     extra = [links] if os.path.isdir(links) and os.listdir(links) else []
     env["PYTHONPATH"] = verdicts.python_path(ws.repo, env.get("PYTHONPATH"), extra)
@@ -188,7 +191,7 @@ def import_setup(
     the workspace; the reason the gate must fail when a copy of the project installed into
     tool_env from live would be imported instead of the workspace (else None)."""
     links = imports_dir(ws, gate["name"], base)
-    if not runs_python(gate):
+    if not imports_project(gate):
         remove(links)
         return None
     live = read_json(ws.meta)["live_repo"]
@@ -635,10 +638,19 @@ def build_copy(ws: Workspace, name: str) -> str:
     return path
 
 
-def runs_python(gate: dict[str, Any]) -> bool:
-    """The gate runs the project's Python (pytest, {python} -m ..., python ...)."""
+def imports_project(gate: dict[str, Any]) -> bool:
+    """The gate runs the project's code: pytest, ``{python} ...``, ``python ...``, a JUnit gate,
+    a build gate, Atlas's build and test commands. Those get the workspace on PYTHONPATH (issue
+    11); a linter or type checker does not (it reads files; importing the project's packages
+    could replace the tool's own dependencies when the project is one of them)."""
     first = os.path.basename(gate["command"][0])
-    return looks_like_pytest(gate) or first == "{python}" or first.startswith("python")
+    return (
+        looks_like_pytest(gate)
+        or first == "{python}"
+        or first.startswith("python")
+        or expects_junit(gate)
+        or bool(gate.get("build") or gate.get("atlas"))
+    )
 
 
 def limit_fixes(

@@ -23,7 +23,7 @@ from patchgate import jail, proc, provenance, trailers, verdicts
 from patchgate.audit import commit_of
 from patchgate.config import DEFAULT_GATES, effective_gates, load
 from patchgate.errors import PatchgateError
-from patchgate.gates import findings, parse_findings, parse_junit, verdict_of
+from patchgate.gates import findings, imports_project, parse_findings, parse_junit, verdict_of
 
 OPS = CALC["calc/ops.py"]
 
@@ -288,6 +288,15 @@ def test_pythonpath_puts_the_gates_own_entries_then_src_then_the_root(tmp_path: 
     flat = tmp_path / "flat"
     flat.mkdir()
     assert verdicts.python_path(str(flat), None) == str(flat)
+
+
+def test_only_gates_that_run_the_projects_code_get_the_workspace_on_pythonpath() -> None:
+    runs = {g["name"]: imports_project({"junit": False, **g}) for g in DEFAULT_GATES}
+    assert runs == {"ruff-format": False, "ruff": False, "mypy": False, "pytest": True}
+    assert imports_project({"command": ["make"], "build": True, "junit": False})
+    assert imports_project({"command": ["./run-tests"], "atlas": "test", "junit": False})
+    assert imports_project({"command": ["python3", "-m", "unittest"], "junit": False})
+    assert not imports_project({"command": ["flake8", "{files}"], "junit": False})
 
 
 def fake_install(env: Path, name: str, source: Path, editable: bool) -> None:
