@@ -6,8 +6,10 @@ Pure logic over texts and records, used by the gate steps in ``gates.py``:
 * findings counted per (file, code, message): one more of a kind the file already had is new;
 * a JUnit run in which no test ran never passes; a collection error is a failure of its file;
 * a fixer's hunks are kept only where they touch lines the patch changed;
-* a gate's PYTHONPATH starts with the workspace (``src/`` when it exists, then the root), and a
-  copy of the project installed into ``tool_env`` from elsewhere is named when it would shadow it.
+* a gate that runs the project's code has the workspace first on PYTHONPATH (``src/`` when it
+  exists, then the root); an editable install of a renamed folder is linked to the workspace's
+  folder; any other copy of the project installed into ``tool_env`` from live that would stand
+  in for the workspace is named, and the gate fails.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
+from urllib.parse import unquote, urlparse
 
 EXCUSED = "excused"
 
@@ -215,7 +218,7 @@ def installed_from(tool_env: str, project: str) -> list[Installed]:
             real = os.path.realpath(source)
             if os.path.commonpath([real, project]) != project:
                 continue
-            for name in _top_level(info, site):
+            for name in _top_level(info):
                 where = _editable_target(site, name, real) if editable else None
                 found.append(Installed(name, where or os.path.join(site, name), source, editable))
     return found
@@ -329,14 +332,12 @@ def _direct_url(info: str) -> tuple[str | None, bool]:
     url = data.get("url") if isinstance(data, dict) else None
     if not isinstance(url, str) or not url.startswith("file://"):
         return None, False
-    from urllib.parse import unquote, urlparse
-
     dir_info = data.get("dir_info")
     editable = isinstance(dir_info, dict) and bool(dir_info.get("editable"))
     return unquote(urlparse(url).path), editable
 
 
-def _top_level(info: str, site: str) -> list[str]:
+def _top_level(info: str) -> list[str]:
     """Import names of a distribution: top_level.txt, else the first parts of RECORD's paths."""
     names: set[str] = set()
     try:
