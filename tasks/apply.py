@@ -137,6 +137,7 @@ def jail_spec(
         max_processes=settings["max_processes"],
         max_memory_mb=settings["max_memory_mb"],
         workdir_readonly=bool(settings.get("repo_readonly")),
+        workdir_source=settings.get("workdir_source"),  # issue 11: a build gate's copy
     )
 
 

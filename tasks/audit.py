@@ -203,6 +203,8 @@ def fold(ledger: Ledger, events: Iterable[tuple[int, Mapping[str, Any]]]) -> Non
         state.line = line
         if kind in ("verify_pass", "verify_fail"):
             state.verdict = "pass" if kind == "verify_pass" else "fail"
+            if isinstance(ev.get("gates"), dict):  # issue 11: "pass (excused: ruff)"
+                state.verdict = trailers.verdict_label(state.verdict, ev["gates"])
             state.files = _paths(ev.get("affected_files")) or state.files
             state.rollback_of = trailers.rollback_target(ev.get("issue")) or state.rollback_of
         elif kind == "promote_fail":
@@ -274,7 +276,9 @@ def commit_of(info: trailers.CommitInfo, message: str | None = None) -> Commit:
         reverts=reverts,
         operator=info.first(trailers.OPERATOR),
         files=trailers.split_files(files) if files else [],
-        verdict=verification.split(";")[0].strip() if verification else None,
+        verdict=trailers.verdict_label(*trailers.parse_verification(verification))
+        if verification
+        else None,
         problem="; ".join(problems) or None,
     )
 
@@ -710,7 +714,8 @@ def _status(
             return "rollback verify failed" if state.verdict == "fail" else "rollback verified"
         if state.promote_failure:
             return "promote failed"
-        return {"pass": "verified", "fail": "verify failed"}.get(state.verdict or "", "proposed")
+        verdict = (state.verdict or "").split(" ")[0]  # "pass (excused: ruff)" is a pass
+        return {"pass": "verified", "fail": "verify failed"}.get(verdict, "proposed")
     if removed:
         return "removed"
     if full is None:

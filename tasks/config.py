@@ -104,6 +104,9 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         True,
         "after a promotion, run doit audit's check on live (STAGE: AUDIT on a violation)",
     ),
+    # --- issue 11 (verdicts): Atlas timeouts of the build and test-N gates ---
+    "build_timeout": (None, "seconds the build gate may run; null: gate_timeout"),
+    "test_timeout": (None, "seconds each test-N gate may run; null: gate_timeout"),
 }
 
 BOOLEAN_KEYS = tuple(k for k, (v, _) in DEFAULTS.items() if isinstance(v, bool))
@@ -204,6 +207,13 @@ def parse(raw: bytes) -> dict[str, Any]:
             "CONFIG",
             f"{CONFIG_FILE}: gates: duplicate gate name {dupes[0]!r}; give every gate its own name",
         )
+    for gate in data.get("gates", []):  # issue 11: a build's writes are thrown away
+        if gate.get("build") and gate.get("fixes"):
+            raise PatchgateError(
+                "CONFIG",
+                f"{CONFIG_FILE}: gates: {gate['name']!r} has both build and fixes, but what a "
+                "build gate writes is thrown away; drop one of them",
+            )
     return data
 
 
@@ -298,16 +308,25 @@ def effective_gates(cfg: Config) -> list[dict[str, Any]]:
                 "command": list(cfg["build_command"]),
                 "files": ["*"],
                 "atlas": "build",
+                "build": True,  # issue 11: a writable, throwaway view of the worktree
+                "timeout": cfg.values.get("build_timeout") or cfg["gate_timeout"],
             }
         )
     for i, command in enumerate(cfg["test_commands"], start=1):
         gates.append(
-            {"name": f"test-{i}", "command": list(command), "files": ["*"], "atlas": "test"}
+            {
+                "name": f"test-{i}",
+                "command": list(command),
+                "files": ["*"],
+                "atlas": "test",
+                "timeout": cfg.values.get("test_timeout") or cfg["gate_timeout"],
+            }
         )
     for gate in gates:
         gate.setdefault("files", ["*"])
         gate.setdefault("fixes", False)
         gate.setdefault("junit", False)
+        gate.setdefault("build", False)
         gate.setdefault("env", {})
         gate.setdefault("timeout", cfg["gate_timeout"])
     return gates

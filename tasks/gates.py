@@ -11,7 +11,7 @@ import shutil
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from . import config, faults, git, proc, report
+from . import config, faults, git, proc, report, verdicts
 from .apply import run_jailed
 from .errors import PatchgateError
 from .steps import NotReadable, TooBig, read_json, read_untrusted, write_json
@@ -161,6 +161,53 @@ def gate_env(
     return {k: _fill(v, values) for k, v in gate["env"].items()}
 
 
+def workspace_env(
+    gate: dict[str, Any], ws: Workspace, settings: dict[str, Any], base: bool = False
+) -> dict[str, str]:
+    """gate_env plus, for a gate that imports the project (imports_project), PYTHONPATH leading
+    to the workspace (issue 11): after the gate's own entries, the links of plan_imports (when
+    there are any), the workspace's ``src/`` when it has one, then its root. Python then
+    imports the workspace's code ahead of any copy in tool_env's site-packages, and an
+    editable install that points at live (which the jail hides) is not needed. The links are
+    made by import_setup, which runs first."""
+    env = gate_env(gate, ws, settings, base)
+    if not imports_project(gate):
+        return env
+    links = imports_dir(ws, gate["name"], base)
+    extra = [links] if os.path.isdir(links) and os.listdir(links) else []
+    env["PYTHONPATH"] = verdicts.python_path(ws.repo, env.get("PYTHONPATH"), extra)
+    return env
+
+
+def imports_dir(ws: Workspace, name: str, base: bool = False) -> str:
+    """The gate's folder of import links (see verdicts.plan_imports), in its own cache folder."""
+    return os.path.join(cache_dir(ws, name, base), ".imports")
+
+
+def import_setup(
+    ws: Workspace, gate: dict[str, Any], settings: dict[str, Any], base: bool = False
+) -> str | None:
+    """Before a gate that runs Python: link what editable installs map onto other folders of
+    the workspace; the reason the gate must fail when a copy of the project installed into
+    tool_env from live would be imported instead of the workspace (else None)."""
+    links = imports_dir(ws, gate["name"], base)
+    if not imports_project(gate):
+        remove(links)
+        return None
+    live = read_json(ws.meta)["live_repo"]
+    installed = verdicts.installed_from(settings["tool_env"], live)
+    own = gate_env(gate, ws, settings, base).get("PYTHONPATH")
+    plan = verdicts.plan_imports(ws.repo, installed, live, own)
+    if plan.shadowing:
+        return verdicts.shadow_reason(gate["name"], ws.repo, plan.shadowing)
+    if plan.mapped:
+        own_cache(ws, gate["name"], base)
+        verdicts.link_imports(links, plan.mapped)
+    else:
+        remove(links)
+    return None
+
+
 # --- reading what a gate said ------------------------------------------------------------------
 
 
@@ -186,11 +233,24 @@ def node_id(classname: str, name: str, repo: str | None = None) -> str:
     """pytest's node id (tests/test_x.py::TestA::test_y) from JUnit's classname and name."""
     if not classname:  # a collection error: pytest names the module in ``name``
         parts = name.split(".")
-        n = _test_file(parts, repo) if repo is not None else 0
+        n = _test_file(parts, repo) if repo is not None else len(parts)
         return "/".join(parts[:n]) + ".py" if n == len(parts) and n else name
     parts = classname.split(".")
     n = _test_file(parts, repo)
     return "::".join(["/".join(parts[:n]) + ".py", *parts[n:], name])
+
+
+def _failure_message(bad: ET.Element) -> str:
+    """The first line of a failure's message; for pytest's generic "collection failure", the
+    error it quotes (its last ``E   ...`` line: ``ModuleNotFoundError: No module named 'x'``)."""
+    message = (bad.get("message") or "").strip()
+    text = bad.text or ""
+    if message in ("", "collection failure") or message.startswith("failed on setup"):
+        quoted = [ln[1:].strip() for ln in text.splitlines() if ln.startswith("E ")]
+        if quoted:
+            return quoted[-1]
+    lines = (message or text).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def read_junit(path: str, repo: str | None = None) -> dict[str, tuple[str, str]] | None:
@@ -213,8 +273,7 @@ def parse_junit(data: bytes, repo: str | None = None) -> dict[str, tuple[str, st
         if bad is None:
             bad = case.find("error")
         if bad is not None:
-            message = (bad.get("message") or bad.text or "").strip().splitlines()
-            outcomes[tid] = ("fail", message[0] if message else "")
+            outcomes[tid] = ("fail", _failure_message(bad))
         elif case.find("skipped") is not None:
             outcomes[tid] = ("skip", "")
         else:
@@ -277,8 +336,9 @@ def first_error(output: str, returncode: int | None = None) -> str:
 
 
 def findings(output: str) -> list[str]:
-    """Findings without line numbers, so a baseline matches them after lines move."""
-    return sorted({f"{path}: {msg}" for path, _, msg in parse_findings(output)})
+    """Findings without line numbers, so a baseline matches them after lines move; one entry per
+    finding (a baseline compares counts: one more of a kind already there is a new finding)."""
+    return sorted(f"{path}: {msg}" for path, _, msg in parse_findings(output))
 
 
 def junit_refused(name: str, why: NotReadable) -> str:
@@ -332,6 +392,11 @@ def verdict_of(
         if tests is None and done.returncode == 0:
             what = "no JUnit XML" if data is None else "invalid JUnit XML"
             return "fail", f"{name} wrote {what} to {{junit}}; fix the gate's command"
+    if tests is not None and not verdicts.tests_that_ran({t: o for t, (o, _) in tests.items()}):
+        # Never a pass, whatever the exit code; an empty list says nothing, the output may.
+        if not tests and done.returncode != 0:
+            return "fail", f"{name}: no test ran; {first_error(done.output, done.returncode)}"
+        return "fail", verdicts.no_test_ran(name, tests)
     if done.returncode == 0:
         return "pass", ""
     failing = sorted(t for t, (o, _) in (tests or {}).items() if o == "fail")
@@ -479,21 +544,39 @@ def run_gate(
         return
     ensure_tree(ws, current["tree"])
     wait_live_capture(ws.dir)  # the live guard's "before" is taken: the gate may run
+    shadowed = import_setup(ws, gate, settings)
+    if shadowed:  # issue 11: it would test an installed copy, not the workspace
+        record.update(verdict="fail", reason=shadowed)
+        finish(ws, gate, record, settings, log)
+        return
     junit = junit_path(ws, gate["name"]) if expects_junit(gate) else None
     cache = own_cache(ws, gate["name"])
     remove(junit_path(ws, gate["name"]))
     argv = expand(gate, files, ws, settings)
     report.log(log, f"gate {gate['name']}: {' '.join(argv)}")
-    judge_only = not gate["fixes"] and settings["jail"] == "bwrap"
+    # A build gate (issue 11) writes a throwaway copy bound at the worktree's path: it is
+    # judged like any other gate, and what it writes never lands nor reaches a later gate.
+    build = bool(gate.get("build"))
+    judge_only = not gate["fixes"] and (settings["jail"] == "bwrap" or build)
     if not judge_only:
         forget_tree(ws)
-    done = run_jailed(
-        {**settings, "writable": (cache,), "repo_readonly": judge_only},
-        ws,
-        argv,
-        timeout=gate["timeout"],
-        env=gate_env(gate, ws, settings),
-    )
+    scratch = build_copy(ws, gate["name"]) if build else None
+    try:
+        done = run_jailed(
+            {
+                **settings,
+                "writable": (cache,),
+                "repo_readonly": judge_only and not build,
+                "workdir_source": scratch,
+            },
+            ws,
+            argv,
+            timeout=gate["timeout"],
+            env=workspace_env(gate, ws, settings),
+        )
+    finally:
+        if scratch is not None:
+            remove(scratch)
     report.log(
         log, f"{done.output}[gate {gate['name']}: exit {done.returncode}, {done.duration:.2f}s]"
     )
@@ -502,9 +585,11 @@ def run_gate(
         drop_ignored(ws, gate["name"], log)
     verdict, reason = verdict_of(gate, done, junit, ws.repo)
     if gate["fixes"] and verdict == "pass":
-        record["tree"] = git.snapshot(ws.repo, ws.index)
-        mark_tree(ws, record["tree"])
         base_tree = read_json(ws.meta)["base_tree"]
+        tree = git.snapshot(ws.repo, ws.index)
+        dropped = limit_fixes(ws, current["changes"], base_tree, tree, gate["name"], log)
+        record["tree"] = git.snapshot(ws.repo, ws.index) if dropped else tree
+        mark_tree(ws, record["tree"])
         diff = git.diff_trees(ws.repo, base_tree, record["tree"])
         record["changes"] = [c.as_dict() for c in diff]
         before = {c["path"]: c["blob"] for c in current["changes"]}
@@ -512,6 +597,8 @@ def run_gate(
         if fixed:
             report.log(log, f"gate {gate['name']}: fixed {', '.join(fixed)}")
         record["fixed"] = fixed
+        if dropped:
+            record["fix_dropped"] = dropped
     record.update(
         {
             "verdict": verdict,
@@ -525,12 +612,108 @@ def run_gate(
     )
     if settings["baseline"] and (verdict == "fail" or (junit and os.path.lexists(junit))):
         record.update(judge_against_base(ws, gate, files, settings, done, junit, log))
-        verdict, reason = record["verdict"], record["reason"]
+    finish(ws, gate, record, settings, log)
+
+
+def finish(
+    ws: Workspace, gate: dict[str, Any], record: dict[str, Any], settings: dict[str, Any], log: str
+) -> None:
+    """Write the gate's record and log its verdict; a failure stops the chain unless told not."""
+    verdict, reason = record["verdict"], record["reason"]
     write_json(ws.gate_file(gate["name"]), record, SCHEMA)
     report.log(log, f"gate {gate['name']}: {verdict}" + (f" ({reason})" if reason else ""))
     if verdict == "fail" and not (settings["keep_going"] or settings["allow_gates_fail"]):
         drop_later_records(ws, gate["name"])
         raise PatchgateError("GATES", reason)
+
+
+def build_copy(ws: Workspace, name: str) -> str:
+    """A throwaway copy of the worktree (without its .git) for build gate ``name`` to write."""
+    path = ws.path("scratch", name)
+    remove(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    shutil.copytree(
+        ws.repo, path, symlinks=True, ignore=lambda d, _: [".git"] if d == ws.repo else []
+    )
+    return path
+
+
+def imports_project(gate: dict[str, Any]) -> bool:
+    """The gate runs the project's code: pytest, ``{python} ...``, ``python ...``, a JUnit gate,
+    a build gate, Atlas's build and test commands. Those get the workspace on PYTHONPATH (issue
+    11); a linter or type checker does not (it reads files; importing the project's packages
+    could replace the tool's own dependencies when the project is one of them)."""
+    first = os.path.basename(gate["command"][0])
+    return (
+        looks_like_pytest(gate)
+        or first == "{python}"
+        or first.startswith("python")
+        or expects_junit(gate)
+        or bool(gate.get("build") or gate.get("atlas"))
+    )
+
+
+def limit_fixes(
+    ws: Workspace,
+    inputs: list[dict[str, Any]],
+    base_tree: str,
+    tree: str,
+    name: str,
+    log: str,
+) -> dict[str, int]:
+    """Undo what a fixer changed on lines the patch did not touch (issue 11): in each file it
+    rewrote, keep only its hunks that overlap the patch's lines (verdicts.limit_fix).
+
+    ``inputs``: the changes the fixer was given (against the base); ``tree``: the worktree as
+    the fixer left it. A file the patch did not change at all goes back to the base; one that is
+    no UTF-8 text, or no regular file, goes back to what the fixer was given. Returns
+    {path: hunks undone}; the worktree holds the result.
+    """
+    given = {c["path"]: c for c in inputs}
+    dropped: dict[str, int] = {}
+    for change in git.diff_trees(ws.repo, base_tree, tree):
+        was = given.get(change.path)
+        if was is not None and was["blob"] == change.blob:
+            continue  # the fixer left it as the patch made it
+        if change.status in ("A", "D") and was is None:
+            continue  # a file only the fixer made or deleted: scope judges it
+        if change.mode not in ("100644", "100755"):
+            continue  # a link or a submodule is no formatter's edit
+        target = os.path.join(ws.repo, change.path)
+        if was is not None and was["status"] == "D":
+            os.unlink(target)  # the patch deleted it: the fixer may not bring it back
+            dropped[change.path] = 1
+            continue
+        if was is None:
+            # The patch did not change it: the fixer may not change it either.
+            given_bytes = git.blob_bytes(ws.repo, f"{base_tree}:{change.path}")
+            undone = 1
+        else:
+            given_bytes = git.blob_bytes(ws.repo, was["blob"])
+            with open(target, "rb") as fh:
+                fixed_bytes = fh.read()
+            try:
+                limited = verdicts.limit_fix(
+                    base_text(ws.repo, base_tree, change.path),
+                    given_bytes.decode("utf-8"),
+                    fixed_bytes.decode("utf-8"),
+                )
+            except UnicodeDecodeError:
+                undone = 1  # no text: the fix is undone whole
+            else:
+                if not limited.dropped:
+                    continue
+                given_bytes, undone = limited.text.encode("utf-8"), limited.dropped
+        with open(target, "wb") as fh:
+            fh.write(given_bytes)
+        dropped[change.path] = undone
+    if dropped:
+        report.log(
+            log,
+            f"gate {name}: undid its edits on lines the patch did not change: "
+            + ", ".join(f"{p} ({n} hunk(s))" for p, n in sorted(dropped.items())),
+        )
+    return dropped
 
 
 def drop_ignored(ws: Workspace, name: str, log: str) -> None:
@@ -563,12 +746,18 @@ def drop_later_records(ws: Workspace, name: str) -> None:
 # --- baseline: judge only what the patch changed -----------------------------------------------
 
 BASELINE_DIR = os.path.join("patches", ".state", "baseline")
+BASELINE_VERSION = 2
 
 
 def cache_path(ws: Workspace, gate: dict[str, Any], files: list[str], base_tree: str) -> str:
     """One cached base run per base tree, gate and (for {files} gates) the files it checks."""
     key = json.dumps(
-        {"tree": base_tree, "gate": gate, "files": files if uses_files(gate) else None},
+        {
+            "tree": base_tree,
+            "gate": gate,
+            "files": files if uses_files(gate) else None,
+            "v": BASELINE_VERSION,  # 2: findings with their counts (1 kept one of each kind)
+        },
         sort_keys=True,
     )
     return os.path.join(ws.root, BASELINE_DIR, hashlib.sha256(key.encode()).hexdigest() + ".json")
@@ -611,6 +800,7 @@ def run_on_base(
         else:
             # Its own folder, not the patch run's: see cache_dir.
             cache = own_cache(ws, gate["name"], base=True)
+            import_setup(ws, gate, settings, base=True)  # links of editable installs
             junit = junit_path(ws, gate["name"], base=True)
             remove(junit)
             report.log(log, f"baseline {gate['name']}: running on base {meta['base_sha'][:12]}")
@@ -619,7 +809,7 @@ def run_on_base(
                 ws,
                 expand(gate, on_base, ws, settings, base=True),
                 timeout=gate["timeout"],
-                env=gate_env(gate, ws, settings, base=True),
+                env=workspace_env(gate, ws, settings, base=True),
             )
             report.log(log, f"{done.output}[baseline {gate['name']}: exit {done.returncode}]")
             try:
@@ -650,51 +840,96 @@ def judge_against_base(
     junit: str | None,
     log: str,
 ) -> dict[str, Any]:
-    """The gate's verdict once what already failed on the base is taken out."""
+    """The gate's verdict once what already failed on the base is taken out.
+
+    What the base excuses is verdict ``excused``, never ``pass``. A JUnit run in which no test
+    ran is not judged against anything: it fails (verdict_of). Findings are compared as counts
+    per (file, message); tests one by one, a collection error being a failure of its file.
+    """
     name = gate["name"]
     if done.timed_out or not_found(gate, done):
         return {}  # nothing the base could excuse
     try:
-        patch_tests = junit_failures(junit, ws.repo)[1] if junit else {}
+        patch_junit = read_junit(junit, ws.repo) if junit else None
     except NotReadable:
         return {}  # the gate failed for that, and no base run can excuse it
-    patch_findings = findings(done.output)
+    patch_outcomes = {t: o for t, (o, _) in (patch_junit or {}).items()}
+    if patch_junit is not None and not verdicts.tests_that_ran(patch_outcomes):
+        return {}  # no test ran: verdict_of's failure stands, on the base or not
     base = run_on_base(ws, gate, files, settings, log)
-    if patch_tests and base["tests"]:
-        tests = classify(base["tests"], patch_tests)
-        counts = {k: len(v) for k, v in tests.items()}
-        report.log(log, f"baseline {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        if tests["pass->fail"]:
-            reason = f"{name}: {tests['pass->fail'][0]} failed (passed on the base)"
-            more = len(tests["pass->fail"]) - 1
-            return {
-                "verdict": "fail",
-                "reason": reason + (f" (+{more} more)" if more else ""),
-                "baseline": {"tests": tests},
-            }
-        if done.returncode == 0:
-            return {"baseline": {"tests": tests}}
-        kept = len(tests["fail->fail"])
-        return {
-            "verdict": "pass",
-            "reason": f"{name}: {kept} test(s) already failing on the base",
-            "baseline": {"tests": tests},
-        }
+    if patch_outcomes:
+        return _judge_tests(name, done, patch_junit or {}, base)
     if done.returncode == 0:
         return {}
-    new = sorted(set(patch_findings) - set(base["findings"]))
-    if base["exit_code"] != 0 and patch_findings and not new:
-        pre = len(base["findings"])
-        return {
-            "verdict": "pass",
-            "reason": f"{name}: failure pre-existing on the base ({pre} "
-            "finding(s)), none added by the patch",
-            "baseline": {"findings": base["findings"]},
-        }
+    patch_findings = [verdicts.Finding(*f) for f in parse_findings(done.output)]
+    new = verdicts.new_findings(patch_findings, base["findings"], _changed_lines(ws, files))
     if new:
+        first = verdicts.describe_new(*new[0])
+        more = f" (+{len(new) - 1} more)" if len(new) > 1 else ""
         return {
             "verdict": "fail",
-            "reason": _short(f"{name}: {new[0]} (new; not on the base)"),
-            "baseline": {"new_findings": new},
+            "reason": _short(f"{name}: {first}") + more,
+            "baseline": {"new_findings": [verdicts.describe_new(*n) for n in new]},
+        }
+    if base["exit_code"] != 0 and patch_findings:
+        pre = len(base["findings"])
+        return {
+            "verdict": verdicts.EXCUSED,
+            "reason": _short(
+                f"{name}: failure pre-existing on the base ({pre} finding(s)), none added by "
+                f"the patch (first: {patch_findings[0]})"
+            ),
+            "baseline": {"findings": base["findings"]},
         }
     return {}
+
+
+def _judge_tests(
+    name: str, done: proc.Completed, patch: dict[str, tuple[str, str]], base: dict[str, Any]
+) -> dict[str, Any]:
+    base_tests: dict[str, str] = base["tests"]
+    base_ran = bool(verdicts.tests_that_ran(base_tests))
+    # A base run in which no test ran excuses nothing: every failure counts as new.
+    tests = classify(base_tests if base_ran else {}, {t: o for t, (o, _) in patch.items()})
+    record: dict[str, Any] = {"tests": tests}
+    if not base_ran:
+        record["base_ran_no_test"] = True
+    if tests["pass->fail"]:
+        first = tests["pass->fail"][0]
+        said = f": {_short(patch[first][1])}" if patch[first][1] else ""
+        where = "passed on the base" if base_ran else "no test ran on the base"
+        more = len(tests["pass->fail"]) - 1
+        reason = f"{name}: {first} failed{said} ({where})" + (f" (+{more} more)" if more else "")
+        return {"verdict": "fail", "reason": reason, "baseline": record}
+    if done.returncode == 0 or not tests["fail->fail"]:
+        return {"baseline": record}  # verdict_of's verdict stands (a failure JUnit cannot name)
+    kept = tests["fail->fail"]
+    said = f": {_short(patch[kept[0]][1])}" if patch[kept[0]][1] else ""
+    return {
+        "verdict": verdicts.EXCUSED,
+        "reason": f"{name}: {len(kept)} test(s) already failing on the base "
+        f"({kept[0]} failed{said})",
+        "baseline": record,
+    }
+
+
+def _changed_lines(ws: Workspace, files: list[str]) -> dict[str, set[int]]:
+    """path -> lines the patch changed, for the files a gate checked (text files only)."""
+    base_tree = read_json(ws.meta)["base_tree"]
+    out: dict[str, set[int]] = {}
+    for path in files:
+        try:
+            with open(os.path.join(ws.repo, path), encoding="utf-8") as fh:
+                now = fh.read()
+        except (OSError, UnicodeDecodeError):
+            continue
+        out[path] = verdicts.changed_lines(base_text(ws.repo, base_tree, path), now)
+    return out
+
+
+def base_text(repo: str, base_tree: str, path: str) -> str | None:
+    """The text of ``path`` on the base; None when the base has no such file (or no text)."""
+    try:
+        return git.blob_bytes(repo, f"{base_tree}:{path}").decode("utf-8")
+    except (PatchgateError, UnicodeDecodeError):
+        return None

@@ -69,6 +69,10 @@ class JailSpec:
     # Paths that lie under a bind but must not be seen (patchgate's own state when the workdir is
     # the project folder): each is an empty read-only folder inside. Nothing bound may be in one.
     hidden: tuple[str, ...] = ()
+    # Issue 11 (build gates): a folder bound writable AT ``workdir`` instead of workdir itself,
+    # e.g. a throwaway copy of it: the step sees the worktree at its own path and may write it,
+    # and what it writes stays in the copy. None: workdir itself.
+    workdir_source: str | None = None
 
 
 # --- preflight -------------------------------------------------------------------------------
@@ -140,7 +144,8 @@ def command(argv: Sequence[str], spec: JailSpec) -> list[str]:
         args += ["--tmpfs", path]
     for path in writable:
         ro = spec.workdir_readonly and path == writable[0]
-        args += ["--ro-bind" if ro else "--bind", path, path]
+        source = spec.workdir_source if path == writable[0] and spec.workdir_source else path
+        args += ["--ro-bind" if ro else "--bind", source, path]
     for path in readonly:  # after the writable ones: a read-only path is never shadowed
         args += ["--ro-bind", path, path]
     args += _git_mask(writable[0])
@@ -371,8 +376,8 @@ def run(
     full_env = jail_env(env, spec)
     if spec.mode == "none":
         return proc.run(
-            cmd, cwd=spec.workdir, env=full_env, timeout=timeout, input_bytes=input_bytes,
-            output_cap=output_cap,
+            cmd, cwd=spec.workdir_source or spec.workdir, env=full_env, timeout=timeout,
+            input_bytes=input_bytes, output_cap=output_cap,
         )  # fmt: skip
     limits = {
         resource.RLIMIT_AS: spec.max_memory_mb * MIB,  # per process; 64 GiB -> MemoryError

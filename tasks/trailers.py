@@ -80,10 +80,31 @@ def split_files(value: str) -> list[str]:
 
 
 def verification_value(verdict: str, gates: Mapping[str, str]) -> str:
-    """E.g. ``pass; gates: ruff=pass, mypy=pass, pytest=pass``."""
+    """E.g. ``pass; gates: ruff=pass, mypy=pass, pytest=pass``; a gate the baseline excused is
+    ``ruff=excused`` (issue 11), never ``pass``."""
     if not gates:
         return verdict
     return f"{verdict}; gates: " + ", ".join(f"{name}={v}" for name, v in gates.items())
+
+
+def parse_verification(value: str) -> tuple[str, dict[str, str]]:
+    """A Patchgate-Verification value back into (verdict, {gate: verdict})."""
+    verdict, _, rest = value.partition(";")
+    gates: dict[str, str] = {}
+    listed = rest.strip()
+    if listed.startswith("gates:"):
+        for item in listed[len("gates:") :].split(","):
+            name, sep, gate_verdict = item.strip().partition("=")
+            if sep and name:
+                gates[name] = gate_verdict.strip()
+    return verdict.strip(), gates
+
+
+def verdict_label(verdict: str, gates: Mapping[str, object]) -> str:
+    """A verification's verdict as history and the audit show it: ``pass``, or with what the
+    baseline excused (issue 11) ``pass (excused: ruff, mypy)``: never a plain pass for those."""
+    excused = [name for name, v in gates.items() if v == "excused"]
+    return f"{verdict} (excused: {', '.join(excused)})" if excused else verdict
 
 
 def format_message(subject: str, body: str, trailers: Sequence[tuple[str, str]]) -> str:

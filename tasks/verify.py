@@ -24,6 +24,7 @@ from . import (
     provenance,
     report,
     steps,
+    verdicts,
 )
 from .apply import (
     STRIP_MEMO,
@@ -214,6 +215,8 @@ def build_result(
     moved = None if stage else applied_note(ws)  # what live_changed did (issue 11, item 8)
     if moved:
         summary["NOTE"] = moved
+    if not stage:  # issue 11: what a fixer changed, what the baseline excused
+        summary.update(verdicts.summary_lines(gates, ws.gate_file))
     return {
         "patch_id": patch_id(ws.issue, meta["patch_sha256"]),
         "issue": ws.issue,

@@ -398,8 +398,11 @@ def test_baseline_excuses_a_test_already_failing_on_the_base(
     res = project.run("verify", f"patch={patch}", "baseline=1")
     assert res.code == 0, res.out
     record = record_of(project, "mul", "pytest")
-    assert record["verdict"] == "pass" and record["exit_code"] == 1
-    assert record["reason"] == "pytest: 1 test(s) already failing on the base"
+    assert record["verdict"] == "excused" and record["exit_code"] == 1
+    assert record["reason"] == (
+        "pytest: 1 test(s) already failing on the base "
+        "(tests/test_broken.py::test_broken failed: assert 1 == 2)"
+    )
     assert record["baseline"]["tests"]["fail->fail"] == ["tests/test_broken.py::test_broken"]
 
 
@@ -413,7 +416,7 @@ def test_baseline_classifies_every_test(make_project: ProjectFactory) -> None:
     res = project.run("verify", f"patch={project.patch('mixed.py', patch)}")
     failed_cleanly(res, "GATES")
     assert res.summary["REASON"] == (
-        "pytest: tests/test_ops.py::test_sub failed (passed on the base)"
+        "pytest: tests/test_ops.py::test_sub failed: assert 0 == 1 (passed on the base)"
     )
     assert record_of(project, "mixed", "pytest")["baseline"]["tests"] == {
         "fail->pass": ["tests/test_more.py::test_has_mul"],
@@ -436,7 +439,7 @@ def test_baseline_excuses_an_old_lint_finding_but_not_a_new_one(
     res = project.run("verify", f"patch={project.patch('new.py', ops_patch(with_sys + MUL))}")
     failed_cleanly(res, "GATES")
     assert res.summary["REASON"] == (
-        "ruff: calc/ops.py: F401 [*] `sys` imported but unused (new; not on the base)"
+        "ruff: calc/ops.py:4:8: F401 [*] `sys` imported but unused (new; not on the base)"
     )
 
 
@@ -447,7 +450,7 @@ def test_baseline_excuses_an_old_type_error(make_project: ProjectFactory) -> Non
     res = project.run("verify", f"patch={project.patch('typed.py', ops_patch(bad + MUL))}")
     assert res.code == 0, res.out
     record = record_of(project, "typed", "mypy")
-    assert record["verdict"] == "pass" and record["exit_code"] == 1
+    assert record["verdict"] == "excused" and record["exit_code"] == 1
     assert record["baseline"]["findings"] == [
         'calc/ops.py: error: Incompatible return value type (got "str", expected "int")  '
         "[return-value]"
