@@ -98,6 +98,26 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "fast_forward": (True, "fast-forward live when it is only behind the remote"),
     "keep": (False, "keep the workspace after a successful promotion"),
     "audit_command": (None, "command run on live after a successful promotion (STAGE: AUDIT)"),
+    # --- issue 14: doit propose (tasks/llm.py, tasks/propose.py; docs/propose.md) ---
+    "llm": (
+        {
+            "endpoint": "http://127.0.0.1:8080/v1",
+            "model": "local",
+            "api_key_env": None,
+            "timeout": 120,
+            "max_retries": 3,
+            "max_requeries": 2,
+            "retry_on_transient_errors": True,
+            "transport_retries": 3,
+            "backoff_seconds": 1.0,
+            "context_budget": 24000,
+            "response_format": "auto",
+            "allow_test_commands": False,
+            "max_reply_bytes": 1048576,
+            "temperature": None,
+        },
+        "doit propose: the OpenAI-compatible model endpoint and its budgets (docs/propose.md)",
+    ),
 }
 
 BOOLEAN_KEYS = tuple(k for k, (v, _) in DEFAULTS.items() if isinstance(v, bool))
@@ -118,6 +138,10 @@ COMMAND_VARIABLES = (
     "event",
     "last_good",
     "n",
+    # issue 14: doit propose
+    "request",
+    "files",
+    "trigger",
 )
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
