@@ -187,7 +187,9 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 self._json(400, {"error": {"message": "request body is not JSON"}})
                 return
-            step = fake.next_step({"headers": dict(self.headers.items()), "body": body})
+            step = fake.next_step(
+                {"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+            )
             if step is None:
                 self._json(400, {"error": {"message": "fake: no scripted reply left"}})
             elif step.kind == "reply":

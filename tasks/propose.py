@@ -495,6 +495,13 @@ def run_propose(job: Job) -> dict[str, Any]:
         f"propose: issue {job.issue}, model {settings.model} at {settings.endpoint}, base "
         f"{base[:12]}, {len(context)} context file(s): {', '.join(job.files) or '(none)'}"
     )
+    again = passed_before(job, settings, request_sha)
+    if again is not None:
+        say(
+            "propose: this request passed before on this base (propose.json) and its patch "
+            "still verifies; the model was not asked"
+        )
+        return again
     attempts: list[Attempt] = []
     history: list[tuple[str, str]] = []
     write_state(job, request_sha, "running", attempts)
@@ -551,15 +558,7 @@ def run_propose(job: Job) -> dict[str, Any]:
             write_state(job, request_sha, "passed", attempts)
             for line in attempt_table(attempts):
                 say(line)
-            return {
-                "summary": {
-                    "RESULT": "SUCCESS",
-                    "FILES": outcome.files or ", ".join(proposal.affected_files),
-                    "ATTEMPTS": str(n),
-                    "CONFIDENCE": f"{proposal.confidence_score:g}",
-                    "PROMOTE": f"doit promote issue={job.issue}",
-                }
-            }
+            return success(job, outcome.files, n, proposal.confidence_score)
         feedback = build_feedback(job, n, outcome, settings.context_budget)
         previous = attempts[-1] if attempts else None
         attempts.append(
@@ -597,6 +596,38 @@ def run_propose(job: Job) -> dict[str, Any]:
         f"{os.path.relpath(state_path(job.root, job.issue), job.root)}, fix the request "
         f"or the patch, or verify one by hand",
     )
+
+
+def success(job: Job, files: str, n: int, score: float) -> dict[str, Any]:
+    return {
+        "summary": {
+            "RESULT": "SUCCESS",
+            "FILES": files,
+            "ATTEMPTS": str(n),
+            "CONFIDENCE": f"{score:g}",
+            "PROMOTE": f"doit promote issue={job.issue}",
+        }
+    }
+
+
+def passed_before(job: Job, settings: LlmSettings, request_sha: str) -> dict[str, Any] | None:
+    """The success of an earlier run of this very request, if its patch verifies still (the
+    verify chain decides what is up to date); None: run the loop."""
+    state = read_state(job.root, job.issue)
+    if not state or state.get("request_sha256") != request_sha or state.get("state") != "passed":
+        return None
+    passed = [a for a in state.get("attempts", []) if a.get("verdict") == "pass"]
+    if not passed or not passed[-1].get("patch"):
+        return None
+    diff = os.path.join(job.root, passed[-1]["patch"])
+    if not os.path.isfile(diff) or f"{job.issue}@{sha256_file(diff)[:12]}" != passed[-1].get(
+        "patch_id"
+    ):
+        return None
+    outcome = run_verify(job, settings, diff)
+    if not outcome.passed:
+        return None
+    return success(job, outcome.files, int(passed[-1]["n"]), float(passed[-1]["confidence_score"]))
 
 
 def _same_patch(root: str, path: str, proposal: Proposal) -> bool:
