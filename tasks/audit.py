@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, NamedTuple
 
-from . import config, git, proc, provenance, report, trailers
+from . import config, git, proc, propose, provenance, report, trailers
 from .errors import PatchgateError
 from .steps import failed_creator, step, write_json
 
@@ -1240,6 +1240,7 @@ def history_rows(root: str, live: str, branch: str | None, n: int) -> list[dict[
         reverted, revert = event.get("reverted_commit"), event.get("revert_commit")
         if isinstance(reverted, str) and isinstance(revert, str):
             undone.append((reverted, revert))
+    scores = propose.confidences(root)  # issue 14: a model's confidence in what it proposed
     rows = []
     for c in commits:
         by = next((sha for rid, sha in undone if same_commit(rid, c.sha)), None)
@@ -1253,6 +1254,7 @@ def history_rows(root: str, live: str, branch: str | None, n: int) -> list[dict[
                 "operator": c.operator,
                 "files": c.files,
                 "rolled_back_by": by,
+                "confidence": scores.get(c.patch_id or ""),
             }
         )
     return rows
@@ -1272,6 +1274,8 @@ def format_history(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         else:
             what = str(r["patch_id"])
             detail = f"{r['verdict'] or '-'}  {_files_cell(r['files'], 3)}"
+            if r.get("confidence") is not None:  # issue 14
+                detail += f"  proposed, confidence {r['confidence']:g}"
         line = f"{short(r['commit'])}  {what:<28} {r['operator'] or '-':<12} {detail}"
         if r["rolled_back_by"]:
             line += f"  rolled back by {short(r['rolled_back_by'])}"

@@ -448,6 +448,7 @@ def write_state(job: Job, request_sha: str, state: str, attempts: Sequence[Attem
             "trigger": job.trigger,
             "updated": steps.now(),
         },
+        "propose-state.schema.json",
     )
 
 
@@ -713,6 +714,27 @@ def proposals_without_workspace(root: str, listed: set[str]) -> list[str]:
             continue
         out.append(f"{issue:<24} -      no workspace{status_note(root, issue)}")
     return out
+
+
+def confidences(root: str) -> dict[str, float]:
+    """patch id -> the confidence_score of the model that proposed it (provenance events)."""
+    try:
+        with open(provenance.log_path(root), "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return {}
+    found: dict[str, float] = {}
+    for line in data.split(b"\n"):
+        if b'"propose"' not in line:
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        score = event.get("confidence_score") if isinstance(event, dict) else None
+        if event.get("event") == "propose" and isinstance(score, int | float):
+            found[str(event.get("patch_id"))] = float(score)
+    return found
 
 
 def trailer_pairs(ws_dir: str, trigger: str | None) -> list[tuple[str, str]]:

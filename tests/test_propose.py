@@ -346,6 +346,7 @@ def test_propose_fail_refine_pass_promote(make_project: ProjectFactory, model: F
     trailers = trailers_of(project.live)
     assert trailers["Proposed-by"] == f"fake-model via {model.endpoint}"
     assert trailers["Confidence"] == "0.9" and trailers["Triggered-by"] == "ticket 14"
+    assert "proposed, confidence 0.9" in project.run("history").out
 
 
 def test_scope_escape_and_model_tests_then_operator(
