@@ -42,6 +42,7 @@ from .steps import failed_creator, read_json, sha256_file, step, write_json
 from .workspace import Workspace
 
 STATE_FILE = "propose.json"
+NEEDS = "propose needs issue=ID and request=TEXT (or request=patches/FILE holding it)"
 REPLY_SCHEMA = "proposal-reply.schema.json"
 # The most of a request file or a context file read (characters).
 MAX_REQUEST_CHARS = 200_000
@@ -538,6 +539,11 @@ def run_propose(job: Job) -> dict[str, Any]:
             )
             stop = f"no progress: {reason}"
             break
+        if proposal.test_commands and not (settings.allow_test_commands and job.jail == "bwrap"):
+            say(
+                f"propose: attempt {n}: the model's test_commands are not run "
+                "(llm.allow_test_commands is false, or jail is none)"
+            )
         patch_id = write_attempt(job, settings, n, diff, proposal)
         record_event(job, settings, n, patch_id, attempts, proposal, reply, request_sha)
         outcome = run_verify(job, settings, diff)
@@ -763,10 +769,7 @@ def make_job(root: str, log: str) -> Job:
     cfg = config.load(root)
     issue, raw = config.variable("issue"), config.variable("request")
     if issue is None or raw is None:
-        raise PatchgateError(
-            "PREFLIGHT",
-            "propose needs issue=ID and request=TEXT (or request=patches/FILE holding it)",
-        )
+        raise PatchgateError("PREFLIGHT", NEEDS)
     check_issue(issue)
     request, source = read_request(root, raw)
     live = cfg.live_repo
@@ -806,6 +809,10 @@ def task_propose() -> Iterator[dict[str, Any]]:
     root = os.getcwd()
     issue = config.variable("issue") or "unknown"
     log = report.log_path(root, f"propose_{issue}")
+    if config.variable("request") is None:  # another command is running: declare, do nothing
+        need = PatchgateError("PREFLIGHT", NEEDS)
+        yield failed_creator(f"propose_{issue}", root, log, need)
+        return
     try:
         journal.recover_first(root, log)
         steps.require_writable(root)
