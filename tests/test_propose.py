@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CALC, Project, ProjectFactory, trailers_of
+from conftest import CALC, Project, ProjectFactory, git, trailers_of
 from patchgate import claims, config, llm, propose
 from patchgate.errors import PatchgateError
 from patchgate.fakellm import FakeLLM, Step
@@ -339,6 +339,34 @@ def test_feedback_lists_findings_with_lines_and_fits_the_budget(tmp_path: Path) 
     assert "- calc/ops.py:3:1: F401 `os` imported but unused" in text
     assert len(text) <= 2_000
     assert os.path.basename(str(log)) not in text
+
+
+def test_request_text_or_file_under_patches(project: Project) -> None:
+    root = str(project.path)
+    assert propose.read_request(root, "  add mul  ") == ("add mul", "command line")
+    project.patch("mul.request.md", "Add mul to calc/ops.py.\n")
+    text, source = propose.read_request(root, "patches/mul.request.md")
+    assert text == "Add mul to calc/ops.py." and source == "patches/mul.request.md"
+    assert propose.read_request(root, "mul.request.md")[0] == text  # a bare name: in patches/
+    (project.path / "secret.txt").write_text("not a request\n")
+    project.patch("empty.md", "\n")
+    for raw, words in (
+        ("secret.txt", "is outside patches/"),
+        ("patches/empty.md", "is empty"),
+        ("   ", "request= is empty"),
+    ):
+        with pytest.raises(PatchgateError) as err:
+            propose.read_request(root, raw)
+        assert err.value.stage == "PREFLIGHT" and words in err.value.message
+
+
+def test_context_files_are_the_tracked_paths_the_request_names(project: Project) -> None:
+    live, head = str(project.live), git(project.live, "rev-parse", "HEAD")
+    named = propose.context_files(live, head, "fix calc/ops.py (see tests/test_ops.py, x.py)", None)
+    assert named == ["calc/ops.py", "tests/test_ops.py"]
+    assert propose.context_files(live, head, "anything", "README.txt") == ["README.txt"]
+    with pytest.raises(PatchgateError, match=r"contains '\.\.'"):
+        propose.context_files(live, head, "anything", "../x.py")
 
 
 def test_claims_beside_a_diff_are_checked(tmp_path: Path) -> None:
