@@ -553,7 +553,7 @@ def drop_later_records(ws: Workspace, name: str) -> None:
     try:
         cfg = config.load(ws.root, {})
         names = [g["name"] for g in claims.gates_of(cfg, ws.read_meta()["patch"])]
-    except PatchgateError:
+    except (PatchgateError, OSError, ValueError, KeyError):
         return
     for later in names[names.index(name) + 1 :] if name in names else []:
         path = ws.gate_file(later)

@@ -638,3 +638,30 @@ def test_real_small_model_runs_the_loop(make_project: ProjectFactory, tmp_path: 
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_fake_server_runs_from_the_command_line(tmp_path: Path) -> None:
+    import openai
+
+    script = tmp_path / "replies.json"
+    script.write_text(json.dumps([answer(GOOD)]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "patchgate.fakellm", str(script), str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert "1 scripted replies" in server.stdout.readline()
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        assert [m.id for m in client.models.list()] == ["fake-model"]
+        done = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert json.loads(done.choices[0].message.content or "")["patch"] == GOOD
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
