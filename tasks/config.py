@@ -264,6 +264,8 @@ def load(root: str, cli: Mapping[str, str] | None = None) -> Config:
     values = {k: v for k, (v, _) in DEFAULTS.items()}
     sources = dict.fromkeys(values, "default")
     for key, value in read_file(root).items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            value = {**values[key], **value}  # a nested section (llm:): keys left out keep defaults
         values[key], sources[key] = value, CONFIG_FILE
     cli_keys = BOOLEAN_KEYS + tuple(CHOICE_KEYS) + INTEGER_KEYS + STRING_KEYS
     for key, raw in cli.items():

@@ -665,3 +665,18 @@ def test_fake_server_runs_from_the_command_line(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_llm_section_is_checked_and_merged_with_the_defaults(project: Project) -> None:
+    for text, words in (
+        (b"llm:\n  bogus: 1\n", "'bogus' was unexpected"),
+        (b"llm:\n  response_format: xml\n", "llm.response_format"),
+        (b"llm:\n  endpoint: ftp://x\n", "llm.endpoint"),
+    ):
+        with pytest.raises(PatchgateError) as err:
+            config.parse(text)
+        assert err.value.stage == "CONFIG" and words.split(".")[-1] in err.value.message
+    project.configure(llm={"model": "m", "max_retries": 5})
+    values = config.load(str(project.path), {})["llm"]
+    assert values["model"] == "m" and values["max_retries"] == 5
+    assert values["endpoint"] == config.DEFAULTS["llm"][0]["endpoint"]
