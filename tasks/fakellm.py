@@ -71,6 +71,11 @@ class Step:
     def big(cls, size: int) -> Step:
         return cls("big", size=size)
 
+    @classmethod
+    def cut_short(cls) -> Step:
+        """Headers promising a body, half of it, then the connection closes."""
+        return cls("cut", size=1000)
+
 
 @dataclass
 class FakeLLM:
@@ -204,6 +209,13 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 self._send(200, step.content.encode(), "text/html")
             elif step.kind == "big":
                 self._send_big(step.size)
+            elif step.kind == "cut":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(step.size))
+                self.end_headers()
+                self.wfile.write(b'{"id": "')
+                self.close_connection = True
 
         def _send_big(self, size: int) -> None:
             self.send_response(200)

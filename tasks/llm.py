@@ -184,6 +184,26 @@ def _read_capped(chunks: Iterable[bytes], limit: int) -> bytes:
     return bytes(data)
 
 
+# The HTTP layer under the openai client (httpx, or httpx2 in newer clients) raises its own
+# errors for what goes wrong while a body streams in, after openai's own error handling.
+TRANSPORT_MODULES = ("httpx", "httpx2", "httpcore", "h11", "anyio")
+
+
+def _read_body(chunks: Iterable[bytes], limit: int, timeout: float) -> bytes | str:
+    """The body (at most ``limit`` bytes), or why the transport failed while it came."""
+    try:
+        return _read_capped(chunks, limit)
+    except PatchgateError:
+        raise
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] not in TRANSPORT_MODULES:
+            raise
+        if "timeout" in type(exc).__name__.lower():
+            return f"no answer within {timeout:g}s (llm.timeout)"
+        said = " ".join(str(exc).split())[:120] or type(exc).__name__
+        return f"the connection broke while the reply came ({said})"
+
+
 def _server_message(exc: Any) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
@@ -297,7 +317,10 @@ class Endpoint:
                     messages=list(messages),  # type: ignore[arg-type]
                     extra_body=self._body(messages, schema),
                 ) as response:
-                    return _read_capped(response.iter_bytes(), s.max_reply_bytes)
+                    body = _read_body(response.iter_bytes(), s.max_reply_bytes, s.timeout)
+                    if isinstance(body, bytes):
+                        return body
+                    why = body
             except openai.APITimeoutError:
                 why = f"no answer within {s.timeout:g}s (llm.timeout)"
             except openai.APIConnectionError as exc:

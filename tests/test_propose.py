@@ -153,6 +153,12 @@ def test_hanging_server_times_out(tmp_path: Path, model: FakeLLM) -> None:
     assert err.value.stage == "LLM" and "no answer within 0.5s (llm.timeout)" in err.value.message
 
 
+def test_connection_cut_mid_body_is_a_transport_error(tmp_path: Path, model: FakeLLM) -> None:
+    model.script(Step.cut_short(), Step.reply(answer(GOOD)))
+    reply = endpoint(tmp_path, model).complete(MESSAGES, SCHEMA)
+    assert json.loads(reply.content)["patch"] == GOOD and len(model.requests) == 2
+
+
 def test_html_answer_names_the_endpoint_setting(tmp_path: Path, model: FakeLLM) -> None:
     model.script(Step.html())
     with pytest.raises(PatchgateError) as err:
