@@ -411,13 +411,15 @@ def test_propose_fail_refine_pass_promote(make_project: ProjectFactory, model: F
     configure(project, model, gates=[PYTEST_GATE])
     before = project.state()
     model.script(
-        Step.status(429, retry_after=0),
+        Step.status(429, retry_after=0),  # transport: retried, costs nothing else
+        Step.reply(answer(BROKEN_ADD, score=2)),  # malformed: re-asked, costs no attempt
         Step.reply(answer(BROKEN_ADD, score=0.4)),
         Step.reply(answer(GOOD, score=0.9)),
     )
     res = project.run("propose", "issue=mul", f"request={REQUEST}")
     assert res.code == 0, res.out
     assert res.summary["RESULT"] == "SUCCESS"
+    assert res.summary["ATTEMPTS"] == "2" and len(model.requests) == 4
     assert res.summary["PROMOTE"] == "doit promote issue=mul"
     assert project.state() == before  # nothing landed without an operator
     # the failure went back to the model: the test id, its message, the gate's output
