@@ -116,6 +116,7 @@ class PatchState:
     files: list[str] = field(default_factory=list)
     promote_failure: str | None = None
     rollback_of: str | None = None
+    confidence: float | None = None  # issue 14: the proposing model's confidence_score
 
 
 @dataclass
@@ -137,7 +138,7 @@ class Ledger:
             "rollbacks": self.rollbacks,
             "emergencies": self.emergencies,
             "patches": [
-                [pid, p.line, p.verdict, p.files, p.promote_failure, p.rollback_of]
+                [pid, p.line, p.verdict, p.files, p.promote_failure, p.rollback_of, p.confidence]
                 for pid, p in self.patches.items()
             ],
             "unfinished": self.unfinished,
@@ -211,6 +212,8 @@ def fold(ledger: Ledger, events: Iterable[tuple[int, Mapping[str, Any]]]) -> Non
                 ledger.unfinished[ev["commit_hash"]] = [line, stage]
         elif kind == "apply":
             state.promote_failure = None
+        elif kind == "propose" and isinstance(ev.get("confidence_score"), int | float):
+            state.confidence = float(ev["confidence_score"])  # issue 14
         ledger.patches[pid] = state  # re-inserted: the dict stays ordered by latest event
     for pid in list(islice(ledger.patches, max(0, len(ledger.patches) - LEDGER_PATCHES))):
         del ledger.patches[pid]  # a patch evicted and seen again starts from its new events
@@ -786,6 +789,8 @@ def patch_rows(
             promote_failure=state.promote_failure if ap is None else None,
             line=state.line,
         )
+        if state.confidence is not None:  # issue 14: only for what a model proposed
+            row["confidence_score"] = state.confidence
         rows.append(row)
     return rows
 
@@ -823,9 +828,12 @@ def _md_row(row: Mapping[str, Any]) -> str:
         undone += f" ({row['rollback_id']})" if row["rollback_id"] else ""
     else:
         undone = "no" if commit else "-"
+    verdict = row["verdict"] or "-"
+    if row.get("confidence_score") is not None:  # issue 14: a model proposed it
+        verdict += f" (proposed, confidence {row['confidence_score']:g})"
     cells = [
         row["patch_id"],
-        row["verdict"] or "-",
+        verdict,
         commit_cell,
         row["operator"] or "-",
         _files_cell(row["files"]),

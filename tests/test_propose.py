@@ -450,6 +450,14 @@ def test_propose_fail_refine_pass_promote(make_project: ProjectFactory, model: F
     assert trailers["Proposed-by"] == f"fake-model via {model.endpoint}"
     assert trailers["Confidence"] == "0.9" and trailers["Triggered-by"] == "ticket 14"
     assert "proposed, confidence 0.9" in project.run("history").out
+    assert project.run("audit").code == 0
+    report = json.loads((project.path / "audit" / "results" / "audit.json").read_text())
+    scores = {r["patch_id"]: r.get("confidence_score") for r in report["patches"]}
+    assert scores[proposed[1]["patch_id"]] == 0.9 and scores[proposed[0]["patch_id"]] == 0.4
+    assert (
+        "pass (proposed, confidence 0.9)"
+        in (project.path / "audit" / "results" / "audit.md").read_text()
+    )
 
 
 def test_scope_escape_and_model_tests_then_operator(
