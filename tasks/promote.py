@@ -751,7 +751,7 @@ def commit_message(ws: Workspace, ctx: dict[str, Any], pre: dict[str, Any]) -> s
         (trailers.OPERATOR, ctx["operator"] or ""),
         (trailers.CO_AUTHORED_BY, ctx["co_authored_by"] or ""),
         # issue 14: Proposed-by, Confidence, Triggered-by when a model wrote the verified patch
-        *propose.trailer_pairs(ws.dir, ctx.get("trigger")),
+        *propose.trailer_pairs(ws.dir),
     ]
     body = f"Landed by patchgate: the tree {pre['tree'][:12]} verified in workspace issue_{issue}."
     return trailers.format_message(subject, body, pairs)
@@ -1045,7 +1045,6 @@ def context(cfg: config.Config, issue: str, branch: str, state: str) -> dict[str
         "operator": cfg["operator"],
         "operator_confirmed": cfg.sources.get("operator") == "command line",
         "co_authored_by": cfg["co_authored_by"],
-        "trigger": config.variable("trigger"),  # issue 14
         "live_gates": live_gates,
         "settings": verify.settings_of(cfg),
         "audit_command": cfg["audit_command"],

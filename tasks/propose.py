@@ -744,8 +744,11 @@ def confidences(root: str) -> dict[str, float]:
     return found
 
 
-def trailer_pairs(ws_dir: str, trigger: str | None) -> list[tuple[str, str]]:
-    """Proposed-by, Confidence, Triggered-by for a workspace whose verified patch a model wrote."""
+def trailer_pairs(ws_dir: str) -> list[tuple[str, str]]:
+    """Proposed-by, Confidence, Triggered-by for a workspace whose verified patch a model wrote.
+
+    Triggered-by: promote's own ``trigger=`` if given, else the one propose recorded."""
+    trigger = config.variable("trigger")
     ws = Workspace.at(ws_dir)
     state = read_state(ws.root, ws.issue)
     if not state or state.get("state") != "passed" or not os.path.exists(ws.result):
