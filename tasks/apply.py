@@ -582,6 +582,7 @@ def apply_patch(
             files = declared
         elif kind == "diff":
             files = apply_diff(settings, ws, patch, log)
+            files = declared or files  # FILES claimed beside the diff (claims.py, issue 14)
         else:
             files = []
             for part in unpack_zip(patch, ws.path("unzipped"), "APPLY"):

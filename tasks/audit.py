@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, NamedTuple
 
-from . import config, doitapi, git, proc, provenance, report, trailers
+from . import config, doitapi, git, proc, propose, provenance, report, trailers
 from .errors import PatchgateError
 from .steps import failed_creator, step, write_json
 
@@ -117,6 +117,7 @@ class PatchState:
     files: list[str] = field(default_factory=list)
     promote_failure: str | None = None
     rollback_of: str | None = None
+    confidence: float | None = None  # issue 14: the proposing model's confidence_score
 
 
 @dataclass
@@ -138,7 +139,7 @@ class Ledger:
             "rollbacks": self.rollbacks,
             "emergencies": self.emergencies,
             "patches": [
-                [pid, p.line, p.verdict, p.files, p.promote_failure, p.rollback_of]
+                [pid, p.line, p.verdict, p.files, p.promote_failure, p.rollback_of, p.confidence]
                 for pid, p in self.patches.items()
             ],
             "unfinished": self.unfinished,
@@ -214,6 +215,8 @@ def fold(ledger: Ledger, events: Iterable[tuple[int, Mapping[str, Any]]]) -> Non
                 ledger.unfinished[ev["commit_hash"]] = [line, stage]
         elif kind == "apply":
             state.promote_failure = None
+        elif kind == "propose" and isinstance(ev.get("confidence_score"), int | float):
+            state.confidence = float(ev["confidence_score"])  # issue 14
         ledger.patches[pid] = state  # re-inserted: the dict stays ordered by latest event
     for pid in list(islice(ledger.patches, max(0, len(ledger.patches) - LEDGER_PATCHES))):
         del ledger.patches[pid]  # a patch evicted and seen again starts from its new events
@@ -792,6 +795,8 @@ def patch_rows(
             promote_failure=state.promote_failure if ap is None else None,
             line=state.line,
         )
+        if state.confidence is not None:  # issue 14: only for what a model proposed
+            row["confidence_score"] = state.confidence
         rows.append(row)
     return rows
 
@@ -829,9 +834,12 @@ def _md_row(row: Mapping[str, Any]) -> str:
         undone += f" ({row['rollback_id']})" if row["rollback_id"] else ""
     else:
         undone = "no" if commit else "-"
+    verdict = row["verdict"] or "-"
+    if row.get("confidence_score") is not None:  # issue 14: a model proposed it
+        verdict += f" (proposed, confidence {row['confidence_score']:g})"
     cells = [
         row["patch_id"],
-        row["verdict"] or "-",
+        verdict,
         commit_cell,
         row["operator"] or "-",
         _files_cell(row["files"]),
@@ -1246,6 +1254,7 @@ def history_rows(root: str, live: str, branch: str | None, n: int) -> list[dict[
         reverted, revert = event.get("reverted_commit"), event.get("revert_commit")
         if isinstance(reverted, str) and isinstance(revert, str):
             undone.append((reverted, revert))
+    scores = propose.confidences(root)  # issue 14: a model's confidence in what it proposed
     rows = []
     landed = landing_times(live, [c.sha for c in commits])
     for c in commits:
@@ -1261,6 +1270,7 @@ def history_rows(root: str, live: str, branch: str | None, n: int) -> list[dict[
                 "operator": c.operator,
                 "files": c.files,
                 "rolled_back_by": by,
+                "confidence": scores.get(c.patch_id or ""),
             }
         )
     return rows
@@ -1300,6 +1310,8 @@ def format_history(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         else:
             what, verdict = str(r["patch_id"]), r["verdict"] or "-"
             detail = _files_cell(r["files"], 3)
+            if r.get("confidence") is not None:  # issue 14
+                detail += f"  proposed, confidence {r['confidence']:g}"
         if r["rolled_back_by"]:
             detail += f"  rolled back by {short(r['rolled_back_by'])}"
         when = r.get("landed") or "-"

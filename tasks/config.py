@@ -107,6 +107,26 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     # --- issue 11 (verdicts): Atlas timeouts of the build and test-N gates ---
     "build_timeout": (None, "seconds the build gate may run; null: gate_timeout"),
     "test_timeout": (None, "seconds each test-N gate may run; null: gate_timeout"),
+    # --- issue 14: doit propose (tasks/llm.py, tasks/propose.py; docs/propose.md) ---
+    "llm": (
+        {
+            "endpoint": "http://127.0.0.1:8080/v1",
+            "model": "local",
+            "api_key_env": None,
+            "timeout": 120,
+            "max_retries": 3,
+            "max_requeries": 2,
+            "retry_on_transient_errors": True,
+            "transport_retries": 3,
+            "backoff_seconds": 1.0,
+            "context_budget": 24000,
+            "response_format": "auto",
+            "allow_test_commands": False,
+            "max_reply_bytes": 1048576,
+            "temperature": None,
+        },
+        "doit propose: the OpenAI-compatible model endpoint and its budgets (docs/propose.md)",
+    ),
 }
 
 BOOLEAN_KEYS = tuple(k for k, (v, _) in DEFAULTS.items() if isinstance(v, bool))
@@ -128,6 +148,10 @@ COMMAND_VARIABLES = (
     "last_good",
     "n",
     "latest",  # issue 11: doit verify latest=1 re-runs the newest patch in patches/
+    # issue 14: doit propose
+    "request",
+    "files",
+    "trigger",
 )
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -253,6 +277,8 @@ def load(root: str, cli: Mapping[str, str] | None = None) -> Config:
     values = {k: v for k, (v, _) in DEFAULTS.items()}
     sources = dict.fromkeys(values, "default")
     for key, value in read_file(root).items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            value = {**values[key], **value}  # a nested section (llm:): keys left out keep defaults
         values[key], sources[key] = value, CONFIG_FILE
     cli_keys = BOOLEAN_KEYS + tuple(CHOICE_KEYS) + INTEGER_KEYS + STRING_KEYS
     for key, raw in cli.items():

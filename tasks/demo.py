@@ -118,12 +118,18 @@ def run_demo(root: str, log: str) -> dict[str, Any]:
             "DEMO", f"the rollback {reverted[:12]} was not pushed; see the output above"
         )
     report.log(log, f"demo: rolled back {landed[:12]} in {reverted}, audit passed")
+    # issue 14: a model proposes (fails mypy), refines, passes; the operator promotes it
+    from .propose_demo import demo_propose
+
+    proposed = demo_propose(project, log)
+    report.log(log, f"demo: proposed, refined and promoted {proposed}")
     return {
         "summary": {
             "RESULT": "SUCCESS",
             "COMMIT": landed,
             "PUSH": "OK",
             "ROLLBACK": reverted,
+            "PROPOSED": proposed,
             "DEMO": os.path.relpath(project, root),
         }
     }

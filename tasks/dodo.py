@@ -13,6 +13,7 @@ from .demo import task_demo
 from .finalize import task_finalize
 from .journal import task__recover
 from .promote import task_promote
+from .propose import task_propose  # issue 14
 from .rollback import task_rollback
 from .status import task_config, task_status
 from .steps import DEP_FILE, DOIT_CONFIG
@@ -27,6 +28,7 @@ __all__ = [
     "task_finalize",
     "task_history",
     "task_promote",
+    "task_propose",
     "task_record",
     "task_rollback",
     "task_status",

@@ -11,7 +11,7 @@ import shutil
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from . import config, faults, git, proc, report, verdicts
+from . import claims, config, faults, git, proc, report, verdicts
 from .apply import run_jailed
 from .errors import PatchgateError
 from .steps import NotReadable, TooBig, read_json, read_untrusted, write_json
@@ -734,8 +734,9 @@ def drop_later_records(ws: Workspace, name: str) -> None:
     """The gates after a stopping failure do not run: their records from an earlier attempt
     must not speak for this one (and a missing target makes doit run them next time)."""
     try:
-        names = [g["name"] for g in config.effective_gates(config.load(ws.root, {}))]
-    except PatchgateError:
+        cfg = config.load(ws.root, {})
+        names = [g["name"] for g in claims.gates_of(cfg, ws.read_meta()["patch"])]
+    except (PatchgateError, OSError, ValueError, KeyError):
         return
     for later in names[names.index(name) + 1 :] if name in names else []:
         path = ws.gate_file(later)

@@ -37,6 +37,7 @@ from . import (
     landing,
     lock,
     post_audit,
+    propose,
     provenance,
     redact,
     report,
@@ -154,6 +155,8 @@ def commit_message(ws: Workspace, ctx: LandingContext, pre: dict[str, Any]) -> s
         (trailers.FILES, trailers.files_value(pre["files"])),
         (trailers.OPERATOR, ctx.operator or ""),
         (trailers.CO_AUTHORED_BY, ctx.co_authored_by or ""),
+        # issue 14: Proposed-by, Confidence, Triggered-by when a model wrote the verified patch
+        *propose.trailer_pairs(ws.dir),
     ]
     body = f"Landed by patchgate: the tree {pre['tree'][:12]} verified in workspace issue_{issue}."
     return trailers.format_message(subject, body, pairs)

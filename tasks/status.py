@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from . import config, git, report
+from . import config, git, propose, report
 from .steps import read_json, sha256_file, step
 from .workspace import WORKSPACES_DIR, Workspace, is_intact
 
@@ -75,8 +75,10 @@ def show_status(root: str) -> dict[str, Any]:
     for row in rows:
         print(
             f"{row['issue']:<24} {row['verdict']:<6} base {row['base']}  {row['state']}  "
-            f"({row['patch']})"
+            f"({row['patch']})" + propose.status_note(root, row["issue"])  # issue 14
         )
+    for line in propose.proposals_without_workspace(root, {r["issue"] for r in rows}):
+        print(line)
     return {"summary": {"RESULT": "SUCCESS", "WORKSPACES": str(len(rows))}}
 
 

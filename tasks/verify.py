@@ -13,6 +13,7 @@ from doit.tools import config_changed
 
 from . import (
     archive,
+    claims,
     config,
     faults,
     filing,
@@ -72,6 +73,9 @@ def declared_files(patch: str) -> list[str]:
         return script_files(patch)
     if kind == "diff":
         check_diff_paths(patch, "PREFLIGHT")
+        claimed = claims.read_claims(patch)  # issue 14: FILES a model claimed for its diff
+        if claimed is not None:
+            return claimed.files
     if kind == "zip":
         # Checked now so an empty zip is refused before any work starts.
         unpack_zip(patch, None)
@@ -277,7 +281,7 @@ def conclude_failure(ws_dir: str, stage: str, reason: str) -> None:
     except PatchgateError as err:
         stage, reason = err.stage, err.message
     filing.file_failed(ws.root, ws.read_meta()["patch"])  # a copy in patches/unsuccessful/
-    gates = config.effective_gates(config.load(ws.root, {}))
+    gates = claims.gates_of(config.load(ws.root, {}), ws.read_meta()["patch"])
     record_verdict(ws, build_result(ws, gates, stage, reason))
 
 
@@ -372,7 +376,8 @@ def chain(
     if settings["strip"] is None:  # promote issue=ID after verify ... strip=N: the same N
         settings["strip"] = remembered_strip(ws, patch_sha)
     rules = {k: cfg[k] for k in RULES}
-    gates = config.effective_gates(cfg)
+    gates = claims.gates_of(cfg, patch)  # + a diff's claimed model tests (issue 14)
+    sidecar = [claims.sidecar_of(patch)] if os.path.isfile(claims.sidecar_of(patch)) else []
     fail_hook = conclude_failure
     yield step(
         group,
@@ -401,7 +406,7 @@ def chain(
         **common,
         stage="APPLY",
         doc="apply the patch in the workspace, record what changed",
-        file_dep=[patch, ws.meta],
+        file_dep=[patch, ws.meta, *sidecar],
         targets=[ws.step_file("apply")],
         uptodate=[config_changed(apply_cfg)],
         on_failure=fail_hook,
