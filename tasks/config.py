@@ -98,6 +98,39 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "fast_forward": (True, "fast-forward live when it is only behind the remote"),
     "keep": (False, "keep the workspace after a successful promotion"),
     "audit_command": (None, "command run on live after a successful promotion (STAGE: AUDIT)"),
+    # --- issue 15: the forge, doit watch, time-based monitoring (docs/forge-and-watch.md) ---
+    "forge": (
+        None,
+        "the forge (GitHub): kind, repository OWNER/NAME, api_url, token_env, tag_on_rollback, "
+        "commit_status, timeout, retries, max_wait; null: none",
+    ),
+    "watch": (
+        {
+            "enabled": True,
+            "shadow": False,
+            "window_hours": 24,
+            "interval": 300,
+            "reruns": 2,
+            "consecutive": 3,
+        },
+        "doit watch: CI of landed commits; a red needs reruns red runs or consecutive red polls",
+    ),
+    "monitoring": (
+        {
+            "enabled": False,
+            "kind": "prometheus",
+            "url": None,
+            "query": None,
+            "key_path": None,
+            "stability_threshold": None,
+            "failure_limit": 3,
+            "inconclusive_limit": 5,
+            "interval": 60,
+            "window_hours": 2,
+            "timeout": 10,
+        },
+        "doit watch: a stability metric after a landing (prometheus query or json key_path)",
+    ),
 }
 
 BOOLEAN_KEYS = tuple(k for k, (v, _) in DEFAULTS.items() if isinstance(v, bool))
@@ -118,6 +151,8 @@ COMMAND_VARIABLES = (
     "event",
     "last_good",
     "n",
+    "trigger",  # issue 15: trigger=github:NUMBER, the forge issue a landing is annotated on
+    "once",  # issue 15: doit watch once=1
 )
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
