@@ -244,7 +244,9 @@ class GitHub:
             wait = self._rate_limit_wait(reply)
             if wait is not None:
                 if waited + wait > self.settings.max_wait:
-                    until = datetime.fromtimestamp(self.clock() + wait, UTC).strftime("%H:%M:%S")
+                    until = datetime.fromtimestamp(self.clock() + wait, UTC).strftime(
+                        "%Y-%m-%d %H:%M:%S"
+                    )
                     raise ForgeError(
                         f"the forge rate-limits {what} for {wait:.0f} s more (HTTP {status}), "
                         f"longer than forge.max_wait ({self.settings.max_wait:.0f} s); nothing "
@@ -438,6 +440,9 @@ class Check:
     run_id: int | None
     details_url: str | None
     runs: tuple[int, ...] = ()  # every check-run id of this name (re-runs), oldest first
+    # The newest runs of this name that are all red, newest last: (1, 2) = red, re-run red.
+    # Empty for a commit status (a status has no history of runs here).
+    red_streak: tuple[int, ...] = ()
 
 
 def verdict_of(status: str | None, conclusion: str | None) -> str:
@@ -457,17 +462,25 @@ def checks_of(gh: GitHub, sha: str) -> dict[str, Check]:
     found: dict[str, Check] = {}
     runs = sorted(gh.check_runs(sha), key=lambda r: int(r.get("id") or 0))
     ids: dict[str, list[int]] = {}
+    streaks: dict[str, list[int]] = {}
     for run in runs:
         name = str(run.get("name") or "?")
-        ids.setdefault(name, []).append(int(run.get("id") or 0))
+        run_id = int(run.get("id") or 0)
+        ids.setdefault(name, []).append(run_id)
         conclusion = run.get("conclusion")
+        verdict = verdict_of(run.get("status"), conclusion)
+        if verdict == "red":
+            streaks.setdefault(name, []).append(run_id)
+        elif verdict == "green":
+            streaks[name] = []
         found[name] = Check(
             name=name,
-            verdict=verdict_of(run.get("status"), conclusion),
+            verdict=verdict,
             conclusion=str(conclusion or run.get("status") or "?"),
-            run_id=int(run.get("id") or 0),
+            run_id=run_id,
             details_url=run.get("details_url") or run.get("html_url"),
             runs=tuple(ids[name]),
+            red_streak=tuple(streaks.get(name, [])) if verdict == "red" else (),
         )
     combined = gh.combined_status(sha)
     for status in combined.get("statuses") or []:

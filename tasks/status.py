@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from . import config, git, journal, report
+from . import config, git, journal, report, watch
 from .errors import PatchgateError
 from .steps import failed_creator, read_json, sha256_file, step
 from .workspace import WORKSPACES_DIR, Workspace, is_intact
@@ -77,6 +77,8 @@ def show_status(root: str) -> dict[str, Any]:
             f"{row['issue']:<24} {row['verdict']:<6} base {row['base']}  {row['state']}  "
             f"({row['patch']})"
         )
+    for line in watch.status_lines(root):  # issue 15: open rollback proposals
+        print(line)
     return {"summary": {"RESULT": "SUCCESS", "WORKSPACES": str(len(rows))}}
 
 

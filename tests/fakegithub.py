@@ -219,7 +219,7 @@ class FakeGitHub:
                 "body": body,
                 "state": "open",
                 "user": user(author),
-                "head": {**ref, "repo": None, "user": user(self.owner)},
+                "head": {**ref, "repo": full["base"]["repo"], "user": user(self.owner)},
                 "base": {
                     **ref,
                     "ref": base,
