@@ -45,7 +45,7 @@ from typing import Any
 
 import httpx
 
-from . import config, git, promote, report
+from . import config, git, promote, provenance, report
 from .errors import PatchgateError
 from .steps import read_json, write_json
 
@@ -565,41 +565,49 @@ def warn(log: str | None, text: str) -> None:
         report.try_log(log, line)
 
 
-def landing_comment(record: Mapping[str, Any], result: Mapping[str, Any] | None, push: str) -> str:
+def landing_comment(
+    record: Mapping[str, Any], verified: Mapping[str, Any] | None, confidence: Any, push: str
+) -> str:
+    """The landing comment: patch id, verdicts, confidence, commit (from the provenance log)."""
     lines = [
         f"**patchgate landed patch `{record['patch_id']}`** (issue `{record['issue']}`)",
         "",
         f"- commit: `{record['commit']}` (push {push})",
     ]
-    if result:
-        gates = result.get("gates") or {}
-        verdicts = ", ".join(
-            f"{name}: {g.get('verdict', '?') if isinstance(g, dict) else g}"
-            for name, g in sorted(gates.items())
-        )
-        lines.append(f"- verification: {result.get('verification_status', '?')}")
-        lines.append(f"- gate verdicts: {verdicts or 'no gate ran'}")
-        if result.get("confidence_score") is not None:
-            lines.append(f"- confidence: {result['confidence_score']}")
+    if verified:
+        gates = verified.get("gates") or {}
+        verdicts = ", ".join(f"{name}: {verdict}" for name, verdict in sorted(gates.items()))
+        lines.append(f"- verification: pass; gate verdicts: {verdicts or 'no gate ran'}")
+    if confidence is not None:
+        lines.append(f"- confidence: {confidence}")
     lines.append(f"- files: {', '.join(f'`{f}`' for f in record.get('files') or []) or '-'}")
     return "\n".join(lines)
 
 
-def after_landing(ctx: Mapping[str, Any], landed: Mapping[str, Any], log: str) -> None:
+def last_event(events: Sequence[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    found = [e for e in events if all(e.get(k) == v for k, v in match.items())]
+    return found[-1] if found else None
+
+
+def after_landing(
+    ctx: Mapping[str, Any], landed: Mapping[str, Any], pushed: Mapping[str, Any], log: str
+) -> None:
     """promote's finish hook: remember the landing; comment on the trigger; a commit status.
 
     Never raises: a failing forge is a WARNING line, the landing stands.
     """
     try:
-        _after_landing(ctx, landed, log)
+        _after_landing(ctx, landed, str(pushed.get("push", "?")), log)
     except (PatchgateError, OSError, ValueError, KeyError, TypeError) as exc:
         warn(log, f"the landing of {landed.get('commit', '?')} was not annotated: {exc}")
 
 
-def _after_landing(ctx: Mapping[str, Any], landed: Mapping[str, Any], log: str) -> None:
+def _after_landing(ctx: Mapping[str, Any], landed: Mapping[str, Any], push: str, log: str) -> None:
     root = str(ctx["root"])
-    cfg = config.load(root)
+    cfg = config.load(root, cli={})
     trigger = config.variable("trigger")
+    if trigger and parse_trigger(trigger) is None:
+        warn(log, f"trigger={trigger} is not github:NUMBER; no issue is annotated")
     commit = str(landed["commit"])
     record = {
         "commit": commit,
@@ -613,16 +621,15 @@ def _after_landing(ctx: Mapping[str, Any], landed: Mapping[str, Any], log: str) 
     gh = client(cfg)
     if gh is None:
         return
-    ws_result = os.path.join(root, "patches", "workspaces", f"issue_{ctx['issue']}", "result.json")
-    result = read_json(ws_result) if os.path.exists(ws_result) else None
-    pushed = os.path.join(str(ctx["state"]), "push.json")
-    push = read_json(pushed)["push"] if os.path.exists(pushed) else "?"
+    events = provenance.read_events(root)
+    verified = last_event(events, event="verify_pass", patch_id=record["patch_id"])
+    proposed = last_event(events, event="propose", issue=ctx["issue"])
+    confidence = proposed.get("confidence_score") if proposed else None
     try:
         if record["trigger"] is not None:
             number = int(record["trigger"])
-            _, how = gh.sticky_comment(
-                number, f"patch-{ctx['issue']}", landing_comment(record, result, push)
-            )
+            text = landing_comment(record, verified, confidence, push)
+            _, how = gh.sticky_comment(number, f"patch-{ctx['issue']}", text)
             report.try_log(log, f"forge: landing comment on #{number} {how}")
         if gh.settings.commit_status and push == "OK":
             try:

@@ -34,6 +34,7 @@ from . import (
     archive,
     config,
     faults,
+    forge,
     git,
     jail,
     lock,
@@ -934,6 +935,7 @@ def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
             },
         },
     )
+    forge.after_landing(ctx, landed, pushed, log)  # issue 15: annotate; never fails the landing
     plog(
         log,
         f"promote: done: {commit} (push {pushed['push']}); archive "

@@ -41,6 +41,7 @@ from . import (
     audit,
     config,
     faults,
+    forge,
     git,
     jail,
     journal,
@@ -690,6 +691,7 @@ def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> dict[str, Any]:
     shutil.rmtree(ctx["state"], ignore_errors=True)
     if not ctx["keep"] and os.path.exists(ws.dir):
         promote.remove_workspace(live, ws, log)
+    forge.after_rollback(ctx, commit, log)  # issue 15: annotate; never fails the rollback
     promote.plog(log, f"rollback: done: {rb['rollback_id']} in {commit} (push {pushed['push']})")
     promote.run_audit(ctx, commit, pushed["push"], log)
     return {"summary": summary}

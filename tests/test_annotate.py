@@ -1,0 +1,113 @@
+"""The whole story on the fake forge: land with trigger=, go red, propose, confirm, annotate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import ADD_MUL, Project, ProjectFactory, git
+from fakegithub import FakeGitHub, fake_github  # noqa: F401 - the fixture `github`
+from test_promote import add_remote, events, verified
+
+TOKEN_ENV = "PATCHGATE_TEST_FORGE_TOKEN"
+TOKEN = "ghp_annotate_secret_9999"
+ENV = {TOKEN_ENV: TOKEN}
+
+
+@pytest.fixture
+def forge_project(make_project: ProjectFactory, github: FakeGitHub) -> tuple[Project, Path]:
+    project = make_project(
+        forge={
+            "repository": "octo/calc",
+            "api_url": github.url,
+            "token_env": TOKEN_ENV,
+            "retries": 0,
+            "backoff": 0,
+            "tag_on_rollback": ["@octo/maintainers"],
+        },
+        watch={"interval": 0},
+    )
+    bare = add_remote(project)
+    github.remote = bare
+    github.token = TOKEN
+    github.add_issue(12, "mul is missing")
+    return project, bare
+
+
+def test_landing_red_ci_proposal_confirmed_rollback_each_annotated_once(
+    forge_project: tuple[Project, Path], github: FakeGitHub
+) -> None:
+    project, _ = forge_project
+    verified(project)
+    res = project.run("promote", "issue=add_mul", "trigger=github:12", env=ENV)
+    assert res.code == 0, res.out
+    commit = res.summary["COMMIT"]
+    assert github.branch_sha("main") == commit  # the push went to the real bare remote
+    [landed] = github.comments[12]
+    assert "<!-- patchgate:patch-add_mul -->" in landed["body"]
+    assert f"`{commit}`" in landed["body"] and "push OK" in landed["body"]
+    assert "gate verdicts" in landed["body"]
+    assert github.statuses[commit][0]["context"] == "patchgate"
+    # CI goes red twice on the landed commit, which came from PR #5 by alice
+    github.add_pull(5, "alice", [commit])
+    github.add_check_run(commit, "tests", "failure")
+    res = project.run("watch", "once=1", env=ENV)
+    assert res.summary["PROPOSED"] == "0", res.out
+    github.add_check_run(commit, "tests", "failure")
+    res = project.run("watch", "once=1", env=ENV)
+    assert res.summary["PROPOSED"] == "1", res.out
+    [proposal] = events(project, "rollback_proposed")
+    [on_pr] = github.comments[5]
+    assert str(proposal["confirm"]) in on_pr["body"] and "@alice @octo/maintainers" in on_pr["body"]
+    assert any(str(proposal["confirm"]) in c["body"] for c in github.comments[12])
+    # the operator runs the CONFIRM line
+    confirm = str(proposal["confirm"]).split()[3]
+    res = project.run(
+        "rollback", f"sha={commit}", confirm, "operator=ops", "reason=CI red", env=ENV
+    )
+    assert res.code == 0, res.out
+    revert = res.summary["COMMIT"]
+    [on_pr] = github.comments[5]  # the same comment, updated
+    assert f"rolled back `{commit}`** in `{revert}`" in on_pr["body"]
+    assert "confirmed by ops" in on_pr["body"] and "@alice" in on_pr["body"]
+    assert len(github.comments[12]) == 2  # the landing and the rollback, one each
+    assert TOKEN not in res.out
+    status = project.run("status")
+    assert "CONFIRM" not in status.out  # rolled back: no longer open
+
+
+def test_a_forge_that_is_down_never_fails_a_landing(
+    forge_project: tuple[Project, Path], github: FakeGitHub
+) -> None:
+    project, _ = forge_project
+    cfg = project.config()
+    cfg["forge"]["api_url"] = "http://127.0.0.1:9"
+    project.configure(**cfg)
+    verified(project)
+    res = project.run("promote", "issue=add_mul", "trigger=github:12", env=ENV)
+    assert res.code == 0 and res.summary["PUSH"] == "OK", res.out
+    assert "WARNING: forge: the landing of" in res.out and "did not answer" in res.out
+    assert github.comments[12] == []
+
+
+def test_a_trigger_that_is_not_a_forge_issue_warns_and_lands(
+    forge_project: tuple[Project, Path], github: FakeGitHub
+) -> None:
+    project, _ = forge_project
+    verified(project)
+    res = project.run("promote", "issue=add_mul", "trigger=jira:12", env=ENV)
+    assert res.code == 0, res.out
+    assert "trigger=jira:12 is not github:NUMBER" in res.out
+    assert github.comments[12] == []
+
+
+def test_no_forge_configured_changes_nothing(make_project: ProjectFactory) -> None:
+    project = make_project()
+    patch = project.patch("add_mul.py", ADD_MUL)
+    assert project.run("verify", f"patch={patch}").code == 0
+    res = project.run("promote", "issue=add_mul")
+    assert res.code == 0 and "forge" not in res.out.lower(), res.out
+    landings = project.path / "patches" / ".state" / "forge" / "landings"
+    assert [p.name for p in landings.iterdir()] == [
+        f"{git(project.live, 'rev-parse', 'HEAD')}.json"
+    ]
