@@ -104,6 +104,10 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "the forge (GitHub): kind, repository OWNER/NAME, api_url, token_env, tag_on_rollback, "
         "commit_status, timeout, retries, max_wait; null: none",
     ),
+    "landing": (
+        "push",
+        "push: promote pushes to the branch; pull_request: to patchgate/ISSUE, and opens a PR",
+    ),
     "watch": (
         {
             "enabled": True,

@@ -389,6 +389,31 @@ class GitHub:
             body["target_url"] = target_url
         self.request("POST", self.repo_path(f"/statuses/{sha}"), body=body)
 
+    def open_pull(self, head: str, base: str, title: str, text: str) -> tuple[dict[str, Any], str]:
+        """Open the pull request of branch ``head`` into ``base``, or update the open one.
+
+        Returns (the pull request, "created" | "updated").
+        """
+        body = self.redact(text)
+        found = self.request(
+            "GET",
+            self.repo_path("/pulls"),
+            params={"head": f"{self.settings.owner}:{head}", "state": "open", "per_page": 100},
+        )
+        mine = [p for p in found if isinstance(p, dict)] if isinstance(found, list) else []
+        if mine:
+            number = int(mine[0]["number"])
+            pull = self.request(
+                "PATCH", self.repo_path(f"/pulls/{number}"), body={"title": title, "body": body}
+            )
+            return _object(pull, "pull request"), "updated"
+        pull = self.request(
+            "POST",
+            self.repo_path("/pulls"),
+            body={"title": title, "head": head, "base": base, "body": body},
+        )
+        return _object(pull, "pull request"), "created"
+
     def sticky_comment(self, number: int, key: str, text: str) -> tuple[int, str]:
         """Create or update the one comment of ``key`` on issue/PR ``number``.
 
@@ -589,6 +614,24 @@ def last_event(events: Sequence[dict[str, Any]], **match: Any) -> dict[str, Any]
     return found[-1] if found else None
 
 
+PR_PREFIX = "patchgate/"
+
+
+def landing_mode(root: str) -> str:
+    """``landing:`` of patchgate.yaml: push (the default) or pull_request."""
+    with contextlib.suppress(PatchgateError, OSError, ValueError):
+        return str(config.load(root, cli={})["landing"])
+    return "push"
+
+
+def push_branch(ctx: Mapping[str, Any]) -> str:
+    """The branch promote pushes a landed commit to: live's branch, or with
+    ``landing: pull_request`` the promotion's own ``patchgate/ISSUE`` (rollbacks push directly)."""
+    if ctx.get("kind") == "promote" and landing_mode(str(ctx["root"])) == "pull_request":
+        return f"{PR_PREFIX}{ctx['issue']}"
+    return str(ctx["branch"])
+
+
 def after_landing(
     ctx: Mapping[str, Any], landed: Mapping[str, Any], pushed: Mapping[str, Any], log: str
 ) -> None:
@@ -626,9 +669,12 @@ def _after_landing(ctx: Mapping[str, Any], landed: Mapping[str, Any], push: str,
     proposed = last_event(events, event="propose", issue=ctx["issue"])
     confidence = proposed.get("confidence_score") if proposed else None
     try:
+        text = landing_comment(record, verified, confidence, push)
+        if push == "OK" and push_branch(ctx) != ctx["branch"]:
+            pull = pull_request(gh, root, ctx, record, text, log)
+            text += f"\n- pull request: #{pull}"
         if record["trigger"] is not None:
             number = int(record["trigger"])
-            text = landing_comment(record, verified, confidence, push)
             _, how = gh.sticky_comment(number, f"patch-{ctx['issue']}", text)
             report.try_log(log, f"forge: landing comment on #{number} {how}")
         if gh.settings.commit_status and push == "OK":
@@ -640,6 +686,46 @@ def _after_landing(ctx: Mapping[str, Any], landed: Mapping[str, Any], push: str,
                 warn(log, f"no commit status on {commit[:12]}: the token may not set them")
     finally:
         gh.close()
+
+
+def pull_request(
+    gh: GitHub, root: str, ctx: Mapping[str, Any], record: Mapping[str, Any], text: str, log: str
+) -> int:
+    """``landing: pull_request``: open or update the PR of the pushed branch; record it."""
+    head = push_branch(ctx)
+    pull, how = gh.open_pull(
+        head, str(ctx["branch"]), f"patchgate: {ctx['issue']} ({record['patch_id']})", text
+    )
+    number = int(pull["number"])
+    events = provenance.read_events(root)
+    if last_event(events, event="pull_request", commit_hash=record["commit"]) is None:
+        provenance.append_event(
+            root,
+            {
+                "event": "pull_request",
+                "patch_id": record["patch_id"],
+                "issue": ctx["issue"],
+                "commit_hash": record["commit"],
+                "pull_request": number,
+                "url": str(pull.get("html_url") or ""),
+                "head": head,
+                "base": str(ctx["branch"]),
+            },
+        )
+    promote.say(log, f"forge: pull request #{number} {how} ({head} -> {ctx['branch']})")
+    return number
+
+
+def history_lines(root: str) -> list[str]:
+    """``doit history``: the pull requests that carried landings (landing: pull_request)."""
+    lines = []
+    for event in provenance.read_events(root):
+        if event.get("event") == "pull_request":
+            lines.append(
+                f"{str(event.get('commit_hash'))[:12]}  pull request #{event.get('pull_request')}"
+                f" ({event.get('head')} -> {event.get('base')}) {event.get('url') or ''}".rstrip()
+            )
+    return lines
 
 
 def pull_authors(gh: GitHub, sha: str) -> list[tuple[int, str]]:

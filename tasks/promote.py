@@ -591,8 +591,8 @@ def push_landed(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
     announce(ctx, log)
     landed = read_json(os.path.join(ctx["state"], "land.json"))
     commit = landed["commit"]
-    state, detail = push(
-        ctx["live"], ctx["remote"], ctx["branch"], commit, float(ctx["git_timeout"]), log
+    state, detail = push(  # issue 15: landing: pull_request pushes a branch of its own
+        ctx["live"], ctx["remote"], forge.push_branch(ctx), commit, float(ctx["git_timeout"]), log
     )
     write_json(
         os.path.join(ctx["state"], "push.json"), {"push": state, "detail": detail, "commit": commit}

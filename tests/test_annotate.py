@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import ADD_MUL, Project, ProjectFactory, git
 from fakegithub import FakeGitHub, fake_github  # noqa: F401 - the fixture `github`
+from patchgate import forge
 from test_promote import add_remote, events, verified
 
 TOKEN_ENV = "PATCHGATE_TEST_FORGE_TOKEN"
@@ -111,3 +112,53 @@ def test_no_forge_configured_changes_nothing(make_project: ProjectFactory) -> No
     assert [p.name for p in landings.iterdir()] == [
         f"{git(project.live, 'rev-parse', 'HEAD')}.json"
     ]
+
+
+def test_landing_by_pull_request_pushes_a_branch_and_opens_a_pr(
+    forge_project: tuple[Project, Path], github: FakeGitHub
+) -> None:
+    project, bare = forge_project
+    project.configure(landing="pull_request")
+    before = git(bare, "rev-parse", "main")
+    verified(project)
+    res = project.run("promote", "issue=add_mul", "trigger=github:12", env=ENV)
+    assert res.code == 0 and res.summary["PUSH"] == "OK", res.out
+    commit = res.summary["COMMIT"]
+    assert git(bare, "rev-parse", "main") == before  # the merge is the forge's
+    assert github.branch_sha("patchgate/add_mul") == commit
+    [number] = [n for n, p in github.pulls.items() if p["head"]["ref"] == "patchgate/add_mul"]
+    pull = github.pulls[number]
+    assert pull["base"]["ref"] == "main" and "gate verdicts" in pull["body"]
+    assert f"`{commit}`" in pull["body"]
+    [event] = events(project, "pull_request")
+    assert event["pull_request"] == number and event["commit_hash"] == commit
+    assert f"pull request: #{number}" in github.comments[12][0]["body"]
+    history = project.run("history")
+    assert f"pull request #{number} (patchgate/add_mul -> main)" in history.out, history.out
+
+
+def test_a_pull_request_is_updated_not_opened_twice(github: FakeGitHub, tmp_path: Path) -> None:
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    work = tmp_path / "work"
+    git(tmp_path, "init", "-q", "-b", "main", str(work))
+    (work / "a").write_text("a\n")
+    git(work, "add", "a")
+    git(work, "-c", "user.name=x", "-c", "user.email=x@x.invalid", "commit", "-qm", "a")
+    git(work, "push", "-q", str(bare), "main:refs/heads/patchgate/x")
+    github.remote = bare
+    settings = forge.ForgeSettings(
+        "github", "octo", "calc", github.url, "NONE", 5, 0, 0, 0, (), True, "patchgate"
+    )
+    gh = forge.GitHub(settings, token="t0ken-abcd")
+    first, how = gh.open_pull("patchgate/x", "main", "t", "one")
+    assert how == "created"
+    second, how = gh.open_pull("patchgate/x", "main", "t", "two")
+    assert how == "updated" and second["number"] == first["number"]
+    assert github.pulls[first["number"]]["body"] == "two" and len(github.pulls) == 1
+
+
+def test_proposals_cannot_be_recorded_by_hand(make_project: ProjectFactory) -> None:
+    project = make_project()
+    res = project.run("record", "event=rollback_proposed")
+    assert res.code != 0 and "written by doit watch" in res.out, res.out

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Project, ProjectFactory, git
+from conftest import DODO, Project, ProjectFactory, git, run_env
 from fakegithub import FakeGitHub, fake_github  # noqa: F401 - the fixture `github`
 from patchgate import forge, provenance, watch
 from patchgate.errors import PatchgateError
@@ -277,3 +282,35 @@ def test_watch_state_files_are_json_under_the_state_folder(watched: Project) -> 
     poll(watched)
     folder = Path(watched.path / "patches" / ".state" / "watch")
     assert (folder / f"{sha}.json").exists() and (folder / "etags.json").exists()
+
+
+def test_a_watch_killed_mid_poll_resumes_and_proposes_once(
+    watched: Project, github: FakeGitHub
+) -> None:
+    sha, _ = land(watched)
+    github.add_pull(5, "alice", [sha])
+    github.add_check_run(sha, "tests", "failure")
+    github.script("GET", "/check-runs$", 200, {}, delay=30, times=1)  # the poll hangs
+    argv = [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(watched.path), "watch"]
+    proc = subprocess.Popen(
+        argv,
+        env=run_env({TOKEN_ENV: TOKEN}),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.endswith("/check-runs") for _, p, _ in github.requests):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    github.scripted.clear()
+    github.add_check_run(sha, "tests", "failure")  # the re-run is red too
+    res = watched.run("watch", "once=1", env={TOKEN_ENV: TOKEN})
+    assert res.code == 0 and res.summary["PROPOSED"] == "1", res.out
+    res = watched.run("watch", "once=1", env={TOKEN_ENV: TOKEN})
+    assert res.code == 0 and res.summary["WATCHED"] == "1", res.out
+    assert len(events(watched, "rollback_proposed")) == 1 and len(github.comments[5]) == 1
