@@ -53,6 +53,7 @@ TERMINAL = (
     "broken_before",
     "not_revertible",
     "monitored",
+    "not_pushed",
 )
 
 
@@ -84,6 +85,7 @@ class Landing:
     patch_id: str
     issue: str | None
     landed_at: float
+    push: str = "OK"  # the apply event's: a commit never pushed has no CI on the forge
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class WatchState:
     parent: str | None
     patch_id: str
     state: str = "watching"  # the landing's: watching until CI and the metric are done
-    ci: str = "watching"  # CI's verdict: watching | green | broken_before | expired
+    ci: str = "watching"  # CI: watching | green | broken_before | expired | not_pushed
     polls: int = 0
     errors: int = 0
     last_error: str | None = None
@@ -230,7 +232,11 @@ def landings(
             found.setdefault(
                 sha,
                 Landing(
-                    sha, str(event.get("patch_id") or "-"), str(issue) if issue else None, when
+                    sha,
+                    str(event.get("patch_id") or "-"),
+                    str(issue) if issue else None,
+                    when,
+                    str(event.get("push") or "OK"),
                 ),
             )
     return list(found.values())
@@ -412,6 +418,9 @@ def poll_landing(
     in_window = now - landing.landed_at <= settings.window_hours * 3600
     state.polls += 1
     failure: Failure | None = None
+    if gh is not None and state.ci == "watching" and landing.push != "OK":
+        state.ci = "not_pushed"
+        say(log, f"watch: {landing.sha[:12]}: push {landing.push}: the forge's CI never saw it")
     if gh is not None and state.ci == "watching" and in_window:
         try:
             failure = poll_ci(gh, state, settings, log)

@@ -80,7 +80,9 @@ def test_a_check_that_flips_red_green_never_confirms() -> None:
 # --- against the fake forge and a real live repository ------------------------------------
 
 
-def land(project: Project, text: str = "BROKEN\n", patch_id: str = "p-1") -> tuple[str, str]:
+def land(
+    project: Project, text: str = "BROKEN\n", patch_id: str = "p-1", push: str = "OK"
+) -> tuple[str, str]:
     """A commit on live recorded as landed (an apply event); returns (sha, parent)."""
     parent = git(project.live, "rev-parse", "HEAD")
     (project.live / "README.txt").write_text(text)
@@ -93,7 +95,7 @@ def land(project: Project, text: str = "BROKEN\n", patch_id: str = "p-1") -> tup
             "patch_id": patch_id,
             "commit_hash": sha,
             "operator_confirmed": False,
-            "push": "SKIPPED",
+            "push": push,
             "files": ["README.txt"],
             "trigger": "doit promote",
             "base_sha": parent,
@@ -314,3 +316,9 @@ def test_a_watch_killed_mid_poll_resumes_and_proposes_once(
     res = watched.run("watch", "once=1", env={TOKEN_ENV: TOKEN})
     assert res.code == 0 and res.summary["WATCHED"] == "1", res.out
     assert len(events(watched, "rollback_proposed")) == 1 and len(github.comments[5]) == 1
+
+
+def test_a_commit_that_was_never_pushed_is_not_polled(watched: Project, github: FakeGitHub) -> None:
+    sha, _ = land(watched, push="FAIL")
+    poll(watched)
+    assert state(watched, sha)["state"] == "not_pushed" and github.requests == []
