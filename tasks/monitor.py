@@ -64,7 +64,8 @@ def monitor_settings(cfg: config.Config) -> MonitorSettings:
         if missing:
             raise PatchgateError(
                 "CONFIG",
-                f"monitoring is enabled but {', '.join(missing)} is not set; set "
+                f"monitoring is enabled but {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not set; set "
                 f"monitoring.{missing[0]} in patchgate.yaml (or monitoring.enabled: false)",
             )
     return MonitorSettings(

@@ -551,7 +551,9 @@ def task_watch() -> Iterator[dict[str, Any]]:
         raw = (config.variable("once") or "0").strip().lower()
         if raw not in config.TRUE_WORDS + config.FALSE_WORDS:
             raise PatchgateError("PREFLIGHT", f"once={raw} is not a yes/no value; use once=1")
-        config.load(root)
+        cfg = config.load(root)
+        forge.settings(cfg)
+        monitor.monitor_settings(cfg)
     except PatchgateError as err:
         yield failed_creator("watch", root, log, err)
         return

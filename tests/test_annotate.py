@@ -162,3 +162,15 @@ def test_proposals_cannot_be_recorded_by_hand(make_project: ProjectFactory) -> N
     project = make_project()
     res = project.run("record", "event=rollback_proposed")
     assert res.code != 0 and "written by doit watch" in res.out, res.out
+
+
+def test_a_token_that_may_not_set_statuses_still_comments_and_lands(
+    forge_project: tuple[Project, Path], github: FakeGitHub
+) -> None:
+    project, _ = forge_project
+    github.script("POST", "/statuses/", 403, {"message": "Resource not accessible"})
+    verified(project)
+    res = project.run("promote", "issue=add_mul", "trigger=github:12", env=ENV)
+    assert res.code == 0, res.out
+    assert "WARNING: forge: no commit status on" in res.out
+    assert len(github.comments[12]) == 1 and github.statuses == {}

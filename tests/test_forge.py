@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from fakegithub import FakeGitHub, fake_github  # noqa: F401 - the fixture `github`
-from patchgate import config, forge
+from patchgate import config, forge, proc
 
 SHA = "a" * 40
 PARENT = "b" * 40
@@ -219,3 +219,9 @@ def test_a_repository_without_owner_is_refused() -> None:
     cfg = config.Config("/x", {"forge": {"repository": "calc"}})
     with pytest.raises(Exception, match="OWNER/NAME"):
         forge.settings(cfg)
+
+
+def test_the_forge_token_never_reaches_a_jail(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATCHGATE_FORGE_TOKEN", "tok-secret-1234")
+    monkeypatch.setenv("GITHUB_TOKEN", "tok-secret-1234")
+    assert "tok-secret-1234" not in proc.clean_env().values()

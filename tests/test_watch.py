@@ -322,3 +322,31 @@ def test_a_commit_that_was_never_pushed_is_not_polled(watched: Project, github: 
     sha, _ = land(watched, push="FAIL")
     poll(watched)
     assert state(watched, sha)["state"] == "not_pushed" and github.requests == []
+
+
+@pytest.mark.parametrize(
+    ("config", "line"),
+    [
+        (
+            {"forge": {"repository": "calc"}},
+            "patchgate.yaml is invalid at: forge.repository: 'calc' does not match",
+        ),
+        (
+            {"forge": {"repository": "o/c", "token": "x"}},
+            "Additional properties are not allowed ('token' was unexpected)",
+        ),
+        (
+            {"monitoring": {"enabled": True, "url": "http://127.0.0.1:1"}},
+            "monitoring is enabled but query, stability_threshold are not set",
+        ),
+        ({}, "doit watch needs a forge (forge: repository OWNER/NAME in patchgate.yaml)"),
+        ({"watch": {"reruns": 1}}, "watch.reruns: 1 is less than the minimum of 2"),
+    ],
+)
+def test_bad_watch_configuration_is_one_line(
+    make_project: ProjectFactory, config: dict[str, Any], line: str
+) -> None:
+    project = make_project(**config)
+    res = project.run("watch", "once=1")
+    assert res.code != 0 and line in res.summary["REASON"], res.out
+    assert "Traceback" not in res.out
