@@ -283,6 +283,7 @@ class GitHub:
                 ) from None
             etag = reply.headers.get("ETag")
             if poll and method == "GET" and etag:
+                self.etags.pop(key, None)  # re-inserted: the dict stays ordered oldest first
                 self.etags[key] = _Cached(etag, data)
             return data, reply
 
@@ -834,8 +835,13 @@ def parent_of(live: str, sha: str) -> str | None:
     return done.output.strip() if done.returncode == 0 else None
 
 
+MAX_ETAGS = 400
+
+
 def save_etags(gh: GitHub, path: str) -> None:
-    write_json(path, {k: {"etag": v.etag, "data": v.data} for k, v in gh.etags.items()})
+    """Keep the newest MAX_ETAGS cached answers between runs (polls of old landings drop out)."""
+    kept = list(gh.etags.items())[-MAX_ETAGS:]
+    write_json(path, {k: {"etag": v.etag, "data": v.data} for k, v in kept})
 
 
 def load_etags(gh: GitHub, path: str) -> None:

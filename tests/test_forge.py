@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -225,3 +226,19 @@ def test_the_forge_token_never_reaches_a_jail(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("PATCHGATE_FORGE_TOKEN", "tok-secret-1234")
     monkeypatch.setenv("GITHUB_TOKEN", "tok-secret-1234")
     assert "tok-secret-1234" not in proc.clean_env().values()
+
+
+def test_saved_etags_are_bounded_and_read_back(github: FakeGitHub, tmp_path: Path) -> None:
+    gh = make(github)
+    for i in range(forge.MAX_ETAGS + 50):
+        gh.etags[f"/k{i}"] = forge._Cached(f'W/"{i}"', {"i": i})
+    path = str(tmp_path / "etags.json")
+    forge.save_etags(gh, path)
+    again = make(github)
+    forge.load_etags(again, path)
+    assert len(again.etags) == forge.MAX_ETAGS and "/k49" not in again.etags
+    assert again.etags[f"/k{forge.MAX_ETAGS + 49}"].data == {"i": forge.MAX_ETAGS + 49}
+    (tmp_path / "etags.json").write_text("{not json")
+    broken = make(github)
+    forge.load_etags(broken, path)  # a damaged cache is only a slower first poll
+    assert broken.etags == {}
