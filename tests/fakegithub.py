@@ -289,6 +289,19 @@ class FakeGitHub:
             ]
         return run_id
 
+    def add_comment(self, number: int, body: str, author: str = "someone") -> None:
+        self.comments[number].append(
+            instance(
+                schema_of("issue-comment"),
+                {
+                    "id": self.next_id(),
+                    "body": body,
+                    "user": user(author),
+                    "performed_via_github_app": None,
+                },
+            )
+        )
+
     def add_status(self, sha: str, context: str, state: str, target_url: str | None = None) -> None:
         with self._lock:
             self._new_status(sha, {"context": context, "state": state, "target_url": target_url})
@@ -442,17 +455,8 @@ class FakeGitHub:
             if number not in self.issues:
                 return self.not_found()
             if m == "POST":
-                comment = instance(
-                    schema_of("issue-comment"),
-                    {
-                        "id": self.next_id(),
-                        "body": body["body"],
-                        "user": user("patchgate-bot"),
-                        "performed_via_github_app": None,
-                    },
-                )
-                self.comments[number].append(comment)
-                return self.json(201, comment)
+                self.add_comment(number, body["body"], "patchgate-bot")
+                return self.json(201, self.comments[number][-1])
             page = int(request.args.get("page", 1))
             per = int(request.args.get("per_page", 30))
             items = self.comments[number][(page - 1) * per : page * per]
@@ -559,7 +563,7 @@ class Served:
 def serve(fake: FakeGitHub) -> Iterator[FakeGitHub]:
     server = make_server("127.0.0.1", 0, fake, threaded=True)
     fake.url = f"http://127.0.0.1:{server.server_port}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield fake

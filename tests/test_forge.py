@@ -48,15 +48,13 @@ def test_sticky_comment_is_created_once_then_updated_never_duplicated(github: Fa
 
 def test_sticky_comment_finds_its_marker_beyond_the_first_page(github: FakeGitHub) -> None:
     github.add_issue(3)
-    gh = make(github)
-    for i in range(120):
-        github.comments[3].append({**github.comments[3][0], "id": 5000 + i} if i else {})
-    github.comments[3].clear()
     for _ in range(105):
-        gh.request("POST", gh.repo_path("/issues/3/comments"), body={"body": "chatter"})
+        github.add_comment(3, "chatter")
+    gh = make(github)
     gh.sticky_comment(3, "k", "mine")
     assert make(github).sticky_comment(3, "k", "mine")[1] == "unchanged"
     assert sum("patchgate:k" in c["body"] for c in github.comments[3]) == 1
+    assert len(github.comments[3]) == 106
 
 
 def test_token_is_a_header_and_is_redacted_from_every_message(github: FakeGitHub) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import DODO, Project, ProjectFactory, git, run_env
 from fakegithub import FakeGitHub, fake_github  # noqa: F401 - the fixture `github`
-from patchgate import forge, provenance, watch
+from patchgate import config, forge, provenance, watch
 from patchgate.errors import PatchgateError
 
 TOKEN_ENV = "PATCHGATE_TEST_FORGE_TOKEN"
@@ -325,28 +325,37 @@ def test_a_commit_that_was_never_pushed_is_not_polled(watched: Project, github: 
 
 
 @pytest.mark.parametrize(
-    ("config", "line"),
+    ("yaml_text", "line"),
     [
+        (b"forge:\n  repository: calc\n", "forge.repository: 'calc' does not match"),
         (
-            {"forge": {"repository": "calc"}},
-            "patchgate.yaml is invalid at: forge.repository: 'calc' does not match",
-        ),
-        (
-            {"forge": {"repository": "o/c", "token": "x"}},
+            b"forge:\n  repository: o/c\n  token: x\n",
             "Additional properties are not allowed ('token' was unexpected)",
         ),
+        (b"watch:\n  reruns: 1\n", "watch.reruns: 1 is less than the minimum of 2"),
+        (b"landing: merge\n", "landing: 'merge' is not one of"),
+    ],
+)
+def test_bad_forge_and_watch_keys_are_refused_by_the_schema(yaml_text: bytes, line: str) -> None:
+    with pytest.raises(PatchgateError) as err:
+        config.parse(yaml_text)
+    assert line in err.value.message and err.value.stage == "CONFIG"
+
+
+@pytest.mark.parametrize(
+    ("settings", "line"),
+    [
         (
             {"monitoring": {"enabled": True, "url": "http://127.0.0.1:1"}},
             "monitoring is enabled but query, stability_threshold are not set",
         ),
         ({}, "doit watch needs a forge (forge: repository OWNER/NAME in patchgate.yaml)"),
-        ({"watch": {"reruns": 1}}, "watch.reruns: 1 is less than the minimum of 2"),
     ],
 )
-def test_bad_watch_configuration_is_one_line(
-    make_project: ProjectFactory, config: dict[str, Any], line: str
+def test_watch_without_what_it_needs_is_one_line(
+    make_project: ProjectFactory, settings: dict[str, Any], line: str
 ) -> None:
-    project = make_project(**config)
+    project = make_project(**settings)
     res = project.run("watch", "once=1")
     assert res.code != 0 and line in res.summary["REASON"], res.out
     assert "Traceback" not in res.out
