@@ -569,6 +569,61 @@ def check_trigger(raw: str | None) -> None:
         )
 
 
+def trigger_path(root: str, issue: str) -> str:
+    return os.path.join(root, STATE_DIR, "triggers", f"{issue}.json")
+
+
+def trigger_of(root: str, issue: str, log: str | None) -> int | None:
+    """The forge issue of patchgate issue ``issue``: trigger= on this command, else the one
+    given when it was verified (remembered in patches/.state/forge/triggers/)."""
+    raw = config.variable("trigger")
+    if raw:
+        number = parse_trigger(raw)
+        if number is None:
+            warn(log, f"trigger={raw} is not github:NUMBER; no issue is annotated")
+            return None
+        write_json(trigger_path(root, issue), {"trigger": number})
+        return number
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return int(read_json(trigger_path(root, issue))["trigger"])
+    return None
+
+
+def verify_comment(event: Mapping[str, Any]) -> str:
+    passed = event.get("event") == "verify_pass"
+    gates = event.get("gates") or {}
+    verdicts = ", ".join(f"{name}: {verdict}" for name, verdict in sorted(gates.items()))
+    lines = [
+        f"**patchgate verified patch `{event.get('patch_id')}`**: "
+        f"{'pass' if passed else 'FAIL'} (issue `{event.get('issue')}`, not landed yet)",
+        "",
+        f"- gate verdicts: {verdicts or 'no gate ran'}",
+    ]
+    if not passed:
+        lines.append(f"- {event.get('stage')}: {event.get('reason')}")
+    return "\n".join(lines)
+
+
+def after_verify(root: str, issue: str, event: Mapping[str, Any]) -> None:
+    """verify's hook: with trigger=github:N, the issue's sticky comment shows the verdict.
+
+    Never raises: a failing forge is a WARNING line, the verdict stands.
+    """
+    try:
+        if not config.variable("trigger"):
+            return
+        number = trigger_of(root, issue, None)
+        gh = client(config.load(root, cli={})) if number is not None else None
+        if gh is None or number is None:
+            return
+        try:
+            gh.sticky_comment(number, f"patch-{issue}", verify_comment(event))
+        finally:
+            gh.close()
+    except (PatchgateError, OSError, ValueError, KeyError, TypeError) as exc:
+        warn(None, f"the verdict of {issue} was not annotated: {exc}")
+
+
 def landing_path(root: str, commit: str) -> str:
     return os.path.join(root, STATE_DIR, "landings", f"{commit}.json")
 
@@ -649,15 +704,12 @@ def after_landing(
 def _after_landing(ctx: Mapping[str, Any], landed: Mapping[str, Any], push: str, log: str) -> None:
     root = str(ctx["root"])
     cfg = config.load(root, cli={})
-    trigger = config.variable("trigger")
-    if trigger and parse_trigger(trigger) is None:
-        warn(log, f"trigger={trigger} is not github:NUMBER; no issue is annotated")
     commit = str(landed["commit"])
     record = {
         "commit": commit,
         "issue": ctx["issue"],
         "patch_id": landed.get("patch_id") or "-",
-        "trigger": parse_trigger(trigger),
+        "trigger": trigger_of(root, str(ctx["issue"]), log),
         "files": list(landed.get("files") or []),
         "base_sha": landed.get("old_head"),
     }

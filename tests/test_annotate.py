@@ -174,3 +174,19 @@ def test_a_token_that_may_not_set_statuses_still_comments_and_lands(
     assert res.code == 0, res.out
     assert "WARNING: forge: no commit status on" in res.out
     assert len(github.comments[12]) == 1 and github.statuses == {}
+
+
+def test_trigger_given_at_verify_is_annotated_then_carried_to_the_landing(
+    forge_project: tuple[Project, Path], github: FakeGitHub
+) -> None:
+    project, _ = forge_project
+    patch = project.patch("add_mul.py", ADD_MUL)
+    res = project.run("verify", f"patch={patch}", "trigger=github:12", env=ENV)
+    assert res.code == 0, res.out
+    [comment] = github.comments[12]
+    assert "verified patch `add_mul@" in comment["body"] and "pass" in comment["body"]
+    res = project.run("promote", "issue=add_mul", env=ENV)  # no trigger= this time
+    assert res.code == 0, res.out
+    [comment] = github.comments[12]  # the same comment, now saying it landed
+    assert f"`{res.summary['COMMIT']}`" in comment["body"]
+    assert "landed patch" in comment["body"]
