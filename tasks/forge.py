@@ -770,9 +770,15 @@ def pull_request(
 
 
 def history_lines(root: str) -> list[str]:
-    """``doit history``: the pull requests that carried landings (landing: pull_request)."""
+    """``doit history``: pull requests that carried landings, and rollback proposals."""
     lines = []
     for event in provenance.read_events(root):
+        if event.get("event") == "rollback_proposed":
+            shadow = ", shadow" if event.get("shadow") else ""
+            lines.append(
+                f"{str(event.get('sha'))[:12]}  rollback proposed ({event.get('source')}{shadow}) "
+                f"{event.get('timestamp')}: {event.get('failure_context')}"
+            )
         if event.get("event") == "pull_request":
             lines.append(
                 f"{str(event.get('commit_hash'))[:12]}  pull request #{event.get('pull_request')}"

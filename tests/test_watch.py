@@ -172,6 +172,8 @@ def test_a_confirmed_red_proposes_once_with_the_rollback_plan_and_annotates_the_
     assert len(events(watched, "rollback_proposed")) == 1 and len(github.comments[5]) == 1
     status = watched.run("status")
     assert f"CONFIRM: {event['confirm']}" in status.out, status.out
+    history = watched.run("history")
+    assert f"{sha[:12]}  rollback proposed (ci)" in history.out, history.out
     assert TOKEN not in out + status.out + plan.out
 
 
