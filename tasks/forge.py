@@ -559,16 +559,6 @@ def parse_trigger(raw: str | None) -> int | None:
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
-def check_trigger(raw: str | None) -> None:
-    """Refuse a ``trigger=`` that is given but is not github:NUMBER (one line)."""
-    if raw and parse_trigger(raw) is None:
-        raise PatchgateError(
-            "PREFLIGHT",
-            f"trigger={raw} is not an issue of the forge; write trigger=github:NUMBER "
-            "(e.g. trigger=github:42)",
-        )
-
-
 def trigger_path(root: str, issue: str) -> str:
     return os.path.join(root, STATE_DIR, "triggers", f"{issue}.json")
 

@@ -209,11 +209,6 @@ def test_trigger_values(raw: str, number: int | None) -> None:
     assert forge.parse_trigger(raw) == number
 
 
-def test_a_bad_trigger_is_refused_in_one_line() -> None:
-    with pytest.raises(Exception, match="trigger=github:NUMBER"):
-        forge.check_trigger("jira:12")
-
-
 def test_a_repository_without_owner_is_refused() -> None:
     cfg = config.Config("/x", {"forge": {"repository": "calc"}})
     with pytest.raises(Exception, match="OWNER/NAME"):
