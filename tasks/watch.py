@@ -262,13 +262,6 @@ def proposals(root: str) -> list[dict[str, Any]]:
     return [e for e in provenance.read_events(root) if e.get("event") == "rollback_proposed"]
 
 
-def rolled_back(root: str, sha: str) -> bool:
-    return any(
-        e.get("event") == "rollback" and e.get("reverted_commit") == sha
-        for e in provenance.read_events(root)
-    )
-
-
 @contextlib.contextmanager
 def watch_lock(root: str) -> Iterator[None]:
     """One ``doit watch`` at a time (a second one says so and stops); promotions never wait."""
@@ -407,12 +400,13 @@ def poll_landing(
     state = load_state(root, landing, live)
     if state.state in TERMINAL:
         return state.state
-    if rolled_back(root, landing.sha):
-        state.state = "rolled_back"
-        save_state(root, state)
-        return state.state
-    if any(e.get("sha") == landing.sha for e in proposals(root)):
-        state.state = "proposed"  # a crash after the event, before this file: the log decides
+    for event in provenance.read_events(root):  # the log decides, whatever this file says
+        kind = event.get("event")
+        if kind == "rollback" and event.get("reverted_commit") == landing.sha:
+            state.state = "rolled_back"
+        elif kind == "rollback_proposed" and event.get("sha") == landing.sha:
+            state.state = "proposed"  # e.g. a crash after the event, before this file
+    if state.state in TERMINAL:
         save_state(root, state)
         return state.state
     in_window = now - landing.landed_at <= settings.window_hours * 3600
