@@ -361,3 +361,28 @@ def test_watch_without_what_it_needs_is_one_line(
     res = project.run("watch", "once=1")
     assert res.code != 0 and line in res.summary["REASON"], res.out
     assert "Traceback" not in res.out
+
+
+def test_a_check_flipping_red_green_on_reruns_never_proposes(
+    watched: Project, github: FakeGitHub
+) -> None:
+    sha, _ = land(watched)
+    ids = [github.add_check_run(sha, "tests", c) for c in ("failure", "success", "failure")]
+    poll(watched)  # two red runs, but not in a row: only the last one counts
+    assert state(watched, sha)["checks"]["tests"]["red_runs"] == [ids[2]]
+    github.add_check_run(sha, "tests", "success")
+    poll(watched)
+    assert not events(watched, "rollback_proposed") and state(watched, sha)["state"] == "green"
+
+
+def test_malformed_json_from_the_forge_is_an_inconclusive_poll(
+    watched: Project, github: FakeGitHub
+) -> None:
+    sha, _ = land(watched)
+    for _ in range(2):
+        github.add_check_run(sha, "tests", "failure")
+    github.script("GET", "/check-runs$", 200, b"<html>oops</html>", times=3)
+    poll(watched)
+    st = state(watched, sha)
+    assert st["errors"] == 1 and "malformed JSON" in st["last_error"]
+    assert not events(watched, "rollback_proposed")
