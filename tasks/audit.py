@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, NamedTuple
 
-from . import config, doitapi, git, proc, propose, provenance, report, trailers
+from . import config, doitapi, forge, git, proc, propose, provenance, report, trailers
 from .errors import PatchgateError
 from .steps import failed_creator, step, write_json
 
@@ -74,6 +74,10 @@ _WRITTEN_BY = {
     "promote_fail": "doit promote",
     "rollback": "doit rollback",
     "recovered": "the log itself",
+    # issue 15
+    "rollback_proposed": "doit watch",
+    "monitor": "doit watch",
+    "pull_request": "doit promote (landing: pull_request)",
 }
 
 
@@ -1328,6 +1332,8 @@ def show_history(root: str, live: str, branch: str | None, n: int) -> dict[str, 
     if not rows:
         print(f"no patchgate commits on {branch_name(live, branch)} yet")
     for line in format_history(rows):
+        print(line)
+    for line in forge.history_lines(root):  # issue 15: landings carried by pull requests
         print(line)
     return {"summary": {"RESULT": "SUCCESS", "COMMITS": str(len(rows))}}
 

@@ -127,6 +127,43 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         },
         "doit propose: the OpenAI-compatible model endpoint and its budgets (docs/propose.md)",
     ),
+    # --- issue 15: the forge, doit watch, time-based monitoring (docs/forge-and-watch.md) ---
+    "forge": (
+        None,
+        "the forge (GitHub): kind, repository OWNER/NAME, api_url, token_env, tag_on_rollback, "
+        "commit_status, timeout, retries, max_wait; null: none",
+    ),
+    "landing": (
+        "push",
+        "push: promote pushes to the branch; pull_request: to patchgate/ISSUE, and opens a PR",
+    ),
+    "watch": (
+        {
+            "enabled": True,
+            "shadow": False,
+            "window_hours": 24,
+            "interval": 300,
+            "reruns": 2,
+            "consecutive": 3,
+        },
+        "doit watch: CI of landed commits; a red needs reruns red runs or consecutive red polls",
+    ),
+    "monitoring": (
+        {
+            "enabled": False,
+            "kind": "prometheus",
+            "url": None,
+            "query": None,
+            "key_path": None,
+            "stability_threshold": None,
+            "failure_limit": 3,
+            "inconclusive_limit": 5,
+            "interval": 60,
+            "window_hours": 2,
+            "timeout": 10,
+        },
+        "doit watch: a stability metric after a landing (prometheus query or json key_path)",
+    ),
 }
 
 BOOLEAN_KEYS = tuple(k for k, (v, _) in DEFAULTS.items() if isinstance(v, bool))
@@ -151,7 +188,8 @@ COMMAND_VARIABLES = (
     # issue 14: doit propose
     "request",
     "files",
-    "trigger",
+    "trigger",  # issues 14, 15: what asked for it (github:NUMBER: the forge issue annotated)
+    "once",  # issue 15: doit watch once=1
 )
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")

@@ -18,6 +18,7 @@ from .rollback import task_rollback
 from .status import task_config, task_status
 from .steps import DEP_FILE, DOIT_CONFIG
 from .verify import task_verify
+from .watch import task_watch  # issue 15
 
 __all__ = [
     "DOIT_CONFIG",
@@ -33,6 +34,7 @@ __all__ = [
     "task_rollback",
     "task_status",
     "task_verify",
+    "task_watch",
 ]
 
 # doit opens its state file before any task runs; its folder must already exist.

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from . import config, faults, git, jail, lock, post_audit, proc, provenance, redact
+from . import config, faults, forge, git, jail, lock, post_audit, proc, provenance, redact
 from .apply import jail_env
 from .errors import PatchgateError
 from .gates import expand, expects_junit, gate_env, junit_path, matching, verdict_of
@@ -287,7 +287,8 @@ def push_landed(ws_dir: str, ctx: LandingContext, log: str) -> None:
     announce(ctx, log)
     landed = read_json(os.path.join(ctx.state, "land.json"))
     commit = landed["commit"]
-    state, detail = push(ctx.live, ctx.remote, ctx.branch, commit, float(ctx.git_timeout), log)
+    branch = forge.push_branch(ctx)  # issue 15: landing: pull_request pushes a branch of its own
+    state, detail = push(ctx.live, ctx.remote, branch, commit, float(ctx.git_timeout), log)
     write_json(
         os.path.join(ctx.state, "push.json"), {"push": state, "detail": detail, "commit": commit}
     )

@@ -32,6 +32,7 @@ from . import (
     config,
     faults,
     filing,
+    forge,
     git,
     jail,
     landing,
@@ -296,6 +297,7 @@ def finish(ws_dir: str, ctx: LandingContext, log: str) -> dict[str, Any]:
             },
         },
     )
+    forge.after_landing(ctx, landed, pushed, log)  # issue 15: annotate; never fails the landing
     redact.log(
         log,
         f"promote: done: {commit} (push {pushed['push']}); archive "

@@ -45,6 +45,10 @@ EVENT_KINDS = (
     "rollback",
     "emergency_rollback",
     "recovered",
+    # issue 15: doit watch (CI) and time-based monitoring (metrics); nothing reverts by itself
+    "rollback_proposed",
+    "monitor",
+    "pull_request",
 )
 # Filled by the log itself; a caller passing them has a bug.
 FILLED_KEYS = ("timestamp", "seq", "prev_hash", "hash")

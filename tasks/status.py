@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from . import config, git, propose, report
+from . import config, git, propose, report, watch
 from .steps import read_json, sha256_file, step
 from .workspace import WORKSPACES_DIR, Workspace, is_intact
 
@@ -78,6 +78,8 @@ def show_status(root: str) -> dict[str, Any]:
             f"({row['patch']})" + propose.status_note(root, row["issue"])  # issue 14
         )
     for line in propose.proposals_without_workspace(root, {r["issue"] for r in rows}):
+        print(line)
+    for line in watch.status_lines(root):  # issue 15: open rollback proposals
         print(line)
     return {"summary": {"RESULT": "SUCCESS", "WORKSPACES": str(len(rows))}}
 

@@ -17,6 +17,7 @@ from . import (
     config,
     faults,
     filing,
+    forge,
     git,
     jail,
     journal,
@@ -268,6 +269,7 @@ def record_verdict(ws: Workspace, result: dict[str, Any]) -> None:
     if result["stage"]:
         event.update(stage=result["stage"], reason=result["reason"])
     provenance.append_event(ws.root, event)
+    forge.after_verify(ws.root, ws.issue, event)  # issue 15: trigger=github:N; never fails
 
 
 def conclude_failure(ws_dir: str, stage: str, reason: str) -> None:
