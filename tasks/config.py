@@ -98,6 +98,11 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "fast_forward": (True, "fast-forward live when it is only behind the remote"),
     "keep": (False, "keep the workspace after a successful promotion"),
     "audit_command": (None, "command run on live after a successful promotion (STAGE: AUDIT)"),
+    # --- issue 16: the operator console (doit ui) ---
+    "ui": (
+        {"host": "127.0.0.1", "port": 8765, "read_only": False, "print_token": True, "operators": {}},
+        "doit ui: host, port, read_only, print_token, operators (name: scrypt hash)",
+    ),
 }
 
 BOOLEAN_KEYS = tuple(k for k, (v, _) in DEFAULTS.items() if isinstance(v, bool))

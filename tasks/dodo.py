@@ -15,6 +15,7 @@ from .promote import task_promote
 from .rollback import task_rollback
 from .status import task_config, task_status
 from .steps import DEP_FILE, DOIT_CONFIG
+from .ui.command import task_ui  # issue 16: the operator console
 from .verify import task_verify
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "task_record",
     "task_rollback",
     "task_status",
+    "task_ui",
     "task_verify",
 ]
 
