@@ -100,7 +100,13 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "audit_command": (None, "command run on live after a successful promotion (STAGE: AUDIT)"),
     # --- issue 16: the operator console (doit ui) ---
     "ui": (
-        {"host": "127.0.0.1", "port": 8765, "read_only": False, "print_token": True, "operators": {}},
+        {
+            "host": "127.0.0.1",
+            "port": 8765,
+            "read_only": False,
+            "print_token": True,
+            "operators": {},
+        },
         "doit ui: host, port, read_only, print_token, operators (name: scrypt hash)",
     ),
 }
