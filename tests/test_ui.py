@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from conftest import ADD_MUL, DODO, Project, ProjectFactory, git, run_env, script
 from fastapi.testclient import TestClient
-from patchgate import provenance
+from patchgate import lock, provenance
 from patchgate.errors import PatchgateError
 from patchgate.ui import auth, records
 from patchgate.ui.app import COOKIE, create_app
@@ -490,46 +490,61 @@ def test_promote_then_roll_back_through_the_console(
         assert "verdict pass" in audit_page and "# Audit of main" in audit_page
 
 
+HOLD = (
+    "import os, sys, time\n"
+    "d = sys.argv[1]\n"
+    "while os.path.exists(d + '/arm') and not os.path.exists(d + '/go'):\n"
+    "    time.sleep(0.02)\n"
+)
+
+
 def test_a_cli_promote_and_a_console_promote_at_once_land_once(
-    make_project: ProjectFactory,
+    make_project: ProjectFactory, tmp_path: Path
 ) -> None:
-    project = make_project(gates=GATES)
+    """The CLI promotion holds the lock (its live gate waits for a signal) while the console
+    promotes the same workspace: the console's doit run is refused at once, naming the CLI's;
+    then the CLI lands. One commit, one apply event."""
+    signal_dir = tmp_path / "signal"
+    signal_dir.mkdir()
+    hold = {"name": "hold", "command": ["{python}", "-c", HOLD, str(signal_dir)], "timeout": 60}
+    project = make_project(gates=[*GATES, hold], live_gates=["hold"], jail_binds=[str(signal_dir)])
     patch = project.patch("good.py", ADD_MUL)
     assert project.run("verify", f"patch={patch}").code == 0
     base = git(project.live, "rev-parse", "HEAD")
-    with console(project) as client:
-        csrf = login(client)
-        tree = json.loads((project.ws("good") / "result.json").read_text())["tree"]
-        cli = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "doit",
-                "-f",
-                str(DODO),
-                "-d",
-                str(project.path),
-                "promote",
-                "issue=good",
-                "operator=cli-user",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=run_env(),
-        )
-        job = finished(
-            client,
-            client.post(
+    (signal_dir / "arm").touch()  # from now on the hold gate waits for "go"
+    cli = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(project.path)),
+            *("promote", "issue=good", "operator=cli-user"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=run_env(),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while lock.holder(str(project.path)).get("pid") != cli.pid:
+            assert cli.poll() is None and time.monotonic() < deadline, "the CLI never locked"
+            time.sleep(0.02)
+        with console(project) as client:
+            csrf = login(client)
+            tree = json.loads((project.ws("good") / "result.json").read_text())["tree"]
+            sent = client.post(
                 "/issue/good/promote", data={"csrf": csrf, "tree": tree}, follow_redirects=False
-            ),
-        )
+            )
+            job = finished(client, sent)
+        assert job.returncode != 0, job.output()
+        assert f"another promotion is running: pid {cli.pid}" in job.output()
+        assert git(project.live, "rev-parse", "HEAD") == base
+    finally:
+        (signal_dir / "go").touch()
         cli_out, _ = cli.communicate(timeout=JOB_TIMEOUT)
+    assert cli.returncode == 0, cli_out
     commits = git(project.live, "rev-list", f"{base}..HEAD").split()
     applies = [e for e in provenance.read_events(str(project.path)) if e["event"] == "apply"]
-    assert len(commits) == 1 and len(applies) == 1, (cli_out, job.output())
-    assert applies[0]["commit_hash"] == commits[0]
-    assert sorted([cli.returncode == 0, job.returncode == 0]) in ([False, True], [True, True])
+    assert len(commits) == 1 and [a["commit_hash"] for a in applies] == commits
+    assert applies[0]["operator"] == "cli-user"
 
 
 # --- doit ui itself ---------------------------------------------------------------------------
