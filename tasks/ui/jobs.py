@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -58,6 +59,10 @@ class Job:
     finished: float | None = None
     pid: int = 0
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def command(self) -> str:
+        return "doit " + shlex.join(self.args)
 
     @property
     def running(self) -> bool:
@@ -109,7 +114,7 @@ class Jobs:
             job_id, title, tuple(args), operator, os.path.join(self.folder(), f"{job_id}.log")
         )
         out = open(job.log, "wb")  # noqa: SIM115 - the child writes it; closed when it ends
-        out.write(f"$ doit {' '.join(args)}\n".encode())
+        out.write(f"$ {job.command}\n".encode())
         out.flush()
         child = subprocess.Popen(
             doit_argv(self.dodo, self.root, args),

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import audit, config, git, provenance, status
@@ -399,7 +400,7 @@ def _commit_lines(live: str, shas: Sequence[str]) -> dict[str, tuple[str, str]]:
         "log",
         "--no-walk=unsorted",
         "-z",
-        "--format=%H%x1f%cI%x1f%s",
+        "--format=%H%x1f%ct%x1f%s",
         *shas,
         "--",
         stage=STAGE,
@@ -408,8 +409,9 @@ def _commit_lines(live: str, shas: Sequence[str]) -> dict[str, tuple[str, str]]:
     found = {}
     for record in done.output.split("\x00"):
         parts = record.strip("\n").split("\x1f")
-        if len(parts) == 3:
-            found[parts[0]] = (parts[1], parts[2])
+        if len(parts) == 3 and parts[1].isdigit():
+            when = datetime.fromtimestamp(int(parts[1]), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            found[parts[0]] = (when, parts[2])
     return found
 
 
