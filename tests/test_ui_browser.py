@@ -47,6 +47,27 @@ def project(tmp_path_factory: pytest.TempPathFactory, calc_template: Path) -> Pr
     paths = [project.patch("mul.py", ADD_MUL), project.patch("xss.py", XSS_PATCH)]
     done = project.run("verify", "patch=" + ",".join(paths))
     assert done.code == 0, done.out
+    attempt = {
+        "n": 1,
+        "patch": "patches/xss.py",
+        "stage": "GATES",
+        "reason": "the model's first try did not compile",
+        "confidence_score": 0.35,
+        "feedback": "compile: SyntaxError at line 1",
+        "verdict": "fail",
+    }
+    (project.ws("xss") / "propose.json").write_text(
+        json.dumps(
+            {
+                "issue": "xss",
+                "request_sha256": "0" * 64,
+                "state": "waiting_operator",
+                "attempts": [attempt],
+                "model": "smollm2-135m",
+                "llm_endpoint": "http://127.0.0.1:8080/v1",
+            }
+        )
+    )
     return project
 
 
@@ -116,8 +137,9 @@ def test_review_and_issue_pages_show_verdicts_diff_and_names_as_text(
     page: Any, url: str, shots: Path
 ) -> None:
     assert page.locator("#workspaces tr", has_text="mul").locator(".verdict").inner_text() == "pass"
+    assert "the model's first try did not compile" in page.locator("#waiting").inner_text()
     shot(page, shots, "review")
-    page.click("text=xss")
+    page.click("#workspaces a:text-is('xss')")
     assert XSS_NAME in page.locator("#files").inner_text()  # shown as text
     assert page.dialogs == [] and page.locator("script", has_text="alert").count() == 0
     page.goto(f"{url}/issue/mul")

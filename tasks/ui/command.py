@@ -79,6 +79,11 @@ def serve(root: str, dodo: str, settings: Settings) -> dict[str, Any]:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     try:
         server.run(sockets=[sock])
+    except (KeyboardInterrupt, SystemExit):
+        # uvicorn shuts down gracefully on Ctrl-C, then raises the signal again for doit's
+        # handler: that is how the console ends, not a failure.
+        if not server.should_exit:
+            raise
     finally:
         app.state.jobs.stop_all()
         sock.close()

@@ -497,8 +497,10 @@ def waiting(root: str) -> list[Waiting]:
             if last
             else "no attempts recorded"
         )
+        stamp = datetime.fromtimestamp(os.path.getmtime(ws.path(PROPOSE_FILE)), UTC)
+        when = stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
         items.append(
-            Waiting("proposal", issue, found_proposal.model or "proposal", "", context, None)
+            Waiting("proposal", issue, found_proposal.model or "proposal", when, context, None)
         )
     return items
 
