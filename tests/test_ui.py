@@ -196,6 +196,29 @@ def test_password_hashes_are_scrypt_and_salted() -> None:
     assert not auth.check_password("plain-text", "plain-text")
 
 
+def test_the_hash_helper_prints_a_line_to_paste(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers = iter(["long enough", "long enough", "long enough", "different!"])
+    monkeypatch.setattr(auth.getpass, "getpass", lambda prompt: next(answers))
+    assert auth.main(["alice"]) == 0
+    hashed = capsys.readouterr().out.split("alice: ")[1].strip()
+    assert auth.check_password(hashed, "long enough")
+    assert auth.main(["alice"]) == 1  # the two passwords differ
+    assert "passwords differ" in capsys.readouterr().err
+
+
+def test_a_project_whose_live_repository_is_gone_shows_why(make_project: ProjectFactory) -> None:
+    project = make_project()
+    shutil.rmtree(project.live)
+    with console(project) as client:
+        form = client.get("/login")
+        client.post("/login", data={"secret": TOKEN, "csrf": csrf_of(form.text)})
+        done = client.get("/")
+    assert done.status_code == 500
+    assert str(project.live) in done.text and "Traceback" not in done.text
+
+
 def test_settings_refuse_a_plain_password_and_a_console_nobody_can_enter() -> None:
     with pytest.raises(PatchgateError, match="not a password hash"):
         auth.settings_from({"operators": {"bob": "hunter2"}}, None)
@@ -372,8 +395,16 @@ def test_read_only_console_refuses_every_action_and_hides_the_buttons(verified: 
         page = client.get("/").text
         assert "read-only" in page and "Promote…" not in page
         assert "Land " not in client.get("/issue/good/promote").text
-        for path in ("/issue/good/promote", "/issue/good/verify", "/audit/run"):
-            done = client.post(path, data={"csrf": csrf})
+        assert "Prepare rollback" not in client.get("/history").text
+        assert "Run doit audit" not in client.get("/audit").text
+        for path in (
+            "/issue/good/promote",
+            "/issue/good/verify",
+            "/audit/run",
+            "/rollback/prepare",
+            "/rollback/confirm",
+        ):
+            done = client.post(path, data={"csrf": csrf, "sha": "a" * 40})
             assert done.status_code == 403 and "read-only" in done.text, path
         assert client.app.state.jobs.all() == []  # type: ignore[attr-defined]
 
@@ -413,6 +444,16 @@ def test_rollback_refusals_bad_sha_unprepared_wrong_token_no_reason(
         "/rollback/confirm", data={"csrf": csrf, "sha": "a" * 40, "token": "t", "reason": "r"}
     )
     assert unprepared.status_code == 409 and "prepare the rollback" in unprepared.text
+
+
+def test_a_rollback_plan_that_fails_offers_nothing_to_confirm(
+    logged_in: tuple[TestClient, str],
+) -> None:
+    client, csrf = logged_in
+    plan = client.post("/rollback/prepare", data={"csrf": csrf, "sha": "deadbeef" * 5})
+    assert plan.status_code == 409
+    assert "The plan failed" in plan.text and "RESULT: FAIL" in plan.text
+    assert 'id="confirm-form"' not in plan.text
 
 
 def test_the_jobs_page_and_a_verify_job_show_the_steps(

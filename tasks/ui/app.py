@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from ..errors import PatchgateError
+from ..steps import unwritable
 from . import records
 from .auth import Session, Sessions, Settings, csrf_ok
 from .jobs import Job, Jobs, summary_of
@@ -86,7 +87,13 @@ def create_app(root: str, settings: Settings, dodo: str, token: str | None = Non
 
     @app.exception_handler(PatchgateError)
     async def patchgate_error(request: Request, exc: PatchgateError) -> HTMLResponse:
-        return page(request, "error.html", 404, message=f"{exc.stage}: {exc.message}")
+        # The console's own errors name what is not there; others are the project's state.
+        status = 404 if exc.stage == records.STAGE else 500
+        return page(request, "error.html", status, message=f"{exc.stage}: {exc.message}")
+
+    @app.exception_handler(OSError)
+    async def os_error(request: Request, exc: OSError) -> HTMLResponse:
+        return page(request, "error.html", 500, message=f"UI: {unwritable(exc)}")
 
     @app.exception_handler(NotLoggedIn)
     async def not_logged_in(request: Request, exc: NotLoggedIn) -> Response:

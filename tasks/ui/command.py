@@ -91,7 +91,11 @@ def serve(root: str, dodo: str, settings: Settings) -> dict[str, Any]:
 
 
 def task_ui() -> Iterator[dict[str, Any]]:
-    """Start the operator console (a local web page): review, promote, roll back, audit."""
+    """Start the operator console (a local web page): review, promote, roll back, audit.
+
+    configured under ui: in patchgate.yaml: host (127.0.0.1), port (8765), read_only,
+    print_token, operators (name: hash from python -m patchgate.ui.auth NAME); docs/console.md
+    """
     root = os.getcwd()
     log = report.log_path(root, "ui")
     try:
