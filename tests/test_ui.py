@@ -632,3 +632,17 @@ def test_doit_ui_refuses_a_bad_configuration_in_one_line(make_project: ProjectFa
     assert done.code != 0
     assert "ui.operators.bob in patchgate.yaml is not a password hash" in done.out
     assert "Traceback" not in done.out
+
+
+def test_doit_ui_on_a_port_in_use_says_so_in_one_line(make_project: ProjectFactory) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        project = make_project(ui={"port": port})
+        done = project.run("ui", timeout=60)
+    assert done.code != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in done.out and "set ui.port" in done.out
+    assert "Traceback" not in done.out
