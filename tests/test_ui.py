@@ -264,6 +264,23 @@ def test_issue_page_shows_diff_gates_scope_result_and_logs(
     assert "verdict fail" in bad and "SyntaxError: invalid syntax" in bad
 
 
+def test_a_workspace_verified_on_a_cluster_names_the_worker(
+    logged_in: tuple[TestClient, str], verified: Project
+) -> None:
+    client, _ = logged_in
+    path = verified.ws("xss") / "result.json"
+    original = path.read_text()
+    result = json.loads(original)
+    result["verified_by"] = {"executor": "dask", "worker": "tcp://127.0.0.1:40001"}
+    path.write_text(json.dumps(result))
+    try:
+        page = client.get("/issue/xss").text
+        assert "<dt>verified by</dt><dd>dask tcp://127.0.0.1:40001</dd>" in page
+    finally:
+        path.write_text(original)
+    assert "verified by" not in client.get("/issue/xss").text
+
+
 def test_file_names_show_as_text_never_as_markup(logged_in: tuple[TestClient, str]) -> None:
     client, _ = logged_in
     for path in ("/issue/xss", "/issue/xss/promote"):

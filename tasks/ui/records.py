@@ -131,6 +131,7 @@ class IssueDetail:
     summary: Mapping[str, str]
     proposal: Proposal | None
     logs: tuple[LogFile, ...]
+    verified_by: str | None = None  # issue 17: "dask worker ADDRESS" when a cluster verified it
 
 
 def _text(value: Any) -> str:
@@ -370,6 +371,16 @@ def issue_detail(root: str, issue: str) -> IssueDetail:
         summary={str(k): _text(v) for k, v in (summary or {}).items()},
         proposal=proposal(ws),
         logs=tuple(logs),
+        verified_by=_verified_by(result.get("verified_by")),
+    )
+
+
+def _verified_by(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return None
+    return (
+        " ".join(f"{_text(value.get(key))}" for key in ("executor", "worker") if value.get(key))
+        or None
     )
 
 
