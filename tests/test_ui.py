@@ -662,3 +662,21 @@ def test_a_port_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         with pytest.raises(PatchgateError, match=f"cannot listen on 127.0.0.1:{port} .*ui.port"):
             serve(str(tmp_path), str(DODO), Settings(port=port))
+
+
+def test_the_console_works_on_the_demo_right_after_doit_demo(tmp_path: Path) -> None:
+    """(The lead may fold this into test_demo's run: it only reads what doit demo left.)"""
+    done = Project(tmp_path, tmp_path / "build" / "demo" / "live").run("demo", timeout=300)
+    assert done.code == 0, done.out
+    demo = tmp_path / "build" / "demo"
+    with console(Project(demo, demo / "live")) as client:
+        login(client)
+        review = client.get("/").text
+        assert "bad_add_str" in review and "stale: live moved" in review
+        issue = client.get("/issue/bad_add_str").text
+        assert "Incompatible return value type" in issue and "-    return a + b" in issue
+        [landed, reverted] = records.landings(str(demo))[::-1]
+        assert landed.rolled_back_by == reverted.commit and landed.operator == "demo-operator"
+        history = client.get("/history").text
+        assert landed.commit[:12] in history and "calc: mean() of nothing is 0.0" in history
+        assert "verdict pass" in client.get("/audit").text
