@@ -8,6 +8,7 @@ command an operator would type (see ``jobs``); the console has no lifecycle code
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 from typing import Any
@@ -122,9 +123,9 @@ def create_app(root: str, settings: Settings, dodo: str, token: str | None = Non
     # --- login ----------------------------------------------------------------------------
 
     @app.get("/login", response_class=HTMLResponse)
-    def login_form(request: Request, token: str = "") -> HTMLResponse:
+    def login_form(request: Request) -> HTMLResponse:
         nonce = secrets.token_urlsafe(24)
-        response = page(request, "login.html", login_csrf=nonce, token=token, error=None)
+        response = page(request, "login.html", login_csrf=nonce, error=None)
         response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict")
         return response
 
@@ -136,7 +137,7 @@ def create_app(root: str, settings: Settings, dodo: str, token: str | None = Non
         csrf: str = Form(""),
     ) -> Response:
         expected = request.cookies.get(LOGIN_COOKIE, "")
-        if not expected or csrf != expected:
+        if not expected or not hmac.compare_digest(csrf.encode(), expected.encode()):
             raise Refused(403, "the login form's CSRF token is missing or wrong; reload /login")
         session_id = sessions.login(name.strip(), secret)
         if session_id is None:
@@ -145,7 +146,6 @@ def create_app(root: str, settings: Settings, dodo: str, token: str | None = Non
                 "login.html",
                 401,
                 login_csrf=expected,
-                token="",
                 error="wrong token, name or password",
             )
         done = RedirectResponse("/", status_code=303)
