@@ -113,29 +113,27 @@ class Jobs:
         job = Job(
             job_id, title, tuple(args), operator, os.path.join(self.folder(), f"{job_id}.log")
         )
-        out = open(job.log, "wb")  # noqa: SIM115 - the child writes it; closed when it ends
-        out.write(f"$ {job.command}\n".encode())
-        out.flush()
-        child = subprocess.Popen(
-            doit_argv(self.dodo, self.root, args),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with open(job.log, "wb") as out:  # the child keeps its own descriptor of it
+            out.write(f"$ {job.command}\n".encode())
+            out.flush()
+            child = subprocess.Popen(
+                doit_argv(self.dodo, self.root, args),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         job.pid = child.pid
         with self._lock:
             self._jobs[job_id] = job
-        threading.Thread(target=self._reap, args=(job, child, out), daemon=True).start()
+        threading.Thread(target=self._reap, args=(job, child), daemon=True).start()
         return job
 
     @staticmethod
-    def _reap(job: Job, child: subprocess.Popen[bytes], out: object) -> None:
+    def _reap(job: Job, child: subprocess.Popen[bytes]) -> None:
         try:
             job.returncode = child.wait()
         finally:
-            with contextlib.suppress(OSError):
-                out.close()  # type: ignore[attr-defined]
             job.finished = time.time()
             job._done.set()
 
