@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import audit, config, git, provenance, status
+from .. import audit, config, git, provenance, status, verify
 from ..errors import PatchgateError
 from ..report import LOGS_DIR
 from ..steps import read_json
 from ..workspace import WORKSPACES_DIR, Workspace
 
 STAGE = "UI"
-ISSUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]*$")
+ISSUE_NAME = verify.ISSUE_ID  # what doit verify accepts as an issue id
 SHA_TEXT = re.compile(r"^[0-9a-f]{7,40}$")
 PROPOSE_FILE = "propose.json"
 LOG_PAGE_LINES = 400
