@@ -26,17 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import config
 from ..errors import PatchgateError
 
 STAGE = "UI"
-# Section ``ui:`` of patchgate.yaml; config.DEFAULTS holds the same dict (issue 16).
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "host": "127.0.0.1",
-    "port": 8765,
-    "read_only": False,
-    "print_token": True,
-    "operators": {},
-}
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 HASH_PREFIX = "scrypt"
 
@@ -60,7 +53,7 @@ class Settings:
 
 def settings_from(section: Any, operator: str | None) -> Settings:
     """The ``ui:`` section (already schema-checked) over the defaults."""
-    values = dict(DEFAULT_SETTINGS)
+    values = dict(config.DEFAULTS["ui"][0])  # a file's ui: section replaces only its own keys
     values.update(section or {})
     for name, hashed in dict(values["operators"]).items():
         if parse_hash(hashed) is None:
