@@ -164,6 +164,17 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         },
         "doit watch: a stability metric after a landing (prometheus query or json key_path)",
     ),
+    # --- issue 16: the operator console (doit ui) ---
+    "ui": (
+        {
+            "host": "127.0.0.1",
+            "port": 8765,
+            "read_only": False,
+            "print_token": True,
+            "operators": {},
+        },
+        "doit ui: host, port, read_only, print_token, operators (name: scrypt hash)",
+    ),
 }
 
 BOOLEAN_KEYS = tuple(k for k, (v, _) in DEFAULTS.items() if isinstance(v, bool))

@@ -17,6 +17,7 @@ from .propose import task_propose  # issue 14
 from .rollback import task_rollback
 from .status import task_config, task_status
 from .steps import DEP_FILE, DOIT_CONFIG
+from .ui.command import task_ui  # issue 16: the operator console
 from .verify import task_verify
 from .watch import task_watch  # issue 15
 
@@ -33,6 +34,7 @@ __all__ = [
     "task_record",
     "task_rollback",
     "task_status",
+    "task_ui",
     "task_verify",
     "task_watch",
 ]
