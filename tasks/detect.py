@@ -57,15 +57,20 @@ class Detected(NamedTuple):
 
 
 class Evidence(NamedTuple):
-    """What the repository's files say it uses: tool name -> where that was seen."""
+    """What the repository's files say it uses: tool name -> where that was seen, and the
+    arguments tox.ini runs a tool with (``{posargs:DEFAULT}`` read as DEFAULT)."""
 
     tools: dict[str, str]
+    tox_args: dict[str, list[str]]
 
 
 def _gates() -> dict[str, dict[str, Any]]:
     from .config import DEFAULT_GATES  # the ruff-format, ruff, mypy and pytest gates
 
     gates = {g["name"]: copy.deepcopy(g) for g in DEFAULT_GATES}
+    # The worktree gates judge is read-only: coverage (pytest-cov in a project's addopts, as
+    # semver has) writes its data file in the gate's own folder instead.
+    gates["pytest"]["env"] = {"COVERAGE_FILE": "{cache}/.coverage"}
     gates["black"] = {"name": "black", "command": ["black", "-q", "{files}"], "files": PY_FILES}
     gates["black"]["fixes"] = True
     gates["flake8"] = {"name": "flake8", "command": ["flake8", "{files}"], "files": PY_FILES}
@@ -141,7 +146,7 @@ def _from_pyproject(text: str, tools: dict[str, str]) -> None:
                 _note(tools, name, f"{where} lists {name}")
 
 
-def _from_ini(name: str, text: str, tools: dict[str, str]) -> None:
+def _from_ini(name: str, text: str, tools: dict[str, str], tox_args: dict[str, list[str]]) -> None:
     parser = _ini(text)
     if parser is None:
         return
@@ -174,6 +179,8 @@ def _from_ini(name: str, text: str, tools: dict[str, str]) -> None:
                     _note(tools, "ruff-format", f"tox.ini [{section}] runs ruff format")
                 elif first in ("black", "ruff", "flake8", "mypy", "pytest"):
                     _note(tools, first, f"tox.ini [{section}] runs {first}")
+                    expanded = re.sub(r"\{posargs:([^}]*)\}", r"\1", " ".join(words[1:]))
+                    tox_args.setdefault(first, expanded.replace("{posargs}", "").split())
 
 
 PRE_COMMIT_HOOKS = {
@@ -199,6 +206,7 @@ def _from_pre_commit(text: str, tools: dict[str, str]) -> None:
 def evidence(live: str) -> Evidence:
     """What the repository's configuration files say it uses."""
     tools: dict[str, str] = {}
+    tox_args: dict[str, list[str]] = {}
     for name in CONFIG_FILES:
         text = _read(os.path.join(live, name))
         if text is None:
@@ -206,7 +214,7 @@ def evidence(live: str) -> Evidence:
         if name == "pyproject.toml":
             _from_pyproject(text, tools)
         elif name in ("setup.cfg", "tox.ini"):
-            _from_ini(name, text, tools)
+            _from_ini(name, text, tools, tox_args)
         elif name in ("ruff.toml", ".ruff.toml"):
             _note(tools, "ruff", f"{name} exists")
             try:
@@ -220,7 +228,7 @@ def evidence(live: str) -> Evidence:
             _note(tools, "pytest", f"{name} exists")
         else:
             _from_pre_commit(text, tools)
-    return Evidence(tools)
+    return Evidence(tools, tox_args)
 
 
 def find_tests(live: str, depth: int = 3, limit: int = 5000) -> str | None:
@@ -259,7 +267,8 @@ def detect_gates(live: str, tool_bin: str | None) -> list[Detected]:
     key = _key(live, tool_bin)
     if key in _CACHE:
         return _CACHE[key]
-    found = evidence(live).tools
+    seen = evidence(live)
+    found = seen.tools
     if "pytest" not in found:
         tests = find_tests(live)
         if tests:
@@ -277,9 +286,40 @@ def detect_gates(live: str, tool_bin: str | None) -> list[Detected]:
         program = "ruff" if name == "ruff-format" else name
         if tool_bin and name != "pytest" and not os.path.exists(os.path.join(tool_bin, program)):
             reason += f" (note: {program} is not installed in tool_env)"
-        detected.append(Detected(gates[name], reason))
+        gate = gates[name]
+        if name == "mypy" and "tox.ini" in reason and seen.tox_args.get("mypy"):
+            gate, reason = _as_tox_runs_mypy(gate, reason, seen.tox_args["mypy"], live)
+        detected.append(Detected(gate, reason))
     _CACHE[key] = detected
     return detected
+
+
+def _as_tox_runs_mypy(
+    gate: dict[str, Any], reason: str, args: list[str], live: str
+) -> tuple[dict[str, Any], str]:
+    """mypy with tox's options, on the changed files inside the paths tox checks.
+
+    semver's tox.ini runs ``mypy --ignore-missing-imports --check-untyped-defs src``: its tests
+    are never type-checked, so a gate checking them would refuse its own upstream releases.
+    A word naming an existing path of live is a path; every other word is an option.
+    """
+    paths = [a.rstrip("/") for a in args if not a.startswith("-") and _exists(live, a)]
+    options = [a for a in args if a.rstrip("/") not in paths]
+    gate = dict(gate)
+    at = gate["command"].index("{files}")
+    gate["command"] = [*gate["command"][:at], *options, *gate["command"][at:]]
+    if paths and "." not in paths:
+        globs = (
+            [f"{p}/*.py", f"{p}/*.pyi"] if os.path.isdir(os.path.join(live, p)) else [p]
+            for p in paths
+        )
+        gate["files"] = [g for group in globs for g in group]
+        reason += f" on {', '.join(paths)}"
+    return gate, reason
+
+
+def _exists(live: str, path: str) -> bool:
+    return os.path.exists(os.path.join(live, path))
 
 
 _CACHE: dict[tuple[Any, ...], list[Detected]] = {}
