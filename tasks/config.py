@@ -284,7 +284,8 @@ def detected_gates(cfg: Config) -> list[Any]:
     from . import detect
 
     tool_bin = cfg.tool_bin if cfg.values["tool_env"] else None
-    return detect.detect_gates(cfg.live_repo, tool_bin)
+    cache = os.path.join(cfg.root, "patches", ".state", "detected-gates.json")
+    return detect.cached(cfg.live_repo, tool_bin, cache)
 
 
 def show(cfg: Config) -> str:

@@ -19,12 +19,15 @@ those files are unchanged (their size and mtime are the key).
 
 from __future__ import annotations
 
-import configparser
+import contextlib
 import copy
+import json
 import os
 import re
-import tomllib
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import configparser
 
 # Files whose content decides the gates (the cache key is their stat).
 CONFIG_FILES = (
@@ -89,6 +92,8 @@ def _read(path: str) -> str | None:
 
 
 def _ini(text: str) -> configparser.ConfigParser | None:
+    import configparser
+
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     try:
         parser.read_string(text)
@@ -119,6 +124,8 @@ def _note(tools: dict[str, str], tool: str, where: str) -> None:
 
 
 def _from_pyproject(text: str, tools: dict[str, str]) -> None:
+    import tomllib
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
@@ -216,6 +223,8 @@ def evidence(live: str) -> Evidence:
         elif name in ("setup.cfg", "tox.ini"):
             _from_ini(name, text, tools, tox_args)
         elif name in ("ruff.toml", ".ruff.toml"):
+            import tomllib
+
             _note(tools, "ruff", f"{name} exists")
             try:
                 if "format" in tomllib.loads(text):
@@ -325,9 +334,29 @@ def _exists(live: str, path: str) -> bool:
 _CACHE: dict[tuple[Any, ...], list[Detected]] = {}
 
 
+def cached(live: str, tool_bin: str | None, cache: str) -> list[Detected]:
+    """detect_gates, remembered in the file ``cache`` across processes: a command that loads
+    its tasks pays a few stat calls, not the parsing (nor the imports of tomllib and
+    configparser), while the configuration files are unchanged."""
+    key = json.dumps(_key(live, tool_bin))
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        with open(cache, encoding="utf-8") as fh:
+            data = json.load(fh)
+        if data["key"] == key:
+            return [Detected(d["gate"], d["reason"]) for d in data["gates"]]
+    detected = detect_gates(live, tool_bin)
+    with contextlib.suppress(OSError):  # a read-only project still works, only slower
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"key": key, "gates": [d._asdict() for d in detected]}, fh)
+        os.replace(tmp, cache)
+    return detected
+
+
 def _key(live: str, tool_bin: str | None) -> tuple[Any, ...]:
     stats: list[Any] = [live, tool_bin]
-    for name in (*CONFIG_FILES, "tests", "test"):
+    for name in (*CONFIG_FILES, "tests", "test", "."):
         try:
             st = os.stat(os.path.join(live, name))
             stats.append((name, st.st_size, st.st_mtime_ns))

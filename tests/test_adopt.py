@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -105,6 +106,20 @@ def test_detection_follows_a_changed_configuration(tmp_path: Path) -> None:
     assert list(names(tmp_path)) == ["black"]
     (tmp_path / "pyproject.toml").write_text("[tool.ruff]\nline-length = 100\n")
     assert list(names(tmp_path)) == ["ruff"]
+
+
+def test_detection_is_remembered_on_disk_until_a_configuration_file_changes(
+    tmp_path: Path,
+) -> None:
+    live, cache = tmp_path / "live", tmp_path / "state" / "detected.json"
+    write_files(live, {"pyproject.toml": "[tool.black]\n"})
+    assert [d.gate["name"] for d in detect.cached(str(live), None, str(cache))] == ["black"]
+    data = json.loads(cache.read_text())
+    data["gates"][0]["reason"] = "read back from the cache"
+    cache.write_text(json.dumps(data))
+    assert detect.cached(str(live), None, str(cache))[0].reason == "read back from the cache"
+    (live / "pyproject.toml").write_text("[tool.ruff]\nline-length = 100\n")
+    assert [d.gate["name"] for d in detect.cached(str(live), None, str(cache))] == ["ruff"]
 
 
 def test_effective_gates_detect_only_without_a_gates_key(tmp_path: Path) -> None:
