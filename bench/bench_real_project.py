@@ -1,6 +1,6 @@
 """patchgate on a real project (semver, tests/data/semver.bundle): verify vs the gates by hand.
 
-    python bench/bench_real_project.py [-k N] [--fs disk|shm|PATH]
+    python bench/bench_real_project.py [-k N] [--quick] [--fs disk|shm|PATH]
 
 Printed side by side in one run (timed interleaved, the median of k runs each), for the real
 upstream change 3.0.1 -> 3.0.2 (src/semver/__about__.py, src/semver/version.py,
@@ -130,7 +130,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("-k", type=int, default=3, help="timed runs of each (median)")
     parser.add_argument("--fs", default="disk", help="disk, shm or a folder")
+    parser.add_argument("--quick", action="store_true", help="one run of each (run_all --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.k = 1
     top = scratch_dir(args.fs, "pgbench-semver-")
     cache_bytecode(top / "pycache")
     try:
