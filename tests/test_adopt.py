@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, Project, git, make_repo, run_env, tree_state, write_files
-from patchgate import config, detect, init
+from patchgate import config, detect, gates, init
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -82,6 +82,24 @@ def test_setup_cfg_tox_and_pre_commit(tmp_path: Path) -> None:
     assert found["black"] == "tox.ini [testenv:fmt] runs black"
     assert found["ruff-format"] == ".pre-commit-config.yaml has the ruff-format hook"
     assert found["mypy"] == "setup.cfg has [mypy]"
+
+
+def test_mypy_found_in_tox_runs_with_toxs_options_on_toxs_paths(tmp_path: Path) -> None:
+    write_files(
+        tmp_path,
+        {
+            "tox.ini": "[testenv:mypy]\ncommands = mypy {posargs:--strict src}\n",
+            "src/pkg/a.py": "",
+            "tests/test_a.py": "",
+        },
+    )
+    mypy, pytest_gate = (d.gate for d in detect.detect_gates(str(tmp_path), None))
+    assert mypy["command"][-2:] == ["--strict", "{files}"]
+    assert mypy["files"] == ["src/*.py", "src/*.pyi"]
+    changes = [{"path": p, "status": "M"} for p in ("src/pkg/a.py", "tests/test_a.py")]
+    assert gates.matching(mypy, changes) == ["src/pkg/a.py"]
+    # the judged worktree is read-only: coverage data goes to the gate's own folder
+    assert pytest_gate["env"] == {"COVERAGE_FILE": "{cache}/.coverage"}
 
 
 def test_nothing_configured_means_no_formatter_and_no_linter(tmp_path: Path) -> None:
