@@ -2,7 +2,8 @@
 
 When ``patchgate.yaml`` sets no ``gates:``, the gates are detected from the project's own
 configuration — ``pyproject.toml``, ``setup.cfg``, ``tox.ini``, ``ruff.toml``/``.ruff.toml``,
-``mypy.ini``, ``.flake8``, ``pytest.ini``, ``.pre-commit-config.yaml`` — and from the tools
+``mypy.ini``, ``.flake8``, ``pytest.ini``, ``.pre-commit-config.yaml``, ``requirements-dev.txt``
+(and its usual spellings) — and from the tools
 installed in ``tool_env`` (only when ``tool_env`` is set: patchgate's own environment says
 nothing about the project):
 
@@ -42,6 +43,10 @@ CONFIG_FILES = (
     "pytest.ini",
     ".pytest.ini",
     ".pre-commit-config.yaml",
+    "requirements-dev.txt",
+    "requirements_dev.txt",
+    "dev-requirements.txt",
+    "requirements/dev.txt",
 )
 PY_FILES = ["*.py", "*.pyi"]
 # Folders never searched for test files.
@@ -235,6 +240,11 @@ def evidence(live: str) -> Evidence:
             _note(tools, "mypy" if "mypy" in name else "flake8", f"{name} exists")
         elif name in ("pytest.ini", ".pytest.ini"):
             _note(tools, "pytest", f"{name} exists")
+        elif name.endswith(".txt"):
+            listed = _requirement_names(text)
+            for tool in ("black", "ruff", "flake8", "mypy"):
+                if tool in listed:
+                    _note(tools, tool, f"{name} lists {tool}")
         else:
             _from_pre_commit(text, tools)
     return Evidence(tools, tox_args)

@@ -151,6 +151,11 @@ def main(args: list[str]) -> int:
         return 1
     for outcome in outcomes:
         print(f"init: {outcome.path}: {outcome.action}: {outcome.detail}")
+    if outcomes[0].action == "wrote":
+        env = tool_env(os.getcwd())
+        tool_bin = os.path.join(os.getcwd(), env, "bin") if env else None
+        for gate, reason in detect.detect_gates(os.getcwd(), tool_bin):
+            print(f"init: gate {gate['name']}: {reason}")
     written = [o.path for o in outcomes if o.action in ("wrote", "updated")]
     print(
         "RESULT: SUCCESS\n"

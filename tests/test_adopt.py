@@ -102,6 +102,13 @@ def test_mypy_found_in_tox_runs_with_toxs_options_on_toxs_paths(tmp_path: Path) 
     assert pytest_gate["env"] == {"COVERAGE_FILE": "{cache}/.coverage"}
 
 
+def test_a_dev_requirements_file_names_the_tools(tmp_path: Path) -> None:
+    write_files(tmp_path, {"requirements-dev.txt": "# tools\nblack==23.1.0\nFlake8>=6\npytest\n"})
+    found = names(tmp_path)
+    assert list(found) == ["black", "flake8"]
+    assert found["black"] == "requirements-dev.txt lists black"
+
+
 def test_nothing_configured_means_no_formatter_and_no_linter(tmp_path: Path) -> None:
     write_files(tmp_path, {"pkg/mod.py": "x = 1\n", "README": "r\n"})
     assert names(tmp_path) == {}
@@ -240,6 +247,7 @@ def test_the_documented_commands_work_on_a_fresh_repository(tmp_path: Path) -> N
     )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
+    assert "init: gate ruff: pyproject.toml has [tool.ruff]\n" in out
     # init wrote the detected gates into patchgate.yaml: doit config shows them from there
     assert re.search(r'^gates .*"name": "ruff".*"name": "pytest".*\(patchgate.yaml\)$', out, re.M)
     assert out.count("RESULT: SUCCESS") >= 4 and "PUSH: OK" in out, out
