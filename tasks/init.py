@@ -86,10 +86,11 @@ def config_text(top: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_new(path: str, text: str, what: str) -> Outcome:
+def write_new(path: str, text: str, what: str, hint: str = "") -> Outcome:
     name = os.path.basename(path)
     if os.path.exists(path):
-        return Outcome(name, "kept", f"{name} exists and was left as it is ({what} not written)")
+        detail = f"{name} exists and was left as it is ({what} not written){hint}"
+        return Outcome(name, "kept", detail)
     with open(path, "x", encoding="utf-8") as fh:
         fh.write(text)
     return Outcome(name, "wrote", what)
@@ -129,7 +130,13 @@ def init(folder: str) -> list[Outcome]:
         )
     outcomes = [
         write_new(os.path.join(top, "patchgate.yaml"), config_text(top), "configuration"),
-        write_new(os.path.join(top, "dodo.py"), DODO_TEXT, "doit's task file"),
+        write_new(
+            os.path.join(top, "dodo.py"),
+            DODO_TEXT,
+            "doit's task file",
+            "; run patchgate's tasks as `patchgate verify patch=X`, or add "
+            "`from patchgate.dodo import *` to it",
+        ),
         update_gitignore(top),
     ]
     os.makedirs(os.path.join(top, "patches"), exist_ok=True)

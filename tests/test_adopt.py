@@ -192,6 +192,7 @@ def test_init_writes_config_dodo_and_gitignore_and_keeps_what_exists(tmp_path: P
     again = init.init(str(repo))
     assert [o.action for o in again] == ["kept", "kept", "unchanged"]
     assert "left as it is" in again[0].detail
+    assert "`patchgate verify patch=X`" in again[1].detail
     assert (repo / "patchgate.yaml").read_text() == "live_repo: .\ngates: []\n"
 
 
