@@ -49,8 +49,14 @@ CHANGED = ("src/semver/__about__.py", "src/semver/version.py", "tests/test_subcl
 
 
 def uv(*args: str) -> None:
-    offline = ["--offline"] if args[0] == "pip" else []
-    subprocess.run([sys.executable, "-m", "uv", *args, *offline], check=True, capture_output=True)
+    """uv from this checkout's venv: from its cache (bin/setup filled it) without network,
+    and from the index only for what the cache does not hold."""
+    argv = [sys.executable, "-m", "uv", *args]
+    if args[0] == "pip":
+        done = subprocess.run([*argv, "--offline"], capture_output=True, check=False)
+        if done.returncode == 0:
+            return
+    subprocess.run(argv, check=True, capture_output=True)
 
 
 def semver_env(top: Path, live: Path) -> Path:

@@ -30,14 +30,14 @@ TOOLS = ("pytest", "pytest-cov", "black>=23.1,<24", "flake8", "mypy", "setuptool
 
 
 def uv(*args: str) -> None:
-    """uv from this checkout's venv, from its cache (bin/setup filled it): no network."""
-    subprocess.run(
-        [sys.executable, "-m", "uv", *args, "--offline"]
-        if args[0] == "pip"
-        else [sys.executable, "-m", "uv", *args],
-        check=True,
-        capture_output=True,
-    )
+    """uv from this checkout's venv: from its cache (bin/setup filled it) without network,
+    and from the index only for what the cache does not hold."""
+    argv = [sys.executable, "-m", "uv", *args]
+    if args[0] == "pip":
+        done = subprocess.run([*argv, "--offline"], capture_output=True, check=False)
+        if done.returncode == 0:
+            return
+    subprocess.run(argv, check=True, capture_output=True)
 
 
 @pytest.fixture(scope="session")
