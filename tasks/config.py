@@ -376,6 +376,9 @@ def log_header(cfg: Config) -> str:
 def effective_gates(cfg: Config) -> list[dict[str, Any]]:
     """Configured gates plus the Atlas build/test commands as gates 'build' and 'test-N'."""
     gates = [dict(g) for g in cfg["gates"]]
+    # issue 11: no `gates:` in patchgate.yaml -> the gates the live repository itself uses.
+    if cfg.sources.get("gates") == "default":
+        gates = [dict(d.gate) for d in detected_gates(cfg)]
     if cfg["build_command"]:
         gates.append(
             {
@@ -407,13 +410,30 @@ def effective_gates(cfg: Config) -> list[dict[str, Any]]:
     return gates
 
 
+def detected_gates(cfg: Config) -> list[Any]:
+    """issue 11: the gates detected from the live repository's own configuration (detect.py)."""
+    from . import detect
+
+    tool_bin = cfg.tool_bin if cfg.values["tool_env"] else None
+    cache = os.path.join(cfg.root, "patches", ".state", "detected-gates.json")
+    return detect.cached(cfg.live_repo, tool_bin, cache)
+
+
 def show(cfg: Config) -> str:
     """The effective configuration, one key a line, with where each value came from."""
     width = max(len(k) for k in cfg.values)
     lines = [f"# project: {cfg.root}", f"# live repository: {cfg.live_repo}"]
     for key in DEFAULTS:
         value = json.dumps(cfg.values[key])
+        if key == "gates" and cfg.sources[key] == "default":  # issue 11: detected, not fixed
+            names = [d.gate["name"] for d in detected_gates(cfg)]
+            lines.append(f"{key:<{width}}  {json.dumps(names)}  (detected, see below)")
+            continue
         lines.append(f"{key:<{width}}  {value}  ({cfg.sources[key]})")
+    if cfg.sources["gates"] == "default":
+        from .detect import describe
+
+        lines.append(describe(detected_gates(cfg)))
     return "\n".join(lines)
 
 

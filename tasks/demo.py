@@ -15,10 +15,18 @@ from . import git, report
 from .errors import PatchgateError
 from .steps import step
 
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_SOURCE = os.path.join(PROJECT_DIR, "demo")
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+PROJECT_DIR = os.path.dirname(PACKAGE_DIR)
+# Installed: patchgate/demo/ (package data); in the source tree: demo/ beside tasks/.
+DEMO_SOURCE = next(
+    (
+        d
+        for d in (os.path.join(PACKAGE_DIR, "demo"), os.path.join(PROJECT_DIR, "demo"))
+        if os.path.isdir(d)
+    ),
+    os.path.join(PROJECT_DIR, "demo"),
+)
 DEMO_DIR = os.path.join("build", "demo")
-DODO = os.path.join(PROJECT_DIR, "dodo.py")
 
 
 def build_demo(target: str) -> None:
@@ -45,18 +53,24 @@ def build_demo(target: str) -> None:
         git.run(live, *args, stage="DEMO")
 
 
+def command() -> list[str]:
+    """patchgate's commands as this interpreter runs them (`python -m patchgate`, the same
+    doit tasks as the demo project's own `doit`): no dodo.py needed, installed or not."""
+    return [sys.executable, "-m", "patchgate"]
+
+
 def patchgate(project: str, *args: str) -> int:
     """Run one patchgate command on the demo project, output straight to the console."""
-    argv = [sys.executable, "-m", "doit", "-f", DODO, "-d", project, *args]
     print(f"\n$ doit {' '.join(shlex.quote(a) for a in args)}", flush=True)
-    return subprocess.run(argv, check=False).returncode
+    return subprocess.run([*command(), *args], cwd=project, check=False).returncode
 
 
 def patchgate_output(project: str, *args: str) -> tuple[int, str]:
     """Run one patchgate command on the demo project: exit status and output (also shown)."""
-    argv = [sys.executable, "-m", "doit", "-f", DODO, "-d", project, *args]
     print(f"\n$ doit {' '.join(shlex.quote(a) for a in args)}", flush=True)
-    done = subprocess.run(argv, check=False, capture_output=True, text=True)
+    done = subprocess.run(
+        [*command(), *args], cwd=project, check=False, capture_output=True, text=True
+    )
     print(done.stdout + done.stderr, end="", flush=True)
     return done.returncode, done.stdout + done.stderr
 

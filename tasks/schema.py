@@ -11,7 +11,16 @@ from typing import Any
 
 from .errors import PatchgateError
 
-SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
+# Installed: patchgate/schemas/ (package data); in the source tree: schemas/ beside tasks/.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+SCHEMA_DIR = next(
+    (
+        d
+        for d in (os.path.join(_HERE, "schemas"), os.path.join(os.path.dirname(_HERE), "schemas"))
+        if os.path.isdir(d)
+    ),
+    os.path.join(os.path.dirname(_HERE), "schemas"),
+)
 
 
 @cache
