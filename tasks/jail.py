@@ -191,6 +191,7 @@ def _base_args(uid: int, max_memory_mb: int) -> list[str]:
         "--hostname", HOSTNAME,
         *_system_args(),
         "--proc", "/proc",
+        *_proc_guards(),
         "--dev", "/dev",
         # Memory-backed scratch, each capped like a process; /dev itself becomes read-only.
         "--size", str(max_memory_mb * MIB),
@@ -198,6 +199,35 @@ def _base_args(uid: int, max_memory_mb: int) -> list[str]:
         "--size", str(max_memory_mb * MIB),
         "--tmpfs", "/tmp",
     ]  # fmt: skip
+
+
+# Kernel settings and other host-global /proc files: the jail's uid is host root for file
+# access, so /proc/sys/kernel/core_pattern would be writable (a way to run code as host root).
+# Read-only as Docker's defaults have them, and the rest hidden (issue 12).
+PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs", "pressure", "mtrr", "sysvipc")
+PROC_HIDDEN = (
+    "kcore", "keys", "key-users", "kmsg", "kallsyms", "kpagecount", "kpageflags", "kpagecgroup",
+    "latency_stats", "timer_list", "timer_stats", "sched_debug", "acpi", "asound", "scsi",
+)  # fmt: skip
+
+
+@functools.cache
+def _proc_guards() -> tuple[str, ...]:
+    """bwrap arguments, after ``--proc /proc``, making the host-global parts of /proc read-only
+    (bound from the host's /proc: sysctls read through it still answer for the reader's own
+    namespaces) and hiding those that only tell about the host."""
+    args: list[str] = []
+    for name in PROC_READONLY:
+        path = f"/proc/{name}"
+        if os.path.lexists(path):
+            args += ["--ro-bind", path, path]
+    for name in PROC_HIDDEN:
+        path = f"/proc/{name}"
+        if os.path.isdir(path):
+            args += ["--tmpfs", path, "--remount-ro", path]
+        elif os.path.lexists(path):
+            args += ["--ro-bind", "/dev/null", path]
+    return tuple(args)
 
 
 @functools.cache

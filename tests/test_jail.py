@@ -717,3 +717,49 @@ def test_endless_output_is_cut_with_a_marker(world: World) -> None:
     assert done.output.startswith("x" * 100_000)
     assert "[patchgate: output truncated after 100000 bytes;" in done.output
     assert len(done.output) < 100_200
+
+
+# --- host kernel settings (issue 12) ---------------------------------------------------------
+
+
+def test_kernel_settings_are_read_only_in_the_jail(world: World) -> None:
+    # Each file gets its own value back: were the jail broken, the host would be left as it was.
+    done = world.run(
+        """
+        for path in ["/proc/sys/fs/lease-break-time", "/proc/sys/kernel/core_pattern"]:
+            value = open(path).read()
+            try:
+                with open(path, "w") as fh:
+                    fh.write(value)
+                print("WROTE", path)
+            except OSError as exc:
+                print(path, exc.strerror)
+        """
+    )
+    assert done.output.splitlines() == [
+        "/proc/sys/fs/lease-break-time Read-only file system",
+        "/proc/sys/kernel/core_pattern Read-only file system",
+    ]
+
+
+def test_no_host_global_proc_file_is_writable(world: World) -> None:
+    done = world.run(
+        """
+        import os, stat
+        found = []
+        for top, dirs, files in os.walk("/proc"):
+            if top == "/proc":
+                dirs[:] = [d for d in dirs if not d.isdigit() and d not in ("self", "thread-self")]
+            for name in files:
+                path = os.path.join(top, name)
+                try:
+                    hidden = stat.S_ISCHR(os.stat(path).st_mode)  # /dev/null over it
+                except OSError:
+                    continue
+                if os.access(path, os.W_OK) and not hidden:
+                    found.append(path)
+        print(found)
+        """,
+        timeout=30.0,
+    )
+    assert done.output.strip() == "[]"
