@@ -16,6 +16,10 @@ from .errors import PatchgateError
 GIT_TIMEOUT = 120.0
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 GITLINK_MODE = "160000"  # a nested repository (or submodule) in a tree
+# Before every git command patchgate runs: no hook runs (a relative core.hooksPath would run
+# what a patch wrote, outside the jail, as the operator; live's own .git/hooks would run in
+# verify and promote) and no fsmonitor command either (issue 12).
+NO_HOOKS = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ def run(
     timeout: float = GIT_TIMEOUT,
 ) -> proc.Completed:
     # safe.directory: files written by the jail must not make git refuse the workspace.
-    argv = ("git", "-c", f"safe.directory={repo}", "-C", repo, *args)
+    argv = ("git", *NO_HOOKS, "-c", f"safe.directory={repo}", "-C", repo, *args)
     done = proc.run(argv, env=env or git_env(), input_bytes=input_bytes, timeout=timeout)
     if check and done.returncode != 0:
         first = next((ln for ln in done.output.splitlines() if ln.strip()), "no output")
@@ -252,7 +256,7 @@ def overlay(repo: str, old: str, new: str, skip: Sequence[str] = ()) -> list[Cha
 def _cat_file(repo: str, args: Sequence[str], what: str, stdin: bytes | None = None) -> bytes:
     # proc.run decodes text; blobs are bytes, so these reads talk to git directly.
     done = subprocess.run(
-        ("git", "-C", repo, "cat-file", *args),
+        ("git", *NO_HOOKS, "-C", repo, "cat-file", *args),
         input=stdin,
         env=git_env(),
         capture_output=True,
