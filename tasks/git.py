@@ -41,6 +41,12 @@ def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+# Bytes of path arguments per git command: far below the kernel's limit on argv + environment
+# (ARG_MAX, 2 MiB here), so 100,000 paths become a few commands instead of "Argument list too
+# long" (issue 12).
+ARGV_BUDGET = 256 * 1024
+
+
 def run(
     repo: str,
     *args: str,
@@ -50,13 +56,50 @@ def run(
     input_bytes: bytes | None = None,
     timeout: float = GIT_TIMEOUT,
 ) -> proc.Completed:
+    """git ``args`` in ``repo``, hooks off; its output kept whole (it is data, never capped).
+
+    Paths after a ``--`` that would not fit one command line are given in chunks, each its own
+    git command (every command patchgate gives paths to treats each path on its own).
+    """
+    chunks = _path_chunks(args)
+    if len(chunks) > 1:
+        parts = [run(repo, *c, check=check, stage=stage, env=env, timeout=timeout) for c in chunks]
+        failed = next((p for p in parts if p.returncode != 0), parts[-1])
+        return proc.Completed(
+            failed.argv,
+            failed.returncode,
+            "".join(p.output for p in parts),
+            sum(p.duration for p in parts),
+            timed_out=any(p.timed_out for p in parts),
+        )
     # safe.directory: files written by the jail must not make git refuse the workspace.
     argv = ("git", *NO_HOOKS, "-c", f"safe.directory={repo}", "-C", repo, *args)
-    done = proc.run(argv, env=env or git_env(), input_bytes=input_bytes, timeout=timeout)
+    done = proc.run(
+        argv, env=env or git_env(), input_bytes=input_bytes, timeout=timeout, output_cap=None
+    )
     if check and done.returncode != 0:
         first = next((ln for ln in done.output.splitlines() if ln.strip()), "no output")
         raise PatchgateError(stage, f"git {args[0]} failed in {repo}: {first.strip()}")
     return done
+
+
+def _path_chunks(args: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """``args`` split at its path list (after the first ``--``) into command lines that fit."""
+    if "--" not in args or sum(len(a) + 1 for a in args) <= ARGV_BUDGET:
+        return [args]
+    cut = args.index("--") + 1
+    head, paths = args[:cut], args[cut:]
+    chunks: list[tuple[str, ...]] = []
+    current: list[str] = []
+    size = 0
+    for path in paths:
+        if current and size + len(path) + 1 > ARGV_BUDGET:
+            chunks.append((*head, *current))
+            current, size = [], 0
+        current.append(path)
+        size += len(path) + 1
+    chunks.append((*head, *current))
+    return chunks
 
 
 def out(repo: str, *args: str, **kw: object) -> str:
@@ -140,14 +183,30 @@ def nested_repository(path: str) -> str:
 
 
 def diff_trees(repo: str, old: str, new: str) -> list[Change]:
-    """Paths that differ between two trees (no rename detection: a rename is D + A)."""
+    """Paths that differ between two trees (no rename detection: a rename is D + A).
+
+    The whole list or an error: git's output is never capped, and a record that does not
+    parse (a cut or garbled listing) is refused, never skipped.
+    """
     raw = run(repo, "diff-tree", "-r", "-z", "--no-renames", old, new).output
+    return parse_raw_diff(raw, f"{old}..{new} in {repo}")
+
+
+def parse_raw_diff(raw: str, what: str) -> list[Change]:
+    """``git diff-tree -r -z`` output as Changes; PatchgateError unless every record parses."""
+    if not raw:
+        return []
     fields = raw.split("\0")
+    if fields[-1] != "" or len(fields) % 2 != 1:
+        raise PatchgateError("GIT", f"the change list of {what} is cut short; verify again")
     changes = []
-    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
-        if not meta.startswith(":"):
-            continue
-        _, new_mode, _, new_blob, status = meta[1:].split(" ")
+    for meta, path in zip(fields[0:-1:2], fields[1:-1:2], strict=True):
+        parts = meta[1:].split(" ")
+        if not meta.startswith(":") or len(parts) != 5 or not path:
+            raise PatchgateError(
+                "GIT", f"the change list of {what} has a record git does not write; verify again"
+            )
+        _, new_mode, _, new_blob, status = parts
         changes.append(Change(status, path, new_mode, new_blob))
     return changes
 

@@ -68,9 +68,15 @@ def _expire(proc: subprocess.Popen[bytes], expired: threading.Event) -> None:
     _kill_group(proc)
 
 
-def _drain(stream: IO[bytes], cap: int, sink: list[bytes], dropped: list[int]) -> None:
-    """Keep the first ``cap`` bytes, count the rest: a child printing without end fills nothing."""
+def _drain(stream: IO[bytes], cap: int | None, sink: list[bytes], dropped: list[int]) -> None:
+    """Keep the first ``cap`` bytes, count the rest: a child printing without end fills nothing.
+
+    ``cap`` None keeps everything: for output that is data (git plumbing), never a step's log.
+    """
     kept = 0
+    if cap is None:
+        sink.extend(iter(lambda: os.read(stream.fileno(), 1 << 20), b""))
+        return
     for chunk in iter(lambda: os.read(stream.fileno(), 65536), b""):
         room = cap - kept
         if room > 0:
@@ -86,13 +92,14 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     input_bytes: bytes | None = None,
-    output_cap: int = DEFAULT_OUTPUT_CAP,
+    output_cap: int | None = DEFAULT_OUTPUT_CAP,
     limits: Mapping[int, int] | None = None,
     cgroup: str | None = None,
 ) -> Completed:
     """Run ``argv`` in its own process group; on timeout kill the whole group.
 
-    stdout and stderr are merged; at most ``output_cap`` bytes are kept, then a marker.
+    stdout and stderr are merged; at most ``output_cap`` bytes are kept, then a marker
+    (``None``: all of it, for output that is data).
     ``limits`` maps ``resource.RLIMIT_*`` to a value set (soft and hard) in the child before
     exec; ``cgroup`` is a cgroup directory the child joins first (see ``patchgate.jail``).
     """
@@ -113,6 +120,8 @@ def run(
         return Completed(argv, 127, f"{argv[0]}: command not found\n", 0.0)
     except PermissionError as exc:
         return Completed(argv, 126, f"{argv[0]}: {exc.strerror}\n", 0.0)
+    except OSError as exc:  # E2BIG: argument list too long, said as what it is
+        return Completed(argv, 126, f"{argv[0]}: cannot start: {exc.strerror}\n", 0.0)
     assert proc.stdout is not None
     sink: list[bytes] = []
     dropped = [0]

@@ -15,6 +15,8 @@ SYMLINK_MODE = "120000"
 def judge(declared: list[str], changes: list[dict[str, Any]], rules: dict[str, bool]) -> list[str]:
     """Every scope violation, worded for the REASON line; empty when the patch is in scope."""
     changed = sorted(c["path"] for c in changes)
+    # Sets: 100,000 changed paths are judged in well under a second, not hours (issue 12).
+    declared_set, changed_set = set(declared), set(changed)
     # Never overridable: git sees a nested repository as one entry, not the files inside it.
     problems = [git.nested_repository(c["path"]) for c in changes if c["mode"] == git.GITLINK_MODE]
     problems += [
@@ -22,8 +24,8 @@ def judge(declared: list[str], changes: list[dict[str, Any]], rules: dict[str, b
         "live's and cannot do that: delete it in one patch, promote, then add the new one"
         for path in swapped(changes)
     ]
-    undeclared = [p for p in changed if p not in declared]
-    untouched = [p for p in declared if p not in changed]
+    undeclared = [p for p in changed if p not in declared_set]
+    untouched = [p for p in declared if p not in changed_set]
     if not changed and not rules["allow_noop"]:
         problems.append("the patch changed nothing; fix it, or pass allow_noop=1 for a dry run")
     if undeclared and not rules["allow_undeclared"]:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import time
 from pathlib import Path
 
+import pytest
 from conftest import ADD_MUL, Project, ProjectFactory, git, script
+from patchgate import git as pg_git
+from patchgate import scope
+from patchgate.errors import PatchgateError
 from test_promote import add_remote, head
 
 HOOKS = (
@@ -63,3 +69,60 @@ def test_live_git_hooks_never_run_during_verify_and_promote(
         (hooks / name).chmod(0o755)
     land(project, "add_mul", ADD_MUL)
     assert not marker.exists(), marker.read_text()
+
+
+# --- 3. change lists are whole, and large ones are handled ------------------------------------
+
+
+def test_a_change_list_past_the_output_cap_is_whole(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    git(tmp_path, "init", "-q", str(repo))
+    blob = subprocess.run(
+        ("git", "-C", str(repo), "hash-object", "-w", "--stdin"),
+        input=b"x\n", capture_output=True, check=True,
+    ).stdout.decode().strip()  # fmt: skip
+    count = 45_000  # 250-byte names: ~13 MiB of diff-tree output, past proc's 10 MiB cap
+    listing = "".join(f"100644 blob {blob}\t{n:0250d}\0" for n in range(count))
+    listing += f"100644 blob {blob}\tzzz.py\0"
+    tree = subprocess.run(
+        ("git", "-C", str(repo), "mktree", "-z"),
+        input=listing.encode(), capture_output=True, check=True,
+    ).stdout.decode().strip()  # fmt: skip
+    changes = pg_git.diff_trees(str(repo), pg_git.EMPTY_TREE, tree)
+    assert len(changes) == count + 1
+    assert changes[-1].path == "zzz.py"
+
+
+@pytest.mark.parametrize("cut", [-1, -60, -200])
+def test_a_cut_change_list_is_refused(cut: int) -> None:
+    blob = "a" * 40
+    raw = "".join(f":000000 100644 {'0' * 40} {blob} A\0file{n}.py\0" for n in range(3))
+    assert len(pg_git.parse_raw_diff(raw, "t")) == 3
+    with pytest.raises(PatchgateError, match=r"cut short|does not write"):
+        pg_git.parse_raw_diff(raw[:cut], "t")
+
+
+def test_scope_judges_100k_paths_in_linear_time() -> None:
+    changes = [
+        {"path": f"d{n % 100}/f{n}.py", "status": "A", "mode": "100644", "blob": "0" * 40}
+        for n in range(100_000)
+    ]
+    declared = [c["path"] for c in changes]
+    rules = {"allow_noop": False, "allow_undeclared": False, "allow_untouched": False}
+    start = time.monotonic()
+    assert scope.judge(declared, changes, rules) == []
+    assert time.monotonic() - start < 5.0
+
+
+def test_thousands_of_long_paths_fit_git_command_lines(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    git(tmp_path, "init", "-q", str(repo))
+    deep = repo / ("a" * 250) / ("b" * 250) / ("c" * 250)
+    deep.mkdir(parents=True)
+    paths = []
+    for n in range(3400):
+        (deep / f"f{n:05d}").write_text(f"{n}\n")
+        paths.append(str((deep / f"f{n:05d}").relative_to(repo)))
+    assert sum(len(p) + 1 for p in paths) > 2 * 1024 * 1024  # one command line: E2BIG
+    ids = pg_git.out(str(repo), "hash-object", "--", *paths).split()
+    assert len(ids) == 3400
