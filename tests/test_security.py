@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 from conftest import ADD_MUL, Project, ProjectFactory, git, script
 from patchgate import git as pg_git
-from patchgate import scope
+from patchgate import provenance, scope
 from patchgate.errors import PatchgateError
+from test_audit import audit_fails, three_patches
 from test_promote import add_remote, head
 
 HOOKS = (
@@ -126,3 +129,69 @@ def test_thousands_of_long_paths_fit_git_command_lines(tmp_path: Path) -> None:
     assert sum(len(p) + 1 for p in paths) > 2 * 1024 * 1024  # one command line: E2BIG
     ids = pg_git.out(str(repo), "hash-object", "--", *paths).split()
     assert len(ids) == 3400
+
+
+# --- 4. the audit cannot be fooled ------------------------------------------------------------
+
+
+def test_an_edit_of_the_same_length_with_its_mtime_put_back_is_audited(project: Project) -> None:
+    three_patches(project)
+    assert project.run("audit").code == 0
+    log = project.path / provenance.LOG_PATH
+    before = log.stat()
+    data = log.read_bytes()
+    assert data.count(b'"operator":"jsmith"') == 3
+    log.write_bytes(data.replace(b'"operator":"jsmith"', b'"operator":"mallry"', 1))
+    os.utime(log, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert log.stat().st_size == before.st_size
+
+    assert "modified after writing" in audit_fails(project)
+
+
+def crc_preserving_edit(data: bytes, window: int, target: int) -> bytes:
+    """``data`` with the 4 bytes at ``window`` changed so that its CRC-32 is ``target``.
+
+    CRC-32 is affine over GF(2): crc(x ^ d) = crc(x) ^ crc(d) ^ crc(0...0) for equal lengths;
+    the 32 bits of a window span every difference, so Gaussian elimination finds the one needed.
+    """
+    zero = bytes(len(data))
+    basis: list[tuple[int, int]] = []  # (crc difference, window bits), reduced
+    for bit in range(32):
+        delta = bytearray(len(data))
+        delta[window + bit // 8] = 1 << (bit % 8)
+        value, bits = zlib.crc32(bytes(delta)) ^ zlib.crc32(zero), 1 << bit
+        for pivot_value, pivot_bits in basis:
+            if value ^ pivot_value < value:
+                value, bits = value ^ pivot_value, bits ^ pivot_bits
+        if value:
+            basis.append((value, bits))
+            basis.sort(reverse=True)
+    need, flips = zlib.crc32(data) ^ target, 0
+    for pivot_value, pivot_bits in basis:
+        if need ^ pivot_value < need:
+            need, flips = need ^ pivot_value, flips ^ pivot_bits
+    assert need == 0
+    edited = bytearray(data)
+    for bit in range(32):
+        if flips >> bit & 1:
+            edited[window + bit // 8] ^= 1 << (bit % 8)
+    assert zlib.crc32(bytes(edited)) == target
+    return bytes(edited)
+
+
+def test_an_edit_that_keeps_the_crc32_of_the_verified_part_is_not_resumed(
+    project: Project,
+) -> None:
+    three_patches(project)
+    assert project.run("audit").code == 0
+    log = project.path / provenance.LOG_PATH
+    data = log.read_bytes()
+    first_line_end = data.index(b"\n")
+    edited = data.replace(b'"patch_id":"p0"', b'"patch_id":"p9"', 1)
+    edited = crc_preserving_edit(edited, first_line_end - 10, zlib.crc32(data))
+    assert len(edited) == len(data) and edited.endswith(data[data.rindex(b"\n", 0, -1) :])
+    log.write_bytes(edited)
+    provenance.append_event(str(project.path), {"event": "propose", "patch_id": "next"})
+
+    reason = audit_fails(project)
+    assert "line 1" in reason or "line 2" in reason, reason
