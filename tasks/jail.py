@@ -102,7 +102,10 @@ def _probe(bwrap: str) -> None:
     """Start the hardened jail with nothing in it; raise, quoting bwrap, if it cannot start."""
     argv = [bwrap, *_base_args(1000, 64), "--remount-ro", "/", "--remount-ro", "/dev"]
     argv += ["--", "true"]
-    done = proc.run(argv, env={"PATH": "/usr/bin:/bin"}, timeout=PROBE_TIMEOUT, output_cap=4096)
+    done = proc.run(
+        argv, env={"PATH": "/usr/bin:/bin"}, timeout=PROBE_TIMEOUT, output_cap=4096,
+        new_keyring=True,
+    )  # fmt: skip
     if done.returncode == 0:
         return
     if done.returncode == 127:
@@ -414,7 +417,7 @@ def run(
             limits[resource.RLIMIT_NPROC] = spec.max_processes
         return proc.run(
             cmd, cwd=spec.workdir, env=full_env, timeout=timeout, input_bytes=input_bytes,
-            output_cap=output_cap, limits=limits, cgroup=cgroup,
+            output_cap=output_cap, limits=limits, cgroup=cgroup, new_keyring=True,
         )  # fmt: skip
 
 

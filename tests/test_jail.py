@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import platform
 import select
 import socket
 import stat
@@ -763,3 +764,67 @@ def test_no_host_global_proc_file_is_writable(world: World) -> None:
         timeout=30.0,
     )
     assert done.output.strip() == "[]"
+
+
+# --- the session keyring (issue 12) -----------------------------------------------------------
+
+KEYS = """
+import ctypes, os, platform
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+ADD_KEY, KEYCTL = {"x86_64": (248, 250), "aarch64": (217, 219)}[platform.machine()]
+SESSION, JOIN, SEARCH, READ = -3, 1, 10, 11
+
+def call(*args):
+    value = libc.syscall(*args)
+    if value < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return value
+
+def keyctl(*args):
+    return call(KEYCTL, *args)
+
+def add(name, payload):
+    return call(ADD_KEY, b"user", name, payload, len(payload), SESSION)
+
+def read(name):
+    try:
+        key = keyctl(SEARCH, SESSION, b"user", name, 0)
+    except OSError as exc:
+        return exc.strerror
+    buf = ctypes.create_string_buffer(64)
+    size = keyctl(READ, key, buf, 64)
+    return buf.raw[:size].decode()
+"""
+
+
+def test_the_jail_gets_a_fresh_session_keyring(world: World) -> None:
+    if platform.machine() not in ("x86_64", "aarch64"):
+        pytest.skip(f"add_key's syscall number on {platform.machine()} is not in this test")
+    inside = (
+        KEYS + "print(read(b'caller-secret')); add(b'planted', b'from the jail'); print('planted')"
+    )
+    caller = KEYS + textwrap.dedent(
+        f"""
+        import dataclasses, sys
+        from patchgate import jail
+        keyctl(JOIN, None)  # a keyring of this test's own, not the machine's
+        add(b"caller-secret", b"kerberos-ticket")
+        spec = jail.JailSpec(**{dataclasses.asdict(world.spec)!r})
+        argv = [sys.executable, "-c", {inside!r}]
+        done = jail.run(argv, spec, env={{}}, timeout=10, output_cap=4096)
+        print(done.output.strip().replace("\\n", " | "))
+        print("caller sees:", read(b"planted"), "/", read(b"caller-secret"))
+        """
+    )
+    spec = dataclasses.asdict(world.spec)
+    for key in ("extra_writable", "readonly", "hidden"):
+        spec[key] = tuple(spec[key])
+    caller = caller.replace(repr(dataclasses.asdict(world.spec)), repr(spec))
+    done = subprocess.run(
+        [PYTHON, "-c", caller], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.stdout.splitlines() == [
+        "Required key not available | planted",
+        "caller sees: Required key not available / kerberos-ticket",
+    ], done.stderr
