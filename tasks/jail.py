@@ -22,6 +22,7 @@ not binding them rather than by permissions.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import os
@@ -92,9 +93,12 @@ def preflight(mode: str) -> str | None:
     if mode != "bwrap":
         raise PatchgateError("PREFLIGHT", f"jail: {mode} is not one of {', '.join(MODES)}")
     _probe(bwrap_path())
+    warnings = []
     if _cgroup_parent() is None and os.geteuid() == 0:
-        return NO_PROCESS_CAP
-    return None
+        warnings.append(NO_PROCESS_CAP)
+    if not memory_cap_available():
+        warnings.append(NO_MEMORY_CAP)
+    return "; ".join(warnings) or None
 
 
 @functools.cache
@@ -411,14 +415,23 @@ def run(
         resource.RLIMIT_AS: spec.max_memory_mb * MIB,  # per process; 64 GiB -> MemoryError
         resource.RLIMIT_CORE: 0,  # no core files in the workspace
     }
-    with _process_cap(spec.max_processes) as cgroup:
+    with (
+        _process_cap(spec.max_processes) as cgroup,
+        _memory_cap(spec.max_memory_mb, cgroup) as memory,
+    ):
         if cgroup is None:
             # Effective only when not root: the kernel exempts uid 0, which the jail's uid is.
             limits[resource.RLIMIT_NPROC] = spec.max_processes
-        return proc.run(
+        done = proc.run(
             cmd, cwd=spec.workdir, env=full_env, timeout=timeout, input_bytes=input_bytes,
-            output_cap=output_cap, limits=limits, cgroup=cgroup, new_keyring=True,
+            output_cap=output_cap, limits=limits, new_keyring=True,
+            cgroup=tuple(c for c in (cgroup, memory) if c is not None),
         )  # fmt: skip
+        if oom_killed(memory or cgroup):
+            done = dataclasses.replace(
+                done, output=done.output + OOM_MARKER.format(mb=spec.max_memory_mb)
+            )
+        return done
 
 
 # --- the process cap -------------------------------------------------------------------------
@@ -490,8 +503,8 @@ def _cgroup_parent() -> str | None:
     return None
 
 
-def _cgroup_candidates() -> list[str]:
-    """Our own pids cgroup, then the hierarchy's root (v1 pids first, then v2)."""
+def _cgroup_candidates(controller: str = "pids") -> list[str]:
+    """Our own ``controller`` cgroup, then the hierarchy's root (v1 first, then v2)."""
     try:
         with open("/proc/self/cgroup", encoding="ascii") as fh:
             own = [line.rstrip("\n").split(":", 2) for line in fh]
@@ -506,17 +519,129 @@ def _cgroup_candidates() -> list[str]:
                 continue
             sep = fields.index("-", 6)
             fstype, options = fields[sep + 1], fields[sep + 3].split(",")
-            if not (version == 1 and fstype == "cgroup" and "pids" in options) and not (
+            if not (version == 1 and fstype == "cgroup" and controller in options) and not (
                 version == 2 and fstype == "cgroup2"
             ):
                 continue
             root, mountpoint = fields[3], fields[4]
             for _, controllers, path in (entry for entry in own if len(entry) == 3):
-                mine = "pids" in controllers.split(",") if version == 1 else controllers == ""
+                mine = controller in controllers.split(",") if version == 1 else controllers == ""
                 if mine and os.path.commonpath([root, path]) == root:
                     found.append(os.path.join(mountpoint, os.path.relpath(path, root)))
             found.append(mountpoint)
     return list(dict.fromkeys(os.path.normpath(p) for p in found))
+
+
+# --- the memory cap (issue 12) ---------------------------------------------------------------
+#
+# RLIMIT_AS bounds one process's address space, not a step: 7 processes of 256 MiB each, plus
+# files in the jail's tmpfs /tmp and /dev/shm (memory that no process maps), held 2.2 GiB under a
+# 256 MiB cap. A memory cgroup counts all of it: every process of the jail and the tmpfs pages
+# they write are charged to it, and past ``max_memory_mb`` the kernel's OOM killer ends the step
+# (v2: memory.max in the step's cgroup; v1: a cgroup of its own in the memory hierarchy, which
+# the child joins before exec like the pids one). Swap is capped too where the kernel has it.
+
+NO_MEMORY_CAP = (
+    "jail: max_memory_mb bounds each process only: no writable memory cgroup, so a step's "
+    "processes and its tmpfs together can use more (run patchgate where it may create cgroups)"
+)
+OOM_MARKER = (
+    "\n[patchgate: the step used its whole memory cap (max_memory_mb: {mb}) and the kernel "
+    "killed it]\n"
+)
+
+
+@functools.cache
+def _memory_parent() -> str | None:
+    """A cgroup directory whose new children have a memory limit file, or None."""
+    for candidate in _cgroup_candidates("memory"):
+        probe = os.path.join(candidate, f"patchgate-{os.getpid()}-probe")
+        try:
+            os.mkdir(probe)
+        except OSError:
+            continue
+        usable = _memory_limit_file(probe) is not None
+        with contextlib.suppress(OSError):
+            os.rmdir(probe)
+        if usable:
+            _sweep(candidate)
+            return candidate
+    return None
+
+
+def _memory_limit_file(cgroup: str) -> str | None:
+    for name in ("memory.max", "memory.limit_in_bytes"):
+        if os.path.exists(os.path.join(cgroup, name)):
+            return name
+    return None
+
+
+@contextlib.contextmanager
+def _memory_cap(max_memory_mb: int, joined: str | None) -> Iterator[str | None]:
+    """Bound the step's memory; yields a further cgroup the child must join (v1), or None.
+
+    ``joined`` is the step's pids cgroup: on v2 with the memory controller it takes the limit
+    itself (a process is in one v2 cgroup only).
+    """
+    limit = str(max_memory_mb * MIB)
+    if joined is not None and _memory_limit_file(joined) == "memory.max":
+        _write_limits(joined, {"memory.max": limit, "memory.swap.max": "0"})
+        yield None
+        return
+    parent = _memory_parent()
+    if parent is None or parent == _cgroup_parent():
+        yield None  # v2 without memory in the pids cgroup: no second cgroup possible
+        return
+    path = os.path.join(parent, f"patchgate-{os.getpid()}-{next(_cgroup_names)}")
+    os.mkdir(path)
+    try:
+        name = _memory_limit_file(path) or "memory.limit_in_bytes"
+        swap = "memory.swap.max" if name == "memory.max" else "memory.memsw.limit_in_bytes"
+        _write_limits(path, {name: limit, swap: limit if name != "memory.max" else "0"})
+        yield path
+    finally:
+        _empty_and_remove(path)
+
+
+def _write_limits(cgroup: str, values: Mapping[str, str]) -> None:
+    """Write each limit; the first is required, the others (swap) where the kernel has them."""
+    for n, (name, value) in enumerate(values.items()):
+        try:
+            with open(os.path.join(cgroup, name), "w", encoding="ascii") as fh:
+                fh.write(value)
+        except OSError:
+            if n == 0:
+                raise
+
+
+def oom_killed(cgroup: str | None) -> bool:
+    """The kernel's OOM killer ended a process of ``cgroup`` (its memory cap was reached)."""
+    if cgroup is None:
+        return False
+    for name in ("memory.events", "memory.oom_control"):
+        try:
+            with open(os.path.join(cgroup, name), encoding="ascii") as fh:
+                fields = dict(line.split()[:2] for line in fh if len(line.split()) >= 2)
+        except OSError:
+            continue
+        return int(fields.get("oom_kill", "0")) > 0
+    return False
+
+
+def memory_cap_available() -> bool:
+    """A step's memory (all its processes and its tmpfs) can be bounded here."""
+    pids = _cgroup_parent()
+    if pids is not None:
+        probe = os.path.join(pids, f"patchgate-{os.getpid()}-memprobe")
+        with contextlib.suppress(OSError):
+            os.mkdir(probe)
+            try:
+                if _memory_limit_file(probe) == "memory.max":
+                    return True
+            finally:
+                os.rmdir(probe)
+    parent = _memory_parent()
+    return parent is not None and parent != pids
 
 
 def _sweep(parent: str) -> None:

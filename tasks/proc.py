@@ -69,14 +69,14 @@ def new_session_keyring_available() -> bool:
 
 
 def _child_setup(
-    limits: Mapping[int, int] | None, cgroup: str | None, new_keyring: bool = False
+    limits: Mapping[int, int] | None, cgroups: Sequence[str], new_keyring: bool = False
 ) -> Callable[[], None] | None:
     """What the child does between fork and exec: join a new session keyring (``new_keyring``:
-    the caller's keys, e.g. Kerberos tickets, out of reach), join ``cgroup``, set ``limits``.
+    the caller's keys, e.g. Kerberos tickets, out of reach), join ``cgroups``, set ``limits``.
 
     Only C-level calls and a small write: safe enough after fork even with other threads.
     """
-    if not limits and not cgroup and not new_keyring:
+    if not limits and not cgroups and not new_keyring:
         return None
     items = tuple((limits or {}).items())
     join = _keyctl() if new_keyring else None  # looked up before the fork
@@ -85,7 +85,7 @@ def _child_setup(
         # ENOSYS: a kernel without keyrings has none to share.
         if join is not None and join() < 0 and ctypes.get_errno() != errno.ENOSYS:
             raise OSError(ctypes.get_errno(), "cannot join a new session keyring")
-        if cgroup:
+        for cgroup in cgroups:
             with open(os.path.join(cgroup, "cgroup.procs"), "w", encoding="ascii") as fh:
                 fh.write("0")  # 0: the writing process itself
         for res, value in items:
@@ -125,7 +125,7 @@ def run(
     input_bytes: bytes | None = None,
     output_cap: int | None = DEFAULT_OUTPUT_CAP,
     limits: Mapping[int, int] | None = None,
-    cgroup: str | None = None,
+    cgroup: str | Sequence[str] | None = None,
     new_keyring: bool = False,
 ) -> Completed:
     """Run ``argv`` in its own process group; on timeout kill the whole group.
@@ -133,7 +133,8 @@ def run(
     stdout and stderr are merged; at most ``output_cap`` bytes are kept, then a marker
     (``None``: all of it, for output that is data).
     ``limits`` maps ``resource.RLIMIT_*`` to a value set (soft and hard) in the child before
-    exec; ``cgroup`` is a cgroup directory the child joins first (see ``patchgate.jail``);
+    exec; ``cgroup`` is a cgroup directory (or several: v1 hierarchies) the child joins first
+    (see ``patchgate.jail``);
     ``new_keyring``: the child gets a fresh session keyring, not the caller's.
     """
     argv = tuple(argv)
@@ -147,7 +148,9 @@ def run(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_child_setup(limits, cgroup, new_keyring),
+            preexec_fn=_child_setup(
+                limits, (cgroup,) if isinstance(cgroup, str) else tuple(cgroup or ()), new_keyring
+            ),
         )
     except FileNotFoundError:
         return Completed(argv, 127, f"{argv[0]}: command not found\n", 0.0)
