@@ -118,6 +118,7 @@ COMMAND_VARIABLES = (
     "event",
     "last_good",
     "n",
+    "allow_protected",  # issue 12: patchgate's own files; the command line only, never the file
 )
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")

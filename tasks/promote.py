@@ -40,6 +40,8 @@ from . import (
     proc,
     provenance,
     report,
+    scope,
+    seal,
     trailers,
     verify,
 )
@@ -691,7 +693,7 @@ def preflight(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
     issue, live = ctx["issue"], ctx["live"]
     lock.acquire(ctx["root"], issue, TRIGGER)
     announce(ctx, log)
-    result = read_json(ws.result)
+    result = seal.read_sealed(ws.root, ws.result, issue)  # issue 12: only what verify wrote
     if result["verification_status"] != "pass":
         raise PatchgateError(
             "PROMOTE",
@@ -704,6 +706,7 @@ def preflight(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
             "PROMOTE",
             f"the verified patch of issue {issue} changes nothing; there is nothing to promote",
         )
+    seal.check_result(ws, result)  # ... and the tree its step records lead to
     failing = sorted(g for g, r in result["gates"].items() if r.get("verdict") == "fail")
     if failing:
         say(log, f"promote: warning: verified with failing gates allowed: {', '.join(failing)}")
@@ -717,6 +720,9 @@ def preflight(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
             f"planned it); run doit promote issue={issue} again: it re-verifies on the new base",
         )
     paths = [c["path"] for c in result["changes"]]
+    protected = scope.touched_protected(paths, scope.protected_paths(ctx["root"], live))
+    if protected and not scope.protected_allowed():  # issue 12: this promotion's own say-so
+        raise PatchgateError("SCOPE", scope.protected_problem(protected))
     check_clean(live, paths, f"promoting issue {issue}")
     check_writable(live, result["changes"])
     write_json(
@@ -731,6 +737,7 @@ def preflight(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
             "patch": ws.read_meta()["patch"],
             "verification": result["verification_status"],
             "gates": {g: r.get("verdict", "") for g, r in result["gates"].items()},
+            "protected": protected,
         },
     )
     plog(log, f"promote: preflight passed: {len(paths)} path(s) onto {head[:12]}")
@@ -893,6 +900,15 @@ def landed_summary(
     return summary
 
 
+def protected_summary(ctx: dict[str, Any]) -> dict[str, str]:
+    """PROTECTED: the patchgate files this promotion changed, allowed by allow_protected=1."""
+    pre_path = os.path.join(ctx["state"], "preflight.json")
+    touched = read_json(pre_path).get("protected") if os.path.exists(pre_path) else None
+    if not touched:
+        return {}
+    return {"PROTECTED": f"{', '.join(touched)} (patchgate's own; {scope.ALLOW_PROTECTED}=1)"}
+
+
 def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
     """Action of promote:ID: archive, patch to successful/, provenance, cleanup, record, audit."""
     ws = Workspace.at(ws_dir)
@@ -916,6 +932,7 @@ def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
         remove_workspace(live, ws, log)
     cleanup_seconds = time.monotonic() - started
     summary = landed_summary(ctx, landed, pushed)
+    summary.update(protected_summary(ctx))
     write_json(
         promoted_path(root, issue),
         {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -10,10 +11,11 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import ADD_MUL, Project, ProjectFactory, git, script
+from conftest import ADD_MUL, CALC, ROOT, Project, ProjectFactory, git, make_repo, script
 from patchgate import git as pg_git
-from patchgate import provenance, scope
+from patchgate import provenance, scope, seal
 from patchgate.errors import PatchgateError
+from patchgate.workspace import Workspace
 from test_audit import audit_fails, three_patches
 from test_promote import add_remote, head
 
@@ -195,3 +197,103 @@ def test_an_edit_that_keeps_the_crc32_of_the_verified_part_is_not_resumed(
 
     reason = audit_fails(project)
     assert "line 1" in reason or "line 2" in reason, reason
+
+
+# --- 7. promote lands only the tree verify recorded ---------------------------------------------
+
+
+def other_tree(repo: Path, path: str, text: str) -> tuple[str, str]:
+    """(tree, blob): HEAD's tree with ``path`` holding ``text``, in the object database only."""
+    env = {**os.environ, "GIT_INDEX_FILE": str(repo.parent / "other.index")}
+
+    def run(*args: str, data: str | None = None) -> str:
+        return subprocess.run(
+            ("git", "-C", str(repo), *args), input=data, env=env, text=True,
+            capture_output=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    blob = run("hash-object", "-w", "--stdin", data=text)
+    run("read-tree", "HEAD")
+    run("update-index", "--cacheinfo", f"100644,{blob},{path}")
+    return run("write-tree"), blob
+
+
+def test_a_swapped_result_tree_is_refused(make_project: ProjectFactory) -> None:
+    project = make_project()
+    patch = project.patch("add_mul.py", ADD_MUL)
+    assert project.run("verify", f"patch={patch}").code == 0
+    evil, blob = other_tree(project.live, "calc/ops.py", "import os\nos.system('id')\n")
+    path = project.ws("add_mul") / "result.json"
+    data = json.loads(path.read_text())
+    data["changes"][0]["blob"] = blob
+    data["tree"] = evil
+    path.write_text(json.dumps(data))
+    before = project.state()
+
+    res = project.run("promote", "issue=add_mul")
+
+    assert res.code != 0 and res.summary["STAGE"] == "PROMOTE", res.out
+    assert "not the one verify wrote" in res.summary["REASON"]
+    assert project.state() == before
+
+
+def test_promote_checks_the_tree_against_the_step_records(make_project: ProjectFactory) -> None:
+    project = make_project()
+    patch = project.patch("add_mul.py", ADD_MUL)
+    assert project.run("verify", f"patch={patch}").code == 0
+    ws = Workspace.at(str(project.ws("add_mul")))
+    result = json.loads(Path(ws.result).read_text())
+    seal.check_result(ws, result)
+    with pytest.raises(PatchgateError, match="but its steps verified"):
+        seal.check_result(ws, {**result, "tree": pg_git.EMPTY_TREE})
+
+
+# --- 8. patchgate's own files are protected --------------------------------------------------
+
+JAIL_NONE = script(
+    ["patchgate.yaml"],
+    'Path("patchgate.yaml").write_text(Path("patchgate.yaml").read_text() + "jail: none\\n")',
+)
+
+
+@pytest.fixture
+def own_project(tmp_path: Path) -> Project:
+    """live_repo: "." with patchgate.yaml committed, as the default layout has it."""
+    path = make_repo(
+        tmp_path / "project", {**CALC, ".gitignore": (ROOT / ".gitignore").read_text()}
+    )
+    (path / "patches").mkdir(exist_ok=True)
+    project = Project(path, path)
+    project.configure(live_repo=".", gates=[], remote=None)
+    git(path, "add", "patchgate.yaml")
+    git(path, "commit", "-q", "-m", "patchgate config")
+    return project
+
+
+def test_a_patch_changing_patchgate_yaml_is_refused_at_scope(own_project: Project) -> None:
+    patch = own_project.patch("loosen.py", JAIL_NONE)
+    res = own_project.run("verify", f"patch={patch}")
+    assert res.code != 0 and res.summary["STAGE"] == "SCOPE", res.out
+    assert "patchgate's own files: patchgate.yaml" in res.summary["REASON"]
+    assert "allow_protected=1" in res.summary["REASON"]
+
+
+def test_allow_protected_is_needed_again_for_the_promotion(own_project: Project) -> None:
+    patch = own_project.patch("loosen.py", JAIL_NONE)
+    assert own_project.run("verify", f"patch={patch}", "allow_protected=1").code == 0
+    before = head(own_project.live), (own_project.path / "patchgate.yaml").read_text()
+
+    refused = own_project.run("promote", "issue=loosen")
+    assert refused.code != 0 and refused.summary["STAGE"] == "SCOPE", refused.out
+    assert (head(own_project.live), (own_project.path / "patchgate.yaml").read_text()) == before
+
+    res = own_project.run("promote", "issue=loosen", "allow_protected=1")
+    assert res.code == 0, res.out
+    assert res.summary["PROTECTED"] == "patchgate.yaml (patchgate's own; allow_protected=1)"
+    assert "jail: none" in (own_project.path / "patchgate.yaml").read_text()
+
+
+def test_allow_protected_in_patchgate_yaml_is_not_a_key(own_project: Project) -> None:
+    own_project.configure(allow_protected=True)
+    res = own_project.run("verify", f"patch={own_project.patch('loosen.py', JAIL_NONE)}")
+    assert res.code != 0 and res.summary["STAGE"] in ("CONFIG", "PREFLIGHT"), res.out
