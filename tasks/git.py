@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -163,6 +165,7 @@ def snapshot(repo: str, index: str) -> str:
         # older than the index (racy git). A copy stamped "now" would make git trust the stat
         # of a file rewritten within the same second, same size: a change the snapshot misses.
         shutil.copy2(own, index)
+    check_file_sizes(repo, env)
     try:
         run(repo, "add", "-A", "--", ".", env=env)
     except PatchgateError as err:
@@ -172,6 +175,33 @@ def snapshot(repo: str, index: str) -> str:
             raise PatchgateError("SCOPE", nested_repository(empty.group(1))) from None
         raise
     return out(repo, "write-tree", env=env)
+
+
+# A file larger than this is refused before `git add` writes it into live's object database
+# (shared by every workspace): a patch writing 1 GiB must not grow live's .git by 1 GiB.
+# GitHub refuses files over 100 MB too. Issue 12.
+MAX_FILE_BYTES = 100 * 1024 * 1024
+
+
+def check_file_sizes(repo: str, env: dict[str, str]) -> None:
+    """PatchgateError("SCOPE") naming the largest new or modified file over MAX_FILE_BYTES."""
+    listing = run(
+        repo, "ls-files", "-z", "--others", "--modified", "--exclude-standard", env=env
+    ).output
+    big = []
+    for path in set(filter(None, listing.split("\0"))):
+        with contextlib.suppress(OSError):
+            info = os.lstat(os.path.join(repo, path))
+            if stat.S_ISREG(info.st_mode) and info.st_size > MAX_FILE_BYTES:
+                big.append((info.st_size, path))
+    if big:
+        size, path = max(big)
+        raise PatchgateError(
+            "SCOPE",
+            f"{path} is {size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB a file of a "
+            "patch may have; it was not stored: generate it at build time or keep it out of the "
+            "repository",
+        )
 
 
 def nested_repository(path: str) -> str:

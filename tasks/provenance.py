@@ -730,6 +730,40 @@ def record_event(root: str, fields: Mapping[str, str]) -> dict[str, Any]:
     return append_event(root, event)
 
 
+# Evidence the doit commands write; nobody records them by hand (doit record refuses them too).
+EVIDENCE_KINDS = {
+    "verify_pass": "doit verify",
+    "verify_fail": "doit verify",
+    "apply": "doit promote",
+    "promote_fail": "doit promote",
+    "rollback": "doit rollback",
+    "recovered": "the log itself",
+}
+
+
+def record_by_hand(root: str, fields: Mapping[str, str]) -> dict[str, Any]:
+    """The fallback recorder's rules (issue 12): those of ``doit record``.
+
+    Evidence kinds are refused; ``emergency_rollback`` gets doit record's own checks (a
+    ``last_good`` commit on live's branch, a reason, an operator); other kinds (``propose`` from
+    a patch source) are appended as given.
+    """
+    kind = fields.get("event", "").strip()
+    if kind in EVIDENCE_KINDS:
+        raise PatchgateError(
+            STAGE,
+            f"event={kind} is written by {EVIDENCE_KINDS[kind]}, never by hand; "
+            "the fallback recorder writes emergency_rollback (and propose)",
+        )
+    if kind == "emergency_rollback":
+        from . import audit, config  # audit imports this module
+
+        cfg = config.load(root, {})
+        event = audit.record(root, cfg.live_repo, cfg["branch"], dict(fields))
+        return {"event": kind, **event["summary"]}
+    return record_event(root, fields)
+
+
 def main(argv: Sequence[str]) -> int:
     """``python -m patchgate.provenance record key=value ... | verify``: when doit is down."""
     try:
@@ -737,8 +771,9 @@ def main(argv: Sequence[str]) -> int:
             pairs = [arg.partition("=") for arg in argv[1:]]
             if any(not sep for _, sep, _ in pairs):
                 raise PatchgateError(STAGE, "arguments are key=value pairs")
-            event = record_event(os.getcwd(), {k: v for k, _, v in pairs})
-            print(f"recorded {event['event']} as seq {event['seq']} in {LOG_PATH}")
+            event = record_by_hand(os.getcwd(), {k: v for k, _, v in pairs})
+            if event["event"] != "emergency_rollback":  # audit.record says it itself
+                print(f"recorded {event['event']} as seq {event['seq']} in {LOG_PATH}")
             return 0
         if argv[:1] == ["verify"]:
             report = verify_chain(os.getcwd())

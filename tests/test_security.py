@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -297,3 +298,74 @@ def test_allow_protected_in_patchgate_yaml_is_not_a_key(own_project: Project) ->
     own_project.configure(allow_protected=True)
     res = own_project.run("verify", f"patch={own_project.patch('loosen.py', JAIL_NONE)}")
     assert res.code != 0 and res.summary["STAGE"] in ("CONFIG", "PREFLIGHT"), res.out
+
+
+# --- 9. a huge file is refused before it reaches live's object database ----------------------
+
+
+def test_a_file_over_the_size_cap_is_refused_before_git_stores_it(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project()
+    objects = project.live / ".git" / "objects"
+
+    def stored() -> int:
+        return sum(p.stat().st_size for p in objects.rglob("*") if p.is_file())
+
+    before = stored()
+    size = pg_git.MAX_FILE_BYTES + (1 << 20)
+    patch = project.patch(
+        "huge.py",
+        script(
+            ["blob.bin"],
+            f'with open("blob.bin", "wb") as fh:\n'
+            f"    for _ in range({size >> 20}):\n"
+            f"        fh.write(__import__('os').urandom(1 << 20))",
+        ),
+    )
+    res = project.run("verify", f"patch={patch}")
+    assert res.code != 0 and res.summary["STAGE"] == "SCOPE", res.out
+    assert (
+        f"blob.bin is 101 MiB, over the {pg_git.MAX_FILE_BYTES >> 20} MiB" in res.summary["REASON"]
+    )
+    assert stored() - before < 1 << 20
+
+
+# --- 10. the fallback recorder follows doit record's rules -----------------------------------
+
+
+def fallback(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        (sys.executable, "-m", "patchgate.provenance", "record", *args),
+        cwd=project.path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("event=apply", "patch_id=p0@abc", "commit_hash=" + "a" * 40, "files=calc/ops.py"),
+        ("event=verify_pass", "patch_id=p0@abc"),
+        ("event=rollback", "patch_id=p0@abc"),
+        ("event=emergency_rollback", "last_good=" + "b" * 40, "reason=r", "operator=o"),
+        ("event=emergency_rollback", "last_good=HEAD"),
+    ],
+    ids=["apply", "verify_pass", "rollback", "emergency-unknown-commit", "emergency-no-reason"],
+)
+def test_the_fallback_recorder_refuses_what_doit_record_refuses(
+    project: Project, args: tuple[str, ...]
+) -> None:
+    log = project.path / provenance.LOG_PATH
+    done = fallback(project, *args)
+    assert done.returncode != 0, done.stdout
+    assert "STAGE: " in done.stderr and "Traceback" not in done.stderr
+    assert not log.exists() or log.read_text() == ""
+
+
+def test_the_fallback_recorder_writes_a_checked_emergency_rollback(project: Project) -> None:
+    done = fallback(
+        project, "event=emergency_rollback", "last_good=HEAD", "reason=broken", "operator=op"
+    )
+    assert done.returncode == 0, done.stderr
+    (event,) = provenance.read_events(str(project.path))
+    assert event["last_good_commit"] == head(project.live)
