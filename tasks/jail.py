@@ -11,7 +11,12 @@ What the jail sees (everything else of the host does not exist inside):
   cap; nothing else;
 * hidden: the workdir's ``.git`` and ``hidden`` (patchgate's patches/ and audit/ when the
   workdir is the project folder itself): empty, read-only folders inside;
-* fresh /proc and /dev, no network, its own pid namespace, hostname ``patchgate``.
+* fresh /proc and /dev, no network, its own pid namespace, hostname ``patchgate``; the
+  host-global parts of /proc (``/proc/sys``, ``sysrq-trigger``, ...) read-only, and what only
+  tells about the host (``kcore``, ``keys``, ``kmsg``, ...) hidden;
+* a fresh, empty session keyring (the caller's keys are out of reach);
+* one memory cgroup per step (processes and tmpfs pages together: ``max_memory_mb``) and one
+  pids cgroup (``max_processes``), where cgroups can be made.
 
 Inside, the process runs as ``uid``/``gid`` with no capabilities and cannot create user
 namespaces. Run by root, that uid is host root for file ownership, so files the jail writes
