@@ -589,8 +589,9 @@ def _memory_cap(max_memory_mb: int, joined: str | None) -> Iterator[str | None]:
     itself (a process is in one v2 cgroup only).
     """
     limit = str(max_memory_mb * MIB)
-    if joined is not None and _memory_limit_file(joined) == "memory.max":
-        _write_limits(joined, {"memory.max": limit, "memory.swap.max": "0"})
+    name = _memory_limit_file(joined) if joined is not None else None
+    if joined is not None and name is not None:  # v2, or v1 with pids and memory co-mounted
+        _write_limits(joined, {name: limit, _SWAP[name]: _swap_value(name, limit)})
         yield None
         return
     parent = _memory_parent()
@@ -601,11 +602,18 @@ def _memory_cap(max_memory_mb: int, joined: str | None) -> Iterator[str | None]:
     os.mkdir(path)
     try:
         name = _memory_limit_file(path) or "memory.limit_in_bytes"
-        swap = "memory.swap.max" if name == "memory.max" else "memory.memsw.limit_in_bytes"
-        _write_limits(path, {name: limit, swap: limit if name != "memory.max" else "0"})
+        _write_limits(path, {name: limit, _SWAP[name]: _swap_value(name, limit)})
         yield path
     finally:
         _empty_and_remove(path)
+
+
+# v2 counts swap apart (none allowed); v1's memsw counts memory + swap (the same cap).
+_SWAP = {"memory.max": "memory.swap.max", "memory.limit_in_bytes": "memory.memsw.limit_in_bytes"}
+
+
+def _swap_value(name: str, limit: str) -> str:
+    return "0" if name == "memory.max" else limit
 
 
 def _write_limits(cgroup: str, values: Mapping[str, str]) -> None:
@@ -641,7 +649,7 @@ def memory_cap_available() -> bool:
         with contextlib.suppress(OSError):
             os.mkdir(probe)
             try:
-                if _memory_limit_file(probe) == "memory.max":
+                if _memory_limit_file(probe) is not None:
                     return True
             finally:
                 os.rmdir(probe)
