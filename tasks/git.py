@@ -236,6 +236,12 @@ def parse_raw_diff(raw: str, what: str) -> list[Change]:
             raise PatchgateError(
                 "GIT", f"the change list of {what} has a record git does not write; verify again"
             )
+        if "\ufffd" in path:  # bytes that are not UTF-8, decoded as U+FFFD: not the tree's name
+            raise PatchgateError(
+                "SCOPE",
+                f"the file name {path!r} is not UTF-8; patchgate cannot scope or land it under "
+                "its real name: give it a UTF-8 name",
+            )
         _, new_mode, _, new_blob, status = parts
         changes.append(Change(status, path, new_mode, new_blob))
     return changes

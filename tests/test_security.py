@@ -369,3 +369,19 @@ def test_the_fallback_recorder_writes_a_checked_emergency_rollback(project: Proj
     assert done.returncode == 0, done.stderr
     (event,) = provenance.read_events(str(project.path))
     assert event["last_good_commit"] == head(project.live)
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_not_mangled(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    git(tmp_path, "init", "-q", str(repo))
+    blob = subprocess.run(
+        ("git", "-C", str(repo), "hash-object", "-w", "--stdin"),
+        input=b"x\n", capture_output=True, check=True,
+    ).stdout.decode().strip()  # fmt: skip
+    tree = subprocess.run(
+        ("git", "-C", str(repo), "mktree", "-z"),
+        input=f"100644 blob {blob}\t".encode() + b"caf\xe9.py\0",
+        capture_output=True, check=True,
+    ).stdout.decode().strip()  # fmt: skip
+    with pytest.raises(PatchgateError, match="is not UTF-8"):
+        pg_git.diff_trees(str(repo), pg_git.EMPTY_TREE, tree)
