@@ -105,13 +105,17 @@ def script_files(path: str) -> list[str]:
         ) from None
     except UnicodeDecodeError:
         raise PatchgateError("PREFLIGHT", f"patch {name} is not UTF-8 text") from None
+    except (RecursionError, MemoryError):  # issue 12: "x = ------...1", "1+1+...+1"
+        raise PatchgateError(
+            "PREFLIGHT", f"patch {name}: an expression is too deeply nested to parse; simplify it"
+        ) from None
     for node in tree.body:
         if not isinstance(node, ast.Assign | ast.AnnAssign):
             continue
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         if any(isinstance(t, ast.Name) and t.id == "FILES" for t in targets):
             value: Any = None
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, RecursionError, MemoryError):
                 value = ast.literal_eval(node.value) if node.value is not None else None
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise PatchgateError(

@@ -10,7 +10,7 @@ them.
 
 Both sides are incremental, so the frequent audit costs what was added since the last one:
 
-* the chain resumes from ``audit/results/chain-checkpoint.json`` (after comparing a CRC-32 of
+* the chain resumes from ``audit/results/chain-checkpoint.json`` (after comparing a sha256 of
   the verified part of the log, see ``provenance.verify_chain``); next to the checkpoint is the
   *ledger*: what the verified events said, folded (applies, rollbacks, emergencies, per patch
   its verdict, files and, for the verification of a rollback's revert, the commit it reverts),
@@ -28,6 +28,7 @@ ignored and rebuilt. What people and scripts read is ``audit.json`` (validated a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -1020,13 +1021,20 @@ def _summary(violations: list[Violation], ledger: Ledger, history: HistoryResult
     }
 
 
-def log_stat(root: str) -> list[int] | None:
-    """What says the log changed, without reading it (doit's md5 would read all of it)."""
+def log_stat(root: str) -> list[int | str] | None:
+    """What says the log changed: its identity, size and the sha256 of its bytes.
+
+    A digest, not the mtime (issue 12: an in-place edit of the same length with the mtime put
+    back was not seen). Reading and hashing a 30 MB log costs ~20 ms.
+    """
+    path = provenance.log_path(root)
     try:
-        st = os.stat(provenance.log_path(root))
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
     except FileNotFoundError:
         return None
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+    return [st.st_dev, st.st_ino, st.st_size, digest]
 
 
 def inputs_unchanged(
@@ -1035,10 +1043,8 @@ def inputs_unchanged(
     """doit uptodate: the log and the branch tip are as the last successful audit saw them.
 
     Like config_changed, but evaluated only when doit checks this task: the other commands,
-    whose creators run too, do not pay for its git call. The log is compared by stat (device,
-    inode, size, mtime), not by doit's md5 of a file that may be 30 MB: an append changes the
-    size, any edit the mtime, and an edit that restores the mtime would not have changed its
-    md5 check either (doit hashes only when the mtime moved). A missing log is a state too.
+    whose creators run too, do not pay for its git call. The log is compared by its sha256
+    (with device, inode and size), never by timestamps. A missing log is a state too.
     """
     try:
         now: dict[str, Any] | None = {

@@ -201,6 +201,7 @@ COMMAND_VARIABLES = (
     "files",
     "trigger",  # issues 14, 15: what asked for it (github:NUMBER: the forge issue annotated)
     "once",  # issue 15: doit watch once=1
+    "allow_protected",  # issue 12: patchgate's own files; the command line only, never the file
 )
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -252,11 +253,35 @@ def read_file(root: str) -> dict[str, Any]:
     return data
 
 
+# issue 12: an anchor bomb (a billion laughs) or deep nesting must not hang or crash the parse.
+YAML_MAX_ALIASES = 100
+YAML_MAX_DEPTH = 32
+YAML_MAX_NODES = 100_000  # counted with every alias expanded
+
+
+def _limited_yaml(raw: bytes) -> Any:
+    """yaml.safe_load with limits on aliases, nesting and expanded size: one CONFIG line."""
+    import yaml
+
+    from . import yamllimits
+
+    try:
+        return yamllimits.load(raw, YAML_MAX_ALIASES, YAML_MAX_DEPTH, YAML_MAX_NODES)
+    except yamllimits.TooBig as exc:
+        raise PatchgateError("CONFIG", f"{CONFIG_FILE}: {exc}; write it out plainly") from None
+    except (RecursionError, MemoryError):
+        raise PatchgateError(
+            "CONFIG", f"{CONFIG_FILE} is nested too deeply to read; write it out plainly"
+        ) from None
+    except yaml.YAMLError:
+        raise
+
+
 def parse(raw: bytes) -> dict[str, Any]:
     import yaml  # see read_file: only for content not seen before
 
     try:
-        data = yaml.safe_load(raw)
+        data = _limited_yaml(raw)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

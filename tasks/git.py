@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -17,6 +19,10 @@ from .errors import PatchgateError
 GIT_TIMEOUT = 120.0
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 GITLINK_MODE = "160000"  # a nested repository (or submodule) in a tree
+# Before every git command patchgate runs: no hook runs (a relative core.hooksPath would run
+# what a patch wrote, outside the jail, as the operator; live's own .git/hooks would run in
+# verify and promote) and no fsmonitor command either (issue 12).
+NO_HOOKS = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,12 @@ def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+# Bytes of path arguments per git command: far below the kernel's limit on argv + environment
+# (ARG_MAX, 2 MiB here), so 100,000 paths become a few commands instead of "Argument list too
+# long" (issue 12).
+ARGV_BUDGET = 256 * 1024
+
+
 def run(
     repo: str,
     *args: str,
@@ -47,13 +59,50 @@ def run(
     input_bytes: bytes | None = None,
     timeout: float = GIT_TIMEOUT,
 ) -> proc.Completed:
+    """git ``args`` in ``repo``, hooks off; its output kept whole (it is data, never capped).
+
+    Paths after a ``--`` that would not fit one command line are given in chunks, each its own
+    git command (every command patchgate gives paths to treats each path on its own).
+    """
+    chunks = _path_chunks(args)
+    if len(chunks) > 1:
+        parts = [run(repo, *c, check=check, stage=stage, env=env, timeout=timeout) for c in chunks]
+        failed = next((p for p in parts if p.returncode != 0), parts[-1])
+        return proc.Completed(
+            failed.argv,
+            failed.returncode,
+            "".join(p.output for p in parts),
+            sum(p.duration for p in parts),
+            timed_out=any(p.timed_out for p in parts),
+        )
     # safe.directory: files written by the jail must not make git refuse the workspace.
-    argv = ("git", "-c", f"safe.directory={repo}", "-C", repo, *args)
-    done = proc.run(argv, env=env or git_env(), input_bytes=input_bytes, timeout=timeout)
+    argv = ("git", *NO_HOOKS, "-c", f"safe.directory={repo}", "-C", repo, *args)
+    done = proc.run(
+        argv, env=env or git_env(), input_bytes=input_bytes, timeout=timeout, output_cap=None
+    )
     if check and done.returncode != 0:
         first = next((ln for ln in done.output.splitlines() if ln.strip()), "no output")
         raise PatchgateError(stage, f"git {args[0]} failed in {repo}: {first.strip()}")
     return done
+
+
+def _path_chunks(args: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """``args`` split at its path list (after the first ``--``) into command lines that fit."""
+    if "--" not in args or sum(len(a) + 1 for a in args) <= ARGV_BUDGET:
+        return [args]
+    cut = args.index("--") + 1
+    head, paths = args[:cut], args[cut:]
+    chunks: list[tuple[str, ...]] = []
+    current: list[str] = []
+    size = 0
+    for path in paths:
+        if current and size + len(path) + 1 > ARGV_BUDGET:
+            chunks.append((*head, *current))
+            current, size = [], 0
+        current.append(path)
+        size += len(path) + 1
+    chunks.append((*head, *current))
+    return chunks
 
 
 def out(repo: str, *args: str, **kw: object) -> str:
@@ -117,6 +166,7 @@ def snapshot(repo: str, index: str) -> str:
         # older than the index (racy git). A copy stamped "now" would make git trust the stat
         # of a file rewritten within the same second, same size: a change the snapshot misses.
         shutil.copy2(own, index)
+    check_file_sizes(repo, env)
     try:
         run(repo, "add", "-A", "--", ".", env=env)
     except PatchgateError as err:
@@ -128,6 +178,33 @@ def snapshot(repo: str, index: str) -> str:
     return out(repo, "write-tree", env=env)
 
 
+# A file larger than this is refused before `git add` writes it into live's object database
+# (shared by every workspace): a patch writing 1 GiB must not grow live's .git by 1 GiB.
+# GitHub refuses files over 100 MB too. Issue 12.
+MAX_FILE_BYTES = 100 * 1024 * 1024
+
+
+def check_file_sizes(repo: str, env: dict[str, str]) -> None:
+    """PatchgateError("SCOPE") naming the largest new or modified file over MAX_FILE_BYTES."""
+    listing = run(
+        repo, "ls-files", "-z", "--others", "--modified", "--exclude-standard", env=env
+    ).output
+    big = []
+    for path in set(filter(None, listing.split("\0"))):
+        with contextlib.suppress(OSError):
+            info = os.lstat(os.path.join(repo, path))
+            if stat.S_ISREG(info.st_mode) and info.st_size > MAX_FILE_BYTES:
+                big.append((info.st_size, path))
+    if big:
+        size, path = max(big)
+        raise PatchgateError(
+            "SCOPE",
+            f"{path} is {size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB a file of a "
+            "patch may have; it was not stored: generate it at build time or keep it out of the "
+            "repository",
+        )
+
+
 def nested_repository(path: str) -> str:
     """Why a patch may not create a git repository inside the workspace (a gitlink)."""
     return (
@@ -137,14 +214,36 @@ def nested_repository(path: str) -> str:
 
 
 def diff_trees(repo: str, old: str, new: str) -> list[Change]:
-    """Paths that differ between two trees (no rename detection: a rename is D + A)."""
+    """Paths that differ between two trees (no rename detection: a rename is D + A).
+
+    The whole list or an error: git's output is never capped, and a record that does not
+    parse (a cut or garbled listing) is refused, never skipped.
+    """
     raw = run(repo, "diff-tree", "-r", "-z", "--no-renames", old, new).output
+    return parse_raw_diff(raw, f"{old}..{new} in {repo}")
+
+
+def parse_raw_diff(raw: str, what: str) -> list[Change]:
+    """``git diff-tree -r -z`` output as Changes; PatchgateError unless every record parses."""
+    if not raw:
+        return []
     fields = raw.split("\0")
+    if fields[-1] != "" or len(fields) % 2 != 1:
+        raise PatchgateError("GIT", f"the change list of {what} is cut short; verify again")
     changes = []
-    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
-        if not meta.startswith(":"):
-            continue
-        _, new_mode, _, new_blob, status = meta[1:].split(" ")
+    for meta, path in zip(fields[0:-1:2], fields[1:-1:2], strict=True):
+        parts = meta[1:].split(" ")
+        if not meta.startswith(":") or len(parts) != 5 or not path:
+            raise PatchgateError(
+                "GIT", f"the change list of {what} has a record git does not write; verify again"
+            )
+        if "\ufffd" in path:  # bytes that are not UTF-8, decoded as U+FFFD: not the tree's name
+            raise PatchgateError(
+                "SCOPE",
+                f"the file name {path!r} is not UTF-8; patchgate cannot scope or land it under "
+                "its real name: give it a UTF-8 name",
+            )
+        _, new_mode, _, new_blob, status = parts
         changes.append(Change(status, path, new_mode, new_blob))
     return changes
 
@@ -253,7 +352,7 @@ def overlay(repo: str, old: str, new: str, skip: Sequence[str] = ()) -> list[Cha
 def _cat_file(repo: str, args: Sequence[str], what: str, stdin: bytes | None = None) -> bytes:
     # proc.run decodes text; blobs are bytes, so these reads talk to git directly.
     done = subprocess.run(
-        ("git", "-C", repo, "cat-file", *args),
+        ("git", *NO_HOOKS, "-C", repo, "cat-file", *args),
         input=stdin,
         env=git_env(),
         capture_output=True,

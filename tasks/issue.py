@@ -7,11 +7,11 @@ import re
 from . import trailers
 from .errors import PatchgateError
 
-ISSUE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+ISSUE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # matched whole: "$" allows a final "\n"
 
 
 def check_issue(issue: str) -> None:
-    if not ISSUE_ID.match(issue):
+    if not ISSUE_ID.fullmatch(issue):
         raise PatchgateError(
             "PREFLIGHT",
             f"issue id {issue!r} may hold only letters, digits, '-', '_' and '.'; pass issue=ID",

@@ -11,7 +11,12 @@ What the jail sees (everything else of the host does not exist inside):
   cap; nothing else;
 * hidden: the workdir's ``.git`` and ``hidden`` (patchgate's patches/ and audit/ when the
   workdir is the project folder itself): empty, read-only folders inside;
-* fresh /proc and /dev, no network, its own pid namespace, hostname ``patchgate``.
+* fresh /proc and /dev, no network, its own pid namespace, hostname ``patchgate``; the
+  host-global parts of /proc (``/proc/sys``, ``sysrq-trigger``, ...) read-only, and what only
+  tells about the host (``kcore``, ``keys``, ``kmsg``, ...) hidden;
+* a fresh, empty session keyring (the caller's keys are out of reach);
+* one memory cgroup per step (processes and tmpfs pages together: ``max_memory_mb``) and one
+  pids cgroup (``max_processes``), where cgroups can be made.
 
 Inside, the process runs as ``uid``/``gid`` with no capabilities and cannot create user
 namespaces. Run by root, that uid is host root for file ownership, so files the jail writes
@@ -22,6 +27,7 @@ not binding them rather than by permissions.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import os
@@ -96,9 +102,12 @@ def preflight(mode: str) -> str | None:
     if mode != "bwrap":
         raise PatchgateError("PREFLIGHT", f"jail: {mode} is not one of {', '.join(MODES)}")
     _probe(bwrap_path())
+    warnings = []
     if _cgroup_parent() is None and os.geteuid() == 0:
-        return NO_PROCESS_CAP
-    return None
+        warnings.append(NO_PROCESS_CAP)
+    if not memory_cap_available():
+        warnings.append(NO_MEMORY_CAP)
+    return "; ".join(warnings) or None
 
 
 @functools.cache
@@ -106,7 +115,10 @@ def _probe(bwrap: str) -> None:
     """Start the hardened jail with nothing in it; raise, quoting bwrap, if it cannot start."""
     argv = [bwrap, *_base_args(1000, 64), "--remount-ro", "/", "--remount-ro", "/dev"]
     argv += ["--", "true"]
-    done = proc.run(argv, env={"PATH": "/usr/bin:/bin"}, timeout=PROBE_TIMEOUT, output_cap=4096)
+    done = proc.run(
+        argv, env={"PATH": "/usr/bin:/bin"}, timeout=PROBE_TIMEOUT, output_cap=4096,
+        new_keyring=True,
+    )  # fmt: skip
     if done.returncode == 0:
         return
     if done.returncode == 127:
@@ -196,6 +208,7 @@ def _base_args(uid: int, max_memory_mb: int) -> list[str]:
         "--hostname", HOSTNAME,
         *_system_args(),
         "--proc", "/proc",
+        *_proc_guards(),
         "--dev", "/dev",
         # Memory-backed scratch, each capped like a process; /dev itself becomes read-only.
         "--size", str(max_memory_mb * MIB),
@@ -203,6 +216,35 @@ def _base_args(uid: int, max_memory_mb: int) -> list[str]:
         "--size", str(max_memory_mb * MIB),
         "--tmpfs", "/tmp",
     ]  # fmt: skip
+
+
+# Kernel settings and other host-global /proc files: the jail's uid is host root for file
+# access, so /proc/sys/kernel/core_pattern would be writable (a way to run code as host root).
+# Read-only as Docker's defaults have them, and the rest hidden (issue 12).
+PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs", "pressure", "mtrr", "sysvipc")
+PROC_HIDDEN = (
+    "kcore", "keys", "key-users", "kmsg", "kallsyms", "kpagecount", "kpageflags", "kpagecgroup",
+    "latency_stats", "timer_list", "timer_stats", "sched_debug", "acpi", "asound", "scsi",
+)  # fmt: skip
+
+
+@functools.cache
+def _proc_guards() -> tuple[str, ...]:
+    """bwrap arguments, after ``--proc /proc``, making the host-global parts of /proc read-only
+    (bound from the host's /proc: sysctls read through it still answer for the reader's own
+    namespaces) and hiding those that only tell about the host."""
+    args: list[str] = []
+    for name in PROC_READONLY:
+        path = f"/proc/{name}"
+        if os.path.lexists(path):
+            args += ["--ro-bind", path, path]
+    for name in PROC_HIDDEN:
+        path = f"/proc/{name}"
+        if os.path.isdir(path):
+            args += ["--tmpfs", path, "--remount-ro", path]
+        elif os.path.lexists(path):
+            args += ["--ro-bind", "/dev/null", path]
+    return tuple(args)
 
 
 @functools.cache
@@ -383,14 +425,23 @@ def run(
         resource.RLIMIT_AS: spec.max_memory_mb * MIB,  # per process; 64 GiB -> MemoryError
         resource.RLIMIT_CORE: 0,  # no core files in the workspace
     }
-    with _process_cap(spec.max_processes) as cgroup:
+    with (
+        _process_cap(spec.max_processes) as cgroup,
+        _memory_cap(spec.max_memory_mb, cgroup) as memory,
+    ):
         if cgroup is None:
             # Effective only when not root: the kernel exempts uid 0, which the jail's uid is.
             limits[resource.RLIMIT_NPROC] = spec.max_processes
-        return proc.run(
+        done = proc.run(
             cmd, cwd=spec.workdir, env=full_env, timeout=timeout, input_bytes=input_bytes,
-            output_cap=output_cap, limits=limits, cgroup=cgroup,
+            output_cap=output_cap, limits=limits, new_keyring=True,
+            cgroup=tuple(c for c in (cgroup, memory) if c is not None),
         )  # fmt: skip
+        if oom_killed(memory or cgroup):
+            done = dataclasses.replace(
+                done, output=done.output + OOM_MARKER.format(mb=spec.max_memory_mb)
+            )
+        return done
 
 
 # --- the process cap -------------------------------------------------------------------------
@@ -462,8 +513,8 @@ def _cgroup_parent() -> str | None:
     return None
 
 
-def _cgroup_candidates() -> list[str]:
-    """Our own pids cgroup, then the hierarchy's root (v1 pids first, then v2)."""
+def _cgroup_candidates(controller: str = "pids") -> list[str]:
+    """Our own ``controller`` cgroup, then the hierarchy's root (v1 first, then v2)."""
     try:
         with open("/proc/self/cgroup", encoding="ascii") as fh:
             own = [line.rstrip("\n").split(":", 2) for line in fh]
@@ -478,17 +529,137 @@ def _cgroup_candidates() -> list[str]:
                 continue
             sep = fields.index("-", 6)
             fstype, options = fields[sep + 1], fields[sep + 3].split(",")
-            if not (version == 1 and fstype == "cgroup" and "pids" in options) and not (
+            if not (version == 1 and fstype == "cgroup" and controller in options) and not (
                 version == 2 and fstype == "cgroup2"
             ):
                 continue
             root, mountpoint = fields[3], fields[4]
             for _, controllers, path in (entry for entry in own if len(entry) == 3):
-                mine = "pids" in controllers.split(",") if version == 1 else controllers == ""
+                mine = controller in controllers.split(",") if version == 1 else controllers == ""
                 if mine and os.path.commonpath([root, path]) == root:
                     found.append(os.path.join(mountpoint, os.path.relpath(path, root)))
             found.append(mountpoint)
     return list(dict.fromkeys(os.path.normpath(p) for p in found))
+
+
+# --- the memory cap (issue 12) ---------------------------------------------------------------
+#
+# RLIMIT_AS bounds one process's address space, not a step: 7 processes of 256 MiB each, plus
+# files in the jail's tmpfs /tmp and /dev/shm (memory that no process maps), held 2.2 GiB under a
+# 256 MiB cap. A memory cgroup counts all of it: every process of the jail and the tmpfs pages
+# they write are charged to it, and past ``max_memory_mb`` the kernel's OOM killer ends the step
+# (v2: memory.max in the step's cgroup; v1: a cgroup of its own in the memory hierarchy, which
+# the child joins before exec like the pids one). Swap is capped too where the kernel has it.
+
+NO_MEMORY_CAP = (
+    "jail: max_memory_mb bounds each process only: no writable memory cgroup, so a step's "
+    "processes and its tmpfs together can use more (run patchgate where it may create cgroups)"
+)
+OOM_MARKER = (
+    "\n[patchgate: the step used its whole memory cap (max_memory_mb: {mb}) and the kernel "
+    "killed it]\n"
+)
+
+
+@functools.cache
+def _memory_parent() -> str | None:
+    """A cgroup directory whose new children have a memory limit file, or None."""
+    for candidate in _cgroup_candidates("memory"):
+        probe = os.path.join(candidate, f"patchgate-{os.getpid()}-probe")
+        try:
+            os.mkdir(probe)
+        except OSError:
+            continue
+        usable = _memory_limit_file(probe) is not None
+        with contextlib.suppress(OSError):
+            os.rmdir(probe)
+        if usable:
+            _sweep(candidate)
+            return candidate
+    return None
+
+
+def _memory_limit_file(cgroup: str) -> str | None:
+    for name in ("memory.max", "memory.limit_in_bytes"):
+        if os.path.exists(os.path.join(cgroup, name)):
+            return name
+    return None
+
+
+@contextlib.contextmanager
+def _memory_cap(max_memory_mb: int, joined: str | None) -> Iterator[str | None]:
+    """Bound the step's memory; yields a further cgroup the child must join (v1), or None.
+
+    ``joined`` is the step's pids cgroup: on v2 with the memory controller it takes the limit
+    itself (a process is in one v2 cgroup only).
+    """
+    limit = str(max_memory_mb * MIB)
+    name = _memory_limit_file(joined) if joined is not None else None
+    if joined is not None and name is not None:  # v2, or v1 with pids and memory co-mounted
+        _write_limits(joined, {name: limit, _SWAP[name]: _swap_value(name, limit)})
+        yield None
+        return
+    parent = _memory_parent()
+    if parent is None or parent == _cgroup_parent():
+        yield None  # v2 without memory in the pids cgroup: no second cgroup possible
+        return
+    path = os.path.join(parent, f"patchgate-{os.getpid()}-{next(_cgroup_names)}")
+    os.mkdir(path)
+    try:
+        name = _memory_limit_file(path) or "memory.limit_in_bytes"
+        _write_limits(path, {name: limit, _SWAP[name]: _swap_value(name, limit)})
+        yield path
+    finally:
+        _empty_and_remove(path)
+
+
+# v2 counts swap apart (none allowed); v1's memsw counts memory + swap (the same cap).
+_SWAP = {"memory.max": "memory.swap.max", "memory.limit_in_bytes": "memory.memsw.limit_in_bytes"}
+
+
+def _swap_value(name: str, limit: str) -> str:
+    return "0" if name == "memory.max" else limit
+
+
+def _write_limits(cgroup: str, values: Mapping[str, str]) -> None:
+    """Write each limit; the first is required, the others (swap) where the kernel has them."""
+    for n, (name, value) in enumerate(values.items()):
+        try:
+            with open(os.path.join(cgroup, name), "w", encoding="ascii") as fh:
+                fh.write(value)
+        except OSError:
+            if n == 0:
+                raise
+
+
+def oom_killed(cgroup: str | None) -> bool:
+    """The kernel's OOM killer ended a process of ``cgroup`` (its memory cap was reached)."""
+    if cgroup is None:
+        return False
+    for name in ("memory.events", "memory.oom_control"):
+        try:
+            with open(os.path.join(cgroup, name), encoding="ascii") as fh:
+                fields = dict(line.split()[:2] for line in fh if len(line.split()) >= 2)
+        except OSError:
+            continue
+        return int(fields.get("oom_kill", "0")) > 0
+    return False
+
+
+def memory_cap_available() -> bool:
+    """A step's memory (all its processes and its tmpfs) can be bounded here."""
+    pids = _cgroup_parent()
+    if pids is not None:
+        probe = os.path.join(pids, f"patchgate-{os.getpid()}-memprobe")
+        with contextlib.suppress(OSError):
+            os.mkdir(probe)
+            try:
+                if _memory_limit_file(probe) is not None:
+                    return True
+            finally:
+                os.rmdir(probe)
+    parent = _memory_parent()
+    return parent is not None and parent != pids
 
 
 def _sweep(parent: str) -> None:

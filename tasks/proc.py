@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import os
+import platform
 import resource
 import signal
 import subprocess
@@ -44,17 +48,44 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _child_setup(limits: Mapping[int, int] | None, cgroup: str | None) -> Callable[[], None] | None:
-    """What the child does between fork and exec: join ``cgroup``, then set ``limits``.
+# keyctl(2) by architecture, for a fresh session keyring (issue 12): no libc wrapper in Python.
+SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "i686": 288, "armv7l": 311, "ppc64le": 271}
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+@functools.cache
+def _keyctl() -> Callable[[], int] | None:
+    """A call joining a new anonymous session keyring, or None where keyctl is unknown."""
+    number = SYS_KEYCTL.get(platform.machine())
+    if number is None:
+        return None
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    syscall.restype = ctypes.c_long
+    return functools.partial(syscall, number, KEYCTL_JOIN_SESSION_KEYRING, None)
+
+
+def new_session_keyring_available() -> bool:
+    return _keyctl() is not None
+
+
+def _child_setup(
+    limits: Mapping[int, int] | None, cgroups: Sequence[str], new_keyring: bool = False
+) -> Callable[[], None] | None:
+    """What the child does between fork and exec: join a new session keyring (``new_keyring``:
+    the caller's keys, e.g. Kerberos tickets, out of reach), join ``cgroups``, set ``limits``.
 
     Only C-level calls and a small write: safe enough after fork even with other threads.
     """
-    if not limits and not cgroup:
+    if not limits and not cgroups and not new_keyring:
         return None
     items = tuple((limits or {}).items())
+    join = _keyctl() if new_keyring else None  # looked up before the fork
 
     def setup() -> None:
-        if cgroup:
+        # ENOSYS: a kernel without keyrings has none to share.
+        if join is not None and join() < 0 and ctypes.get_errno() != errno.ENOSYS:
+            raise OSError(ctypes.get_errno(), "cannot join a new session keyring")
+        for cgroup in cgroups:
             with open(os.path.join(cgroup, "cgroup.procs"), "w", encoding="ascii") as fh:
                 fh.write("0")  # 0: the writing process itself
         for res, value in items:
@@ -68,9 +99,15 @@ def _expire(proc: subprocess.Popen[bytes], expired: threading.Event) -> None:
     _kill_group(proc)
 
 
-def _drain(stream: IO[bytes], cap: int, sink: list[bytes], dropped: list[int]) -> None:
-    """Keep the first ``cap`` bytes, count the rest: a child printing without end fills nothing."""
+def _drain(stream: IO[bytes], cap: int | None, sink: list[bytes], dropped: list[int]) -> None:
+    """Keep the first ``cap`` bytes, count the rest: a child printing without end fills nothing.
+
+    ``cap`` None keeps everything: for output that is data (git plumbing), never a step's log.
+    """
     kept = 0
+    if cap is None:
+        sink.extend(iter(lambda: os.read(stream.fileno(), 1 << 20), b""))
+        return
     for chunk in iter(lambda: os.read(stream.fileno(), 65536), b""):
         room = cap - kept
         if room > 0:
@@ -86,15 +123,19 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     input_bytes: bytes | None = None,
-    output_cap: int = DEFAULT_OUTPUT_CAP,
+    output_cap: int | None = DEFAULT_OUTPUT_CAP,
     limits: Mapping[int, int] | None = None,
-    cgroup: str | None = None,
+    cgroup: str | Sequence[str] | None = None,
+    new_keyring: bool = False,
 ) -> Completed:
     """Run ``argv`` in its own process group; on timeout kill the whole group.
 
-    stdout and stderr are merged; at most ``output_cap`` bytes are kept, then a marker.
+    stdout and stderr are merged; at most ``output_cap`` bytes are kept, then a marker
+    (``None``: all of it, for output that is data).
     ``limits`` maps ``resource.RLIMIT_*`` to a value set (soft and hard) in the child before
-    exec; ``cgroup`` is a cgroup directory the child joins first (see ``patchgate.jail``).
+    exec; ``cgroup`` is a cgroup directory (or several: v1 hierarchies) the child joins first
+    (see ``patchgate.jail``);
+    ``new_keyring``: the child gets a fresh session keyring, not the caller's.
     """
     argv = tuple(argv)
     start = time.monotonic()
@@ -107,12 +148,18 @@ def run(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_child_setup(limits, cgroup),
+            preexec_fn=_child_setup(
+                limits, (cgroup,) if isinstance(cgroup, str) else tuple(cgroup or ()), new_keyring
+            ),
         )
     except FileNotFoundError:
         return Completed(argv, 127, f"{argv[0]}: command not found\n", 0.0)
     except PermissionError as exc:
         return Completed(argv, 126, f"{argv[0]}: {exc.strerror}\n", 0.0)
+    except OSError as exc:  # E2BIG: argument list too long, said as what it is
+        return Completed(argv, 126, f"{argv[0]}: cannot start: {exc.strerror}\n", 0.0)
+    except subprocess.SubprocessError as exc:  # the child's set-up (keyring, cgroup) failed
+        return Completed(argv, 126, f"{argv[0]}: cannot start: {exc}\n", 0.0)
     assert proc.stdout is not None
     sink: list[bytes] = []
     dropped = [0]

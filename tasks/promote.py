@@ -42,6 +42,8 @@ from . import (
     provenance,
     redact,
     report,
+    scope,
+    seal,
     trailers,
     verify,
 )
@@ -96,7 +98,7 @@ def preflight(ws_dir: str, ctx: LandingContext, log: str) -> None:
     issue, live = ctx.issue, ctx.live
     lock.acquire(ctx.root, issue, TRIGGER)
     landing.announce(ctx, log)
-    result = read_json(ws.result)
+    result = seal.read_sealed(ws.root, ws.result, issue)  # issue 12: only what verify wrote
     if result["verification_status"] != "pass":
         raise PatchgateError(
             "PROMOTE",
@@ -109,6 +111,7 @@ def preflight(ws_dir: str, ctx: LandingContext, log: str) -> None:
             "PROMOTE",
             f"the verified patch of issue {issue} changes nothing; there is nothing to promote",
         )
+    seal.check_result(ws, result)  # ... and the tree its step records lead to
     failing = sorted(g for g, r in result["gates"].items() if r.get("verdict") == "fail")
     if failing:
         redact.tell(
@@ -124,6 +127,9 @@ def preflight(ws_dir: str, ctx: LandingContext, log: str) -> None:
             f"planned it); run doit promote issue={issue} again: it re-verifies on the new base",
         )
     paths = [c["path"] for c in result["changes"]]
+    protected = scope.touched_protected(paths, scope.protected_paths(ctx.root, live))
+    if protected and not scope.protected_allowed():  # issue 12: this promotion's own say-so
+        raise PatchgateError("SCOPE", scope.protected_problem(protected))
     check_clean(live, paths, f"promoting issue {issue}")
     check_writable(live, result["changes"])
     write_json(
@@ -138,6 +144,7 @@ def preflight(ws_dir: str, ctx: LandingContext, log: str) -> None:
             "patch": ws.read_meta()["patch"],
             "verification": result["verification_status"],
             "gates": {g: r.get("verdict", "") for g, r in result["gates"].items()},
+            "protected": protected,
         },
     )
     redact.log(log, f"promote: preflight passed: {len(paths)} path(s) onto {head[:12]}")
@@ -253,6 +260,15 @@ def move_patch(root: str, state: str, commit: str, patch: str | None) -> str | N
     return dest if os.path.exists(dest) else None
 
 
+def protected_summary(ctx: LandingContext) -> dict[str, str]:
+    """PROTECTED: the patchgate files this promotion changed, allowed by allow_protected=1."""
+    pre_path = os.path.join(ctx.state, "preflight.json")
+    touched = read_json(pre_path).get("protected") if os.path.exists(pre_path) else None
+    if not touched:
+        return {}
+    return {"PROTECTED": f"{', '.join(touched)} (patchgate's own; {scope.ALLOW_PROTECTED}=1)"}
+
+
 def finish(ws_dir: str, ctx: LandingContext, log: str) -> dict[str, Any]:
     """promote:ID: archive, patch to successful/, provenance, cleanup, the promoted record."""
     ws = Workspace.at(ws_dir)
@@ -279,6 +295,7 @@ def finish(ws_dir: str, ctx: LandingContext, log: str) -> dict[str, Any]:
     summary = landed_summary(ctx, landed, pushed)
     if live_note:
         summary["NOTE"] = f"{summary['NOTE']}; {live_note}" if "NOTE" in summary else live_note
+    summary.update(protected_summary(ctx))
     write_json(
         promoted_path(root, issue),
         {

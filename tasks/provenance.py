@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import sys
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -394,7 +393,7 @@ class ChainCheckpoint:
     tail_len: int = 0
     pending_torn: tuple[tuple[int, int], ...] = ()  # (line_no, bytes) awaiting a recovered event
     violations: tuple[Violation, ...] = ()  # found in the verified prefix
-    prefix_crc32: int = -1  # CRC-32 of the verified bytes [0, offset); -1: unknown
+    prefix_sha256: str = ""  # sha256 of the verified bytes [0, offset); "": unknown
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -467,7 +466,7 @@ def _state_from(cp: ChainCheckpoint) -> _State:
 
 
 def _checkpoint_of(
-    st: _State, offset: int, tail: bytes, file_id: tuple[int, int], crc: int
+    st: _State, offset: int, tail: bytes, file_id: tuple[int, int], digest: str
 ) -> ChainCheckpoint:
     return ChainCheckpoint(
         offset=offset,
@@ -485,7 +484,7 @@ def _checkpoint_of(
         tail_len=len(tail),
         pending_torn=tuple(sorted(st.pending.items())),
         violations=tuple(st.violations),
-        prefix_crc32=crc,
+        prefix_sha256=digest,
     )
 
 
@@ -569,9 +568,7 @@ def _check_line(st: _State, raw: bytes) -> None:
     st.events.append((line_no, value))
 
 
-def _resume_refused(
-    fh: BinaryIO, stat: os.stat_result, cp: ChainCheckpoint, check_prefix: bool
-) -> str:
+def _resume_refused(fh: BinaryIO, stat: os.stat_result, cp: ChainCheckpoint) -> str:
     """Why the checkpoint cannot be used, or "" if the verified prefix looks the same."""
     if (stat.st_ino, stat.st_dev) != (cp.inode, cp.device):
         return "the log file was replaced since the checkpoint"
@@ -580,36 +577,48 @@ def _resume_refused(
     fh.seek(cp.offset - cp.tail_len)
     if hashlib.sha256(fh.read(cp.tail_len)).hexdigest() != cp.tail_sha256:
         return "the last verified line changed since the checkpoint"
-    if check_prefix and cp.prefix_crc32 >= 0 and _crc_of_prefix(fh, cp.offset) != cp.prefix_crc32:
-        return "the verified part of the log changed since the checkpoint (edited in place)"
     return ""
 
 
-def _crc_of_prefix(fh: BinaryIO, size: int) -> int:
-    """CRC-32 of the first ``size`` bytes: reads them, but parses nothing (~3 GB/s)."""
+def _sha256_of_prefix(fh: BinaryIO, size: int) -> Any:
+    """A sha256 fed the first ``size`` bytes (reads them, parses nothing); None if shorter."""
     fh.seek(0)
-    crc, left = 0, size
+    digest, left = hashlib.sha256(), size
     while left > 0:
         chunk = fh.read(min(left, 1 << 22))
         if not chunk:
-            return -1
-        crc = zlib.crc32(chunk, crc)
+            return None
+        digest.update(chunk)
         left -= len(chunk)
-    return crc
+    return digest
 
 
 def _read_from(
     path: str, resume: ChainCheckpoint | None, check_prefix: bool = False
-) -> tuple[bytes, int, str, tuple[int, int]]:
-    """(bytes to parse, their offset, why a resume was refused, (inode, device))."""
+) -> tuple[bytes, int, str, tuple[int, int], Any]:
+    """(bytes to parse, their offset, why a resume was refused, (inode, device), a sha256 fed
+    the bytes before the offset, or None when they were not read)."""
     if not os.path.exists(path):
-        return b"", 0, "the log file is missing" if resume else "", (-1, -1)
+        return b"", 0, "the log file is missing" if resume else "", (-1, -1), hashlib.sha256()
     with open(path, "rb") as fh:
         stat = os.fstat(fh.fileno())
-        reason = _resume_refused(fh, stat, resume, check_prefix) if resume else ""
+        reason = _resume_refused(fh, stat, resume) if resume else ""
+        digest = None
+        if resume and not reason and check_prefix:
+            # A cryptographic digest: an edit that keeps a CRC (or the size and mtime) is seen.
+            digest = _sha256_of_prefix(fh, resume.offset)
+            if not resume.prefix_sha256:
+                reason = "the checkpoint has no digest of the verified part of the log"
+            elif digest is None or digest.hexdigest() != resume.prefix_sha256:
+                reason = (
+                    "the verified part of the log changed since the checkpoint (edited in place)"
+                )
         offset = resume.offset if resume and not reason else 0
+        if offset == 0:
+            digest = hashlib.sha256()
         fh.seek(offset)
-        return fh.read(stat.st_size - offset), offset, reason, (stat.st_ino, stat.st_dev)
+        data = fh.read(stat.st_size - offset)
+        return data, offset, reason, (stat.st_ino, stat.st_dev), digest
 
 
 def _check_anchor(st: _State, cp: ChainCheckpoint) -> None:
@@ -644,11 +653,11 @@ def verify_chain(
     the check is full, and the checkpoint's last event must still be in the chain.
 
     ``check_prefix`` closes that gap at the cost of reading (not parsing) the verified prefix:
-    its CRC-32 must equal the checkpoint's, else the resume is refused. CRC-32 catches any
-    accidental or naive edit; it is no defence against a forger who also rewrites the
+    its sha256 must equal the checkpoint's, else the resume is refused (issue 12: a CRC-32 was
+    forged with a 4-byte edit). It is no defence against a forger who also rewrites the
     checkpoint, who could as well delete it (only a copy kept elsewhere helps there).
     """
-    data, offset, reason, file_id = _read_from(log_path(root), resume, check_prefix)
+    data, offset, reason, file_id, digest = _read_from(log_path(root), resume, check_prefix)
     st = _state_from(resume) if resume and not reason else _State()
     *complete, partial = data.split(b"\n")
     for raw in complete:
@@ -660,9 +669,11 @@ def verify_chain(
     else:
         tail = complete[-1] + b"\n" if complete else b""
         end = offset + len(data) - len(partial)
-        resumed_crc = resume.prefix_crc32 if resume and not reason else 0
-        crc = -1 if resumed_crc < 0 else zlib.crc32(memoryview(data)[: end - offset], resumed_crc)
-        checkpoint = _checkpoint_of(st, end, tail, file_id, crc)
+        prefix = ""
+        if digest is not None:
+            digest.update(memoryview(data)[: end - offset])
+            prefix = digest.hexdigest()
+        checkpoint = _checkpoint_of(st, end, tail, file_id, prefix)
     if partial:  # a torn line, or a line being written right now: never in the checkpoint
         _check_line(st, partial)
     return ChainReport(
@@ -723,6 +734,40 @@ def record_event(root: str, fields: Mapping[str, str]) -> dict[str, Any]:
     return append_event(root, event)
 
 
+# Evidence the doit commands write; nobody records them by hand (doit record refuses them too).
+EVIDENCE_KINDS = {
+    "verify_pass": "doit verify",
+    "verify_fail": "doit verify",
+    "apply": "doit promote",
+    "promote_fail": "doit promote",
+    "rollback": "doit rollback",
+    "recovered": "the log itself",
+}
+
+
+def record_by_hand(root: str, fields: Mapping[str, str]) -> dict[str, Any]:
+    """The fallback recorder's rules (issue 12): those of ``doit record``.
+
+    Evidence kinds are refused; ``emergency_rollback`` gets doit record's own checks (a
+    ``last_good`` commit on live's branch, a reason, an operator); other kinds (``propose`` from
+    a patch source) are appended as given.
+    """
+    kind = fields.get("event", "").strip()
+    if kind in EVIDENCE_KINDS:
+        raise PatchgateError(
+            STAGE,
+            f"event={kind} is written by {EVIDENCE_KINDS[kind]}, never by hand; "
+            "the fallback recorder writes emergency_rollback (and propose)",
+        )
+    if kind == "emergency_rollback":
+        from . import audit, config  # audit imports this module
+
+        cfg = config.load(root, {})
+        event = audit.record(root, cfg.live_repo, cfg["branch"], dict(fields))
+        return {"event": kind, **event["summary"]}
+    return record_event(root, fields)
+
+
 def main(argv: Sequence[str]) -> int:
     """``python -m patchgate.provenance record key=value ... | verify``: when doit is down."""
     try:
@@ -730,8 +775,9 @@ def main(argv: Sequence[str]) -> int:
             pairs = [arg.partition("=") for arg in argv[1:]]
             if any(not sep for _, sep, _ in pairs):
                 raise PatchgateError(STAGE, "arguments are key=value pairs")
-            event = record_event(os.getcwd(), {k: v for k, _, v in pairs})
-            print(f"recorded {event['event']} as seq {event['seq']} in {LOG_PATH}")
+            event = record_by_hand(os.getcwd(), {k: v for k, _, v in pairs})
+            if event["event"] != "emergency_rollback":  # audit.record says it itself
+                print(f"recorded {event['event']} as seq {event['seq']} in {LOG_PATH}")
             return 0
         if argv[:1] == ["verify"]:
             report = verify_chain(os.getcwd())

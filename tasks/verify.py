@@ -25,6 +25,7 @@ from . import (
     lock,
     provenance,
     report,
+    seal,
     steps,
     verdicts,
 )
@@ -256,6 +257,7 @@ def patch_id(issue: str, patch_sha256: str) -> str:
 
 def record_verdict(ws: Workspace, result: dict[str, Any]) -> None:
     write_json(ws.result, result, "verification-result.schema.json")
+    seal.seal(ws.root, ws.result)  # issue 12: promote lands only what verify wrote
     faults.point("verify-result-written")
     event: dict[str, Any] = {
         "event": "verify_pass" if result["verification_status"] == "pass" else "verify_fail",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -506,7 +507,7 @@ def test_deleting_the_checkpoint_forces_a_full_check(project: Project) -> None:
     assert results(project)["chain"]["lines_parsed"] == 6
 
 
-def test_resumed_checkpoint_crc_covers_the_whole_prefix(tmp_path: Path) -> None:
+def test_resumed_checkpoint_digest_covers_the_whole_prefix(tmp_path: Path) -> None:
     root = str(tmp_path)
     for i in range(3):
         provenance.append_event(root, {"event": "propose", "patch_id": f"p{i}"})
@@ -516,7 +517,8 @@ def test_resumed_checkpoint_crc_covers_the_whole_prefix(tmp_path: Path) -> None:
     again = provenance.verify_chain(root)
 
     assert resumed.resumed and resumed.lines_parsed == 1
-    assert resumed.checkpoint.prefix_crc32 == again.checkpoint.prefix_crc32 >= 0
+    digest = hashlib.sha256((tmp_path / provenance.LOG_PATH).read_bytes()).hexdigest()
+    assert resumed.checkpoint.prefix_sha256 == again.checkpoint.prefix_sha256 == digest
 
 
 # --- doit record -----------------------------------------------------------------------------

@@ -241,6 +241,12 @@ PROMOTE = "promote"
 OK = patch_file("ok.py", README_PATCH)
 HANG = script(["README.txt"], "import time\ntime.sleep(60)")
 
+# A billion laughs: 9 levels of 9 aliases each, 387 million strings once expanded.
+YAML_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + n)}: &{chr(98 + n)} [" + ", ".join([f"*{chr(97 + n)}"] * 9) + "]\n"
+    for n in range(8)
+)
+
 CASES = [
     # --- the patch file ---
     Case("missing-patch", nothing, (VERIFY, "patch=patches/nope.py"), "PREFLIGHT",
@@ -471,6 +477,22 @@ CASES = [
     Case("rollback-without-operator", hand_commit,
          ("rollback", "sha=HEAD", "confirm=000000000000"), "ROLLBACK",
          "missing operator=NAME reason="),
+    # --- issue 12: attacker-shaped input ---
+    Case("issue-id-with-a-trailing-newline", patch_file("add_mul.py", README_PATCH),
+         (VERIFY, "patch=patches/add_mul.py", "issue=add_mul\n"), "PREFLIGHT",
+         "may hold only letters, digits"),
+    Case("yaml-anchor-bomb", config_text(YAML_BOMB), ("status",), "CONFIG",
+         "expands to more than 100000 values"),
+    Case("yaml-many-aliases", config_text("a: &a x\nb: [" + ", ".join(["*a"] * 500) + "]\n"),
+         ("status",), "CONFIG", "too many aliases (more than 100)"),
+    Case("yaml-deep-nesting", config_text("gates: " + "[" * 5000 + "]" * 5000 + "\n"),
+         ("status",), "CONFIG", "nested deeper than"),
+    Case("deeply-nested-script-expression",
+         patch_file("deep.py", 'FILES = ["README.txt"]\nx = ' + "-" * 100_000 + "1\n"),
+         (VERIFY, "patch=patches/deep.py"), "PREFLIGHT", "too deeply nested"),
+    Case("deeply-nested-script-sum",
+         patch_file("sum.py", 'FILES = ["README.txt"]\nx = ' + "+".join(["1"] * 200_000) + "\n"),
+         (VERIFY, "patch=patches/sum.py"), "PREFLIGHT", "too deeply nested"),
 ]  # fmt: skip
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import platform
 import select
 import socket
 import stat
@@ -689,24 +690,32 @@ def test_memory_cap_is_the_configured_one(world: World) -> None:
 def test_memory_backed_scratch_is_capped_and_dev_is_read_only(world: World) -> None:
     done = world.run(
         """
+        import os
         chunk = b"x" * (1 << 20)
-        for path in ["/tmp/fill", "/dev/shm/fill", "/dev/fill", "/fill"]:
+        for path in ["/dev/fill", "/fill", "/tmp/fill", "/dev/shm/fill"]:
             try:
                 with open(path, "wb") as fh:
                     for _ in range(200):
                         fh.write(chunk)
                 print("FILLED", path)
             except OSError as exc:
-                print(path, exc.strerror)
+                print(path, exc.strerror, flush=True)
+            finally:
+                if os.path.exists(path) and path != "/dev/fill":
+                    os.remove(path)
         """,
         max_memory_mb=128,
     )
-    assert done.output.splitlines() == [
-        "/tmp/fill No space left on device",
-        "/dev/shm/fill No space left on device",
-        "/dev/fill Read-only file system",
-        "/fill Read-only file system",
-    ]
+    lines = done.output.splitlines()
+    assert lines[:2] == ["/dev/fill Read-only file system", "/fill Read-only file system"]
+    if jail.memory_cap_available():
+        # The step's memory cgroup counts tmpfs pages too: it ends before the tmpfs is full.
+        assert "FILLED" not in done.output and "the kernel killed it" in done.output
+    else:
+        assert lines[2:] == [
+            "/tmp/fill No space left on device",
+            "/dev/shm/fill No space left on device",
+        ]
 
 
 def test_endless_output_is_cut_with_a_marker(world: World) -> None:
@@ -717,3 +726,151 @@ def test_endless_output_is_cut_with_a_marker(world: World) -> None:
     assert done.output.startswith("x" * 100_000)
     assert "[patchgate: output truncated after 100000 bytes;" in done.output
     assert len(done.output) < 100_200
+
+
+# --- host kernel settings (issue 12) ---------------------------------------------------------
+
+
+def test_kernel_settings_are_read_only_in_the_jail(world: World) -> None:
+    # Each file gets its own value back: were the jail broken, the host would be left as it was.
+    done = world.run(
+        """
+        for path in ["/proc/sys/fs/lease-break-time", "/proc/sys/kernel/core_pattern"]:
+            value = open(path).read()
+            try:
+                with open(path, "w") as fh:
+                    fh.write(value)
+                print("WROTE", path)
+            except OSError as exc:
+                print(path, exc.strerror)
+        """
+    )
+    assert done.output.splitlines() == [
+        "/proc/sys/fs/lease-break-time Read-only file system",
+        "/proc/sys/kernel/core_pattern Read-only file system",
+    ]
+
+
+def test_no_host_global_proc_file_is_writable(world: World) -> None:
+    done = world.run(
+        """
+        import os, stat
+        found = []
+        for top, dirs, files in os.walk("/proc"):
+            if top == "/proc":
+                dirs[:] = [d for d in dirs if not d.isdigit() and d not in ("self", "thread-self")]
+            for name in files:
+                path = os.path.join(top, name)
+                try:
+                    hidden = stat.S_ISCHR(os.stat(path).st_mode)  # /dev/null over it
+                except OSError:
+                    continue
+                if os.access(path, os.W_OK) and not hidden:
+                    found.append(path)
+        print(found)
+        """,
+        timeout=30.0,
+    )
+    assert done.output.strip() == "[]"
+
+
+# --- the session keyring (issue 12) -----------------------------------------------------------
+
+KEYS = """
+import ctypes, os, platform
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+ADD_KEY, KEYCTL = {"x86_64": (248, 250), "aarch64": (217, 219)}[platform.machine()]
+SESSION, JOIN, SEARCH, READ = -3, 1, 10, 11
+
+def call(*args):
+    value = libc.syscall(*args)
+    if value < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return value
+
+def keyctl(*args):
+    return call(KEYCTL, *args)
+
+def add(name, payload):
+    return call(ADD_KEY, b"user", name, payload, len(payload), SESSION)
+
+def read(name):
+    try:
+        key = keyctl(SEARCH, SESSION, b"user", name, 0)
+    except OSError as exc:
+        return exc.strerror
+    buf = ctypes.create_string_buffer(64)
+    size = keyctl(READ, key, buf, 64)
+    return buf.raw[:size].decode()
+"""
+
+
+def test_the_jail_gets_a_fresh_session_keyring(world: World) -> None:
+    if platform.machine() not in ("x86_64", "aarch64"):
+        pytest.skip(f"add_key's syscall number on {platform.machine()} is not in this test")
+    inside = (
+        KEYS + "print(read(b'caller-secret')); add(b'planted', b'from the jail'); print('planted')"
+    )
+    caller = KEYS + textwrap.dedent(
+        f"""
+        import dataclasses, sys
+        from patchgate import jail
+        keyctl(JOIN, None)  # a keyring of this test's own, not the machine's
+        add(b"caller-secret", b"kerberos-ticket")
+        spec = jail.JailSpec(**{dataclasses.asdict(world.spec)!r})
+        argv = [sys.executable, "-c", {inside!r}]
+        done = jail.run(argv, spec, env={{}}, timeout=10, output_cap=4096)
+        print(done.output.strip().replace("\\n", " | "))
+        print("caller sees:", read(b"planted"), "/", read(b"caller-secret"))
+        """
+    )
+    spec = dataclasses.asdict(world.spec)
+    for key in ("extra_writable", "readonly", "hidden"):
+        spec[key] = tuple(spec[key])
+    caller = caller.replace(repr(dataclasses.asdict(world.spec)), repr(spec))
+    done = subprocess.run(
+        [PYTHON, "-c", caller], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.stdout.splitlines() == [
+        "Required key not available | planted",
+        "caller sees: Required key not available / kerberos-ticket",
+    ], done.stderr
+
+
+# --- the memory cap bounds a step (issue 12) ----------------------------------------------------
+
+
+def test_a_steps_processes_and_tmpfs_together_stay_under_the_memory_cap(world: World) -> None:
+    if not jail.memory_cap_available():
+        pytest.skip("no writable memory cgroup here: preflight says so (tested below)")
+    done = world.run(
+        """
+        import os, sys
+        chunk = b"x" * (1 << 20)
+        with open("/tmp/fill", "wb") as fh:  # 90 MiB of the 128 MiB tmpfs: allowed alone
+            for _ in range(90):
+                fh.write(chunk)
+        print("tmpfs held", flush=True)
+        children = []
+        for _ in range(3):  # 3 x 60 MiB, each below RLIMIT_AS
+            pid = os.fork()
+            if pid == 0:
+                block = bytearray(60 << 20)
+                block[::4096] = b"y" * len(block[::4096])
+                os._exit(0)
+            children.append(pid)
+        statuses = [os.waitpid(pid, 0)[1] for pid in children]
+        print("DONE", statuses)
+        """,
+        timeout=30.0,
+        max_memory_mb=128,
+    )
+    assert "tmpfs held" in done.output
+    assert "DONE [0, 0, 0]" not in done.output
+    assert "the kernel killed it" in done.output
+
+
+def test_a_missing_memory_cgroup_is_a_preflight_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jail, "memory_cap_available", lambda: False)
+    assert jail.NO_MEMORY_CAP in (jail.preflight("bwrap") or "")

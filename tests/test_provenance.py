@@ -580,13 +580,15 @@ def test_record_event_converts_command_line_strings(tmp_path: Path) -> None:
     assert verify_chain(str(tmp_path)).ok and len(read_events(str(tmp_path))) == 1
 
 
-def test_module_command_line_records_an_emergency_rollback(tmp_path: Path) -> None:
+def test_module_command_line_checks_an_emergency_rollback_like_doit_record(
+    tmp_path: Path,
+) -> None:
+    # Issue 12: the fallback recorder follows doit record's rules; an unchecked commit (here:
+    # no live repository at all) is refused. tests/test_security.py records a checked one.
     argv = [sys.executable, "-m", "patchgate.provenance", "record", "event=emergency_rollback"]
     argv += ["operator=jsmith", f"last_good_commit={SHA2}", "reason=prod down, agent offline"]
     done = subprocess.run(argv, cwd=tmp_path, env=child_env(), capture_output=True, text=True)
 
-    assert done.returncode == 0, done.stderr
-    (event,) = read_events(str(tmp_path))
-    assert (event["event"], event["reason"]) == ("emergency_rollback", "prod down, agent offline")
-    check = [sys.executable, "-m", "patchgate.provenance", "verify"]
-    assert subprocess.run(check, cwd=tmp_path, env=child_env()).returncode == 0
+    assert done.returncode == 1, done.stderr
+    assert "STAGE: RECORD" in done.stderr and "needs last_good=" in done.stderr
+    assert read_events(str(tmp_path)) == []
