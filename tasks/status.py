@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from . import config, git, journal, report
+from . import cluster, config, git, journal, report
 from .errors import PatchgateError
 from .steps import failed_creator, read_json, sha256_file, step
 from .workspace import WORKSPACES_DIR, Workspace, is_intact
@@ -54,7 +54,7 @@ def workspace_rows(root: str) -> list[dict[str, str]]:
             why.append("patch gone")
         elif sha256_file(meta["patch"]) != meta["patch_sha256"]:
             why.append("patch edited")
-        if not is_intact(ws):
+        if not is_intact(ws) and not cluster.verified_elsewhere(ws.result):  # issue 17
             why.append("worktree damaged")
         rows.append(
             {

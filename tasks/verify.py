@@ -13,6 +13,7 @@ from doit.tools import config_changed
 
 from . import (
     archive,
+    cluster,
     config,
     faults,
     git,
@@ -352,6 +353,9 @@ def chain(
         patch_sha = sha256_file(patch)
     except PatchgateError as err:
         yield failed_creator(group, root, log, err, f"{issue}-preflight")
+        return
+    if carry is None and cluster.wanted(cfg, ws):  # issue 17: executor=dask, one step
+        yield cluster.cluster_step(cfg, patch, issue, base, patch_sha, log, warning)
         return
     settings = settings_of(cfg)
     if settings["strip"] is None:  # promote issue=ID after verify ... strip=N: the same N
