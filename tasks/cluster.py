@@ -28,6 +28,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -48,7 +49,7 @@ EXECUTORS = ("local", "dask")
 BUNDLES_DIR = os.path.join("patches", ".state", "bundles")
 RECHECK_DIR = os.path.join("patches", ".state", "recheck")
 WORKER_DIR_ENV = "PATCHGATE_WORKER_DIR"
-CONNECT_TIMEOUT = 20.0
+SCHEDULER = re.compile(r"^(tcp|tls|inproc|ucx)://[^\s]+$")
 # Workspace files a worker sends back (relative to issue_ID/), besides the log.
 RECORDS = ("meta.json", "result.json", "patched.zip", "steps/*.json", "gates/*.json")
 # The keys of the effective configuration a verification depends on: only these travel (no
@@ -207,6 +208,13 @@ def cluster_step(
 ) -> dict[str, Any]:
     """The one step of an issue verified on the cluster (named like the local chain's last
     step, so promote plans it the same way)."""
+    scheduler = cfg["scheduler"]
+    if scheduler and not SCHEDULER.match(scheduler):
+        raise PatchgateError(
+            "PREFLIGHT",
+            f"scheduler={scheduler} is not a Dask scheduler address; use tcp://HOST:8786, "
+            "or leave it unset for an embedded LocalCluster",
+        )
     ws = Workspace(cfg.root, issue)
     settings = worker_settings(cfg)
     toolchain = toolchain_id(settings["tool_env"])
@@ -221,7 +229,7 @@ def cluster_step(
         root=cfg.root,
         live=cfg.live_repo,
         log=log,
-        scheduler=cfg["scheduler"],
+        scheduler=scheduler or None,
         timeout=verify_timeout(cfg),
     )
     _planned.append(job)
@@ -263,7 +271,8 @@ def client_for(scheduler: str | None) -> Any:
     close_client()
     if scheduler:
         try:
-            _client = Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)  # type: ignore[no-untyped-call]
+            # Waits distributed.comm.timeouts.connect (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT).
+            _client = Client(scheduler, set_as_default=False)  # type: ignore[no-untyped-call]
         except (OSError, TimeoutError) as exc:
             raise PatchgateError(
                 "CLUSTER",
