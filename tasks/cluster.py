@@ -9,9 +9,11 @@ status`` and ``doit promote issue=ID`` work as after a local run.
 
 * The repository travels as a ``git bundle`` of the base, made once per base commit and named
   by its sha256 (``patches/.state/bundles/``). A cheap check asks the workers which of them hold
-  it; while one does not, the bundle goes with each task (never scattered: data scattered to a
-  worker dies with it, dask/distributed#3149). A worker keeps what it got in its own cache,
-  keyed by that sha256 (``PATCHGATE_WORKER_DIR``, default ``$TMPDIR/patchgate-worker-UID``).
+  it; while some do not, it goes with the task (as many copies as workers lack it; a task that
+  lands on a worker without it comes back at once and is sent again with it). It is never
+  scattered: data scattered to a worker dies with it (dask/distributed#3149). A worker keeps it
+  on disk, keyed by that sha256 (``PATCHGATE_WORKER_DIR``, default
+  ``$TMPDIR/patchgate-worker-UID``), with a bare mirror per base commit.
 * A task's key is the sha256 of its inputs, so the same patch submitted twice runs once.
 * A worker that dies, refuses (no bubblewrap, another toolchain) or crashes fails only its
   patch, ``STAGE: WORKER``, after one retry on another worker; retries are bounded here, not
@@ -130,13 +132,24 @@ class Outcome:
 # --- the task creator's side -----------------------------------------------------------------
 
 
-def wanted(cfg: config.Config, ws: Workspace) -> bool:
+def wanted(cfg: config.Config, ws: Workspace, carry: dict[str, Any] | None = None) -> bool:
     """Whether this issue verifies on the cluster.
 
     ``executor`` when it is set (patchgate.yaml or the command line); otherwise a workspace
     keeps the executor it was verified with, so ``doit promote issue=ID`` after ``doit verify
     ... executor=dask`` finds its verification current instead of redoing it locally.
+    Carrying a verified tree onto a new base (live_changed=overwrite_*) is local work on that
+    tree's objects, which a tree verified elsewhere does not have here.
     """
+    if carry is not None:
+        if verified_elsewhere(ws.result):
+            raise PatchgateError(
+                "PROMOTE",
+                f"live changed since the base of issue {ws.issue}, which a cluster worker "
+                f"verified; live_changed={cfg['live_changed']} carries a tree verified here "
+                "only: use live_changed=rebase (verify the patch again on the new base)",
+            )
+        return False
     if cfg.sources.get("executor", "default") != "default":
         return bool(cfg["executor"] == "dask")
     return verified_elsewhere(ws.result)
@@ -258,6 +271,7 @@ _scheduler: str | None = None
 _futures: dict[str, Any] = {}
 _holders: dict[str, set[str]] = {}  # bundle sha256 -> workers known to hold it
 _bundle_bytes: dict[str, bytes] = {}
+_sent: dict[str, int] = {}  # bundle sha256 -> submissions that carried it
 
 
 def client_for(scheduler: str | None) -> Any:
@@ -306,6 +320,7 @@ def close_client() -> None:
     _client = _cluster = None
     _futures.clear()
     _holders.clear()
+    _sent.clear()
 
 
 def bundle_for(root: str, live: str, base: str) -> tuple[str, str]:
@@ -379,7 +394,12 @@ def submit(
     sha = task.bundle_sha256
     workers = set(client.scheduler_info(n_workers=-1)["workers"])
     if with_bundle is None:
-        with_bundle = not workers <= _holders.get(sha, set())
+        # As many copies as workers lack it, not one per task: a task that still lands on a
+        # worker without it comes back at once (need_bundle) and is sent again with it.
+        missing = workers - _holders.get(sha, set())
+        with_bundle = _sent.get(sha, 0) < len(missing)
+    if with_bundle:
+        _sent[sha] = _sent.get(sha, 0) + 1
     data = _bundle_bytes[sha] if with_bundle else None
     others = sorted(workers - {avoid}) if avoid else []
     placement: dict[str, Any] = {"workers": others, "allow_other_workers": False} if others else {}
@@ -406,7 +426,8 @@ def settle(client: Any, task: WorkerTask, future: Any, log: str) -> Outcome:
             last = getattr(exc, "last_worker", None)
             worker = getattr(last, "address", "") or "unknown"
             outcome = Outcome("refused", worker, "the worker running it died")
-        except Exception as exc:  # the task itself crashed on the worker
+        except Exception as exc:  # the task crashed on the worker, or outlived its timeout
+            future.cancel()
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             outcome = Outcome("refused", "unknown", f"{exc.__class__.__name__} {first}".strip())
         if outcome.status == "need_bundle":
@@ -449,7 +470,11 @@ def verify_on_cluster(ws_dir: str, job: Job, batch: Sequence[Job]) -> None:
         f"cluster: {outcome.status} on {outcome.worker}: {outcome.seconds:.2f}s on the worker, "
         f"{waited:.2f}s waited here",
     )
-    land_records(ws_dir, job, outcome)
+    landing = time.monotonic()
+    try:
+        land_records(ws_dir, job, outcome)
+    finally:
+        report.log(job.log, f"cluster: records landed here in {time.monotonic() - landing:.3f}s")
 
 
 def land_records(ws_dir: str, job: Job, outcome: Outcome) -> None:

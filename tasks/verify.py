@@ -354,7 +354,7 @@ def chain(
     except PatchgateError as err:
         yield failed_creator(group, root, log, err, f"{issue}-preflight")
         return
-    if carry is None and cluster.wanted(cfg, ws):  # issue 17: executor=dask, one step
+    if cluster.wanted(cfg, ws, carry):  # issue 17: executor=dask, one step
         yield cluster.cluster_step(cfg, patch, issue, base, patch_sha, log, warning)
         return
     settings = settings_of(cfg)

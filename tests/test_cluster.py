@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ADD_MUL, Project, ProjectFactory, git, run_env, script
+from conftest import ADD_MUL, Project, ProjectFactory, Result, git, run_env, script
 from patchgate import cluster
 
 pytest.importorskip("distributed")
@@ -136,24 +136,38 @@ def events(project: Project) -> list[dict[str, object]]:
     return [json.loads(line) for line in lines]
 
 
-def batch_project(make_project: ProjectFactory, name: str) -> Project:
-    project = make_project(gates=GATES)
-    target = project.path.parent / name
-    shutil.move(project.path, target)
-    moved = Project(target, target / "live")
+def batch_project(base: Path, template: Path, name: str) -> Project:
+    path = base / name
+    shutil.copytree(template, path / "live", symlinks=True)
+    project = Project(path, path / "live")
+    project.configure(live_repo="live", gates=GATES)
     for file, text in BATCH.items():
-        moved.patch(file, text)
-    return moved
+        project.patch(file, text)
+    return project
 
 
+@pytest.fixture(scope="module")
+def local_batch(
+    tmp_path_factory: pytest.TempPathFactory, calc_template: Path
+) -> tuple[Project, Result]:
+    """The batch verified locally once: what every cluster run is compared with."""
+    local = batch_project(tmp_path_factory.mktemp("batch"), calc_template, "local")
+    return local, local.run("verify", "patch=patches/*.py")
+
+
+@pytest.mark.parametrize("which", ["local_cluster", "process_cluster"])
 def test_cluster_batch_gives_the_local_verdicts_and_trees(
-    make_project: ProjectFactory, local_cluster: Cluster
+    which: str,
+    request: pytest.FixtureRequest,
+    local_batch: tuple[Project, Result],
+    tmp_path: Path,
+    calc_template: Path,
 ) -> None:
-    local = batch_project(make_project, "local")
-    remote = batch_project(make_project, "remote")
-    here = local.run("verify", "patch=patches/*.py")
+    where: Cluster = request.getfixturevalue(which)
+    local, here = local_batch
+    remote = batch_project(tmp_path, calc_template, "remote")
     there = remote.run(
-        "verify", "patch=patches/*.py", "executor=dask", f"scheduler={local_cluster.address}"
+        "verify", "patch=patches/*.py", "executor=dask", f"scheduler={where.address}"
     )
     issues = ["mul", "undeclared", "unused"]
     assert results(remote, issues) == results(local, issues), there.out
@@ -161,9 +175,11 @@ def test_cluster_batch_gives_the_local_verdicts_and_trees(
     assert results(remote, issues)["unused"][1] == "GATES"
     assert results(remote, issues)["undeclared"][1] == "SCOPE"
     assert there.code == here.code != 0
-    strip = [ln for ln in there.out.splitlines() if ln.startswith(("RESULT", "STAGE", "FILES"))]
+    strip = [
+        ln for ln in there.out.splitlines() if ln.startswith(("RESULT", "STAGE", "REASON", "FILES"))
+    ]
     assert strip == [
-        ln for ln in here.out.splitlines() if ln.startswith(("RESULT", "STAGE", "FILES"))
+        ln for ln in here.out.splitlines() if ln.startswith(("RESULT", "STAGE", "REASON", "FILES"))
     ]
     assert "1 passed, 2 failed" in there.out
     # The workspace holds the worker's records, as after a local run (but the worktree).
@@ -346,3 +362,32 @@ def test_worker_killed_mid_task_is_retried_on_another(
     assert result["verification_status"] == "pass" or result["stage"] == "WORKER", out
     if result["verification_status"] == "pass":
         assert "RESULT: SUCCESS" in out
+
+
+def test_a_worker_failure_fails_only_its_patch_at_worker(project: Project) -> None:
+    base = git(project.live, "rev-parse", "HEAD")
+    patch = project.path / project.patch("mul.py", ADD_MUL)
+    job = cluster.Job(
+        key="0" * 64,
+        issue="mul",
+        patch=str(patch),
+        patch_sha256=cluster.sha256_file(str(patch)),
+        base=base,
+        settings={},
+        toolchain="",
+        root=str(project.path),
+        live=str(project.live),
+        log=str(project.path / "patches" / "logs" / "x_issue_mul.log"),
+        scheduler=None,
+        timeout=60,
+    )
+    died = cluster.Outcome("refused", "tcp://10.0.0.9:4000", "the worker running it died")
+    with pytest.raises(cluster.PatchgateError) as err:
+        cluster.land_records(str(project.ws("mul")), job, died)
+    assert err.value.stage == "WORKER" and "after one retry" in err.value.message
+    result = json.loads((project.ws("mul") / "result.json").read_text())
+    assert result["summary"]["STAGE"] == "WORKER"
+    assert result["verified_by"]["worker"] == "tcp://10.0.0.9:4000"
+    event = events(project)[-1]
+    assert event["event"] == "verify_fail" and event["stage"] == "WORKER"
+    assert event["verified_by"] == {"executor": "dask", "worker": "tcp://10.0.0.9:4000"}
