@@ -268,7 +268,8 @@ def cluster_step(
 _client: Any = None
 _cluster: Any = None
 _scheduler: str | None = None
-_futures: dict[str, Any] = {}
+_futures: dict[str, Any] = {}  # job key -> (WorkerTask, Future) submitted, not yet landed
+_settled: set[str] = set()  # job keys whose records this process has landed
 _holders: dict[str, set[str]] = {}  # bundle sha256 -> workers known to hold it
 _bundle_bytes: dict[str, bytes] = {}
 _sent: dict[str, int] = {}  # bundle sha256 -> submissions that carried it
@@ -319,6 +320,7 @@ def close_client() -> None:
             _cluster.close()
     _client = _cluster = None
     _futures.clear()
+    _settled.clear()
     _holders.clear()
     _sent.clear()
 
@@ -450,7 +452,9 @@ def verify_on_cluster(ws_dir: str, job: Job, batch: Sequence[Job]) -> None:
     client = client_for(job.scheduler)
     tasks: dict[str, WorkerTask] = {}
     for other in [job, *batch]:
-        if other.key in _futures or (other is not job and up_to_date(other)):
+        if other.key in _futures or other.key in _settled:
+            continue
+        if other is not job and up_to_date(other):
             continue
         path, sha = bundle_for(other.root, other.live, other.base)
         if sha not in _bundle_bytes:
@@ -463,7 +467,8 @@ def verify_on_cluster(ws_dir: str, job: Job, batch: Sequence[Job]) -> None:
     task, future = _futures[job.key]
     report.log(job.log, f"cluster: verifying on {job.scheduler or 'an embedded LocalCluster'}")
     outcome = settle(client, task, future, job.log)
-    _futures[job.key] = (task, future)
+    del _futures[job.key]  # the cluster may forget it: its records are about to land here
+    _settled.add(job.key)
     waited = time.monotonic() - started
     report.log(
         job.log,
@@ -711,6 +716,11 @@ def run_verify(folder: str, task: WorkerTask, worker: str, started: float) -> Ou
         last = [ln for ln in done.output.splitlines() if ln.strip()][-3:]
         why = f"doit verify ended (exit {done.returncode}) without a result: {' | '.join(last)}"
         return Outcome("refused", worker, why, log=text + done.output, seconds=seconds)
+    prepared = seconds - done.duration
+    text += (
+        f"worker: {prepared:.2f}s to prepare (checks, clone of the base), "
+        f"{done.duration:.2f}s in doit verify\n"
+    )
     return Outcome("done", worker, files=files, log=text, seconds=seconds)
 
 
