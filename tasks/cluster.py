@@ -394,7 +394,7 @@ def submit(
     """Submit ``task``; its dask key is its input key (plus the attempt), so a duplicate
     submission joins the one already there instead of running again."""
     sha = task.bundle_sha256
-    workers = set(client.scheduler_info(n_workers=-1)["workers"])
+    workers = set(client.ncores())
     if with_bundle is None:
         # As many copies as workers lack it, not one per task: a task that still lands on a
         # worker without it comes back at once (need_bundle) and is sent again with it.
@@ -460,7 +460,11 @@ def verify_on_cluster(ws_dir: str, job: Job, batch: Sequence[Job]) -> None:
         if sha not in _bundle_bytes:
             with open(path, "rb") as fh:
                 _bundle_bytes[sha] = fh.read()
-            has = client.run(has_bundle, sha)
+            try:
+                has = client.run(has_bundle, sha)
+            except Exception as exc:  # a worker going away meanwhile: send the bundle along
+                report.log(job.log, f"cluster: could not ask the workers for the bundle: {exc}")
+                has = {}
             _holders[sha] = {w for w, yes in has.items() if yes}
         tasks[other.key] = worker_task(other, sha)
         _futures[other.key] = (tasks[other.key], submit(client, tasks[other.key], ""))

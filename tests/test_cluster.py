@@ -66,7 +66,12 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-            env={cluster.WORKER_DIR_ENV: str(folder)},
+            # The workers' doit runs keep compiled bytecode, as run_env gives every test run.
+            env={
+                cluster.WORKER_DIR_ENV: str(folder),
+                "PYTHONDONTWRITEBYTECODE": "",
+                "PYTHONPYCACHEPREFIX": run_env()["PYTHONPYCACHEPREFIX"],
+            },
         )
     try:
         yield Cluster(lc.scheduler_address, folder)
@@ -391,3 +396,19 @@ def test_a_worker_failure_fails_only_its_patch_at_worker(project: Project) -> No
     event = events(project)[-1]
     assert event["event"] == "verify_fail" and event["stage"] == "WORKER"
     assert event["verified_by"] == {"executor": "dask", "worker": "tcp://10.0.0.9:4000"}
+
+
+def test_carrying_a_cluster_verified_tree_is_refused(
+    make_project: ProjectFactory, local_cluster: Cluster
+) -> None:
+    project = make_project(executor="dask", scheduler=local_cluster.address)
+    patch = project.patch("mul.py", ADD_MUL)
+    assert project.run("verify", f"patch={patch}").code == 0
+    ops = project.live / "calc" / "ops.py"
+    ops.write_text(ops.read_text() + "\n# live moved\n")
+    git(project.live, "commit", "-qam", "live moved")
+    before = project.state()
+    res = project.run("promote", "issue=mul", "live_changed=overwrite_live")
+    assert res.code != 0 and res.summary["STAGE"] == "PROMOTE", res.out
+    assert "use live_changed=rebase" in res.summary["REASON"]
+    assert project.state() == before
