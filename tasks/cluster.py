@@ -52,8 +52,12 @@ BUNDLES_DIR = os.path.join("patches", ".state", "bundles")
 RECHECK_DIR = os.path.join("patches", ".state", "recheck")
 WORKER_DIR_ENV = "PATCHGATE_WORKER_DIR"
 SCHEDULER = re.compile(r"^(tcp|tls|inproc|ucx)://[^\s]+$")
-# Workspace files a worker sends back (relative to issue_ID/), besides the log.
+# Workspace files a worker sends back (relative to issue_ID/), besides the log; the host
+# writes nothing else.
 RECORDS = ("meta.json", "result.json", "patched.zip", "steps/*.json", "gates/*.json")
+RECORD_NAME = re.compile(
+    r"^(meta\.json|result\.json|patched\.zip|(steps|gates)/[A-Za-z0-9_][A-Za-z0-9_.-]*\.json)$"
+)
 # The keys of the effective configuration a verification depends on: only these travel (no
 # promotion setting, nothing secret), and only these are part of a task's key.
 VERIFY_KEYS = (
@@ -517,6 +521,9 @@ def land_records(ws_dir: str, job: Job, outcome: Outcome) -> None:
         "workspace-meta.schema.json",
     )
     by = {"executor": "dask", "worker": outcome.worker, "key": job.key}
+    odd = sorted(rel for rel in outcome.files if not RECORD_NAME.match(rel))
+    if odd:  # a worker names only the workspace's own records: nothing lands elsewhere
+        outcome = Outcome("refused", outcome.worker, f"sent a file outside its records: {odd[0]!r}")
     if outcome.log:
         report.log(job.log, f"--- log of {outcome.worker} ---\n{outcome.log}--- end of log ---")
     if outcome.status != "done" or "result.json" not in outcome.files:
@@ -773,6 +780,13 @@ def recheck(ws_dir: str, settings: dict[str, Any], log: str) -> None:
             run_gate(scratch.dir, gate, source, settings, log)
             source = scratch.gate_file(gate["name"])
         mine = final_changes(scratch, fixers)
+    except PatchgateError as err:
+        raise PatchgateError(
+            "PROMOTE",
+            f"the tree worker {worker} verified for issue {ws.issue} could not be recomputed "
+            f"here ({err.stage}: {err.message}); fix this host (jail, tool environment), or "
+            f"verify again here: doit verify issue={ws.issue} executor=local",
+        ) from None
     finally:
         git.run(live, "worktree", "remove", "--force", scratch.repo, check=False)
         shutil.rmtree(scratch_root, ignore_errors=True)

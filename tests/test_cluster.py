@@ -369,10 +369,10 @@ def test_worker_killed_mid_task_is_retried_on_another(
         assert "RESULT: SUCCESS" in out
 
 
-def test_a_worker_failure_fails_only_its_patch_at_worker(project: Project) -> None:
+def a_job(project: Project) -> cluster.Job:
     base = git(project.live, "rev-parse", "HEAD")
     patch = project.path / project.patch("mul.py", ADD_MUL)
-    job = cluster.Job(
+    return cluster.Job(
         key="0" * 64,
         issue="mul",
         patch=str(patch),
@@ -386,6 +386,10 @@ def test_a_worker_failure_fails_only_its_patch_at_worker(project: Project) -> No
         scheduler=None,
         timeout=60,
     )
+
+
+def test_a_worker_failure_fails_only_its_patch_at_worker(project: Project) -> None:
+    job = a_job(project)
     died = cluster.Outcome("refused", "tcp://10.0.0.9:4000", "the worker running it died")
     with pytest.raises(cluster.PatchgateError) as err:
         cluster.land_records(str(project.ws("mul")), job, died)
@@ -412,3 +416,14 @@ def test_carrying_a_cluster_verified_tree_is_refused(
     assert res.code != 0 and res.summary["STAGE"] == "PROMOTE", res.out
     assert "use live_changed=rebase" in res.summary["REASON"]
     assert project.state() == before
+
+
+def test_a_worker_writes_nothing_outside_the_workspace_records(project: Project) -> None:
+    job = a_job(project)
+    sent = {"result.json": b"{}", "../../../planted.json": b"{}"}
+    evil = cluster.Outcome("done", "tcp://10.0.0.9:4000", files=sent)
+    with pytest.raises(cluster.PatchgateError) as err:
+        cluster.land_records(str(project.ws("mul")), job, evil)
+    assert err.value.stage == "WORKER" and "outside its records" in err.value.message
+    assert not (project.path / "planted.json").exists()
+    assert not (project.path.parent / "planted.json").exists()
