@@ -284,9 +284,15 @@ def client_for(scheduler: str | None) -> Any:
     global _client, _cluster, _scheduler
     if _client is not None and _scheduler == scheduler:
         return _client
-    import dask
-    from distributed import Client, LocalCluster
-
+    try:
+        import dask
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise PatchgateError(
+            "CLUSTER",
+            "executor=dask needs Dask distributed, which is not installed here; "
+            "pip install 'patchgate[cluster]' (or dask[distributed]), or use executor=local",
+        ) from None
     close_client()
     if scheduler:
         try:
