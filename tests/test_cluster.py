@@ -427,3 +427,17 @@ def test_a_worker_writes_nothing_outside_the_workspace_records(project: Project)
     assert err.value.stage == "WORKER" and "outside its records" in err.value.message
     assert not (project.path / "planted.json").exists()
     assert not (project.path.parent / "planted.json").exists()
+
+
+def test_without_dask_distributed_the_run_says_what_to_install(
+    project: Project, tmp_path: Path
+) -> None:
+    shadow = tmp_path / "shadow" / "distributed"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not installed')\n")
+    patch = project.patch("mul.py", ADD_MUL)
+    res = project.run(
+        "verify", f"patch={patch}", "executor=dask", env={"PYTHONPATH": str(shadow.parent)}
+    )
+    assert res.code != 0 and res.summary["STAGE"] == "CLUSTER", res.out
+    assert "pip install 'patchgate[cluster]'" in res.summary["REASON"]
