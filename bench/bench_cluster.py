@@ -89,7 +89,7 @@ def main() -> None:
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             env={cluster.WORKER_DIR_ENV: str(base / "worker-cache")},
         )
     startup = time.monotonic() - started

@@ -311,7 +311,7 @@ def client_for(scheduler: str | None) -> Any:
                 n_workers=max(1, min(os.cpu_count() or 1, 4)),
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address="127.0.0.1:0",  # no clash on 8787, not on the network
                 silence_logs=40,
             )
         _client = Client(_cluster, set_as_default=False)  # type: ignore[no-untyped-call]

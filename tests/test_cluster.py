@@ -65,7 +65,7 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
             n_workers=2,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             # The workers' doit runs keep compiled bytecode, as run_env gives every test run.
             env={
                 cluster.WORKER_DIR_ENV: str(folder),
