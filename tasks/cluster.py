@@ -289,7 +289,7 @@ def client_for(scheduler: str | None) -> Any:
         from distributed import Client, LocalCluster
     except ImportError:
         raise PatchgateError(
-            "CLUSTER",
+            "PREFLIGHT",
             "executor=dask needs Dask distributed, which is not installed here; "
             "pip install 'patchgate[cluster]' (or dask[distributed]), or use executor=local",
         ) from None
@@ -300,7 +300,7 @@ def client_for(scheduler: str | None) -> Any:
             _client = Client(scheduler, set_as_default=False)  # type: ignore[no-untyped-call]
         except (OSError, TimeoutError) as exc:
             raise PatchgateError(
-                "CLUSTER",
+                "PREFLIGHT",
                 f"cannot reach the Dask scheduler at {scheduler} ({exc.__class__.__name__}); "
                 "start it (dask scheduler) or fix scheduler: / scheduler=",
             ) from None
@@ -744,7 +744,7 @@ def run_verify(folder: str, task: WorkerTask, worker: str, started: float) -> Ou
 # --- trust stays on the host -------------------------------------------------------------------
 
 
-def recheck(ws_dir: str, settings: dict[str, Any], log: str) -> None:
+def recheck(ws_dir: str, log: str) -> None:
     """Before promoting a workspace verified elsewhere: recompute its tree here, or refuse.
 
     The patch is applied to the base in a scratch worktree of live, jailed as apply is, and
@@ -759,7 +759,7 @@ def recheck(ws_dir: str, settings: dict[str, Any], log: str) -> None:
         return
     from .apply import apply_patch
     from .gates import run_gate
-    from .verify import declared_files, final_changes
+    from .verify import declared_files, final_changes, settings_of
     from .workspace import ensure
 
     meta = ws.read_meta()
@@ -772,6 +772,7 @@ def recheck(ws_dir: str, settings: dict[str, Any], log: str) -> None:
             f"verify it again: doit verify issue={ws.issue}",
         )
     cfg = config.load(ws.root)
+    settings = settings_of(cfg)  # promote's own: the jail and timeouts of this host
     scratch_parent = os.path.join(ws.root, RECHECK_DIR)
     os.makedirs(scratch_parent, exist_ok=True)
     scratch_root = tempfile.mkdtemp(prefix=f"{ws.issue}-", dir=scratch_parent)

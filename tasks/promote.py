@@ -717,7 +717,7 @@ def preflight(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
             f"{result['base_sha'][:12]}, live is at {head[:12]} (live moved after this run "
             f"planned it); run doit promote issue={issue} again: it re-verifies on the new base",
         )
-    cluster.recheck(ws.dir, ctx["settings"], log)  # issue 17: a tree verified elsewhere
+    cluster.recheck(ws.dir, log)  # issue 17: a tree verified elsewhere is recomputed here
     paths = [c["path"] for c in result["changes"]]
     check_clean(live, paths, f"promoting issue {issue}")
     check_writable(live, result["changes"])

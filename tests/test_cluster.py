@@ -330,7 +330,7 @@ def test_unreachable_scheduler_is_one_line(project: Project) -> None:
         "scheduler=tcp://127.0.0.1:9",
         env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"},
     )
-    assert res.code != 0 and res.summary["STAGE"] == "CLUSTER", res.out
+    assert res.code != 0 and res.summary["STAGE"] == "PREFLIGHT", res.out
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in res.summary["REASON"]
 
 
@@ -439,5 +439,5 @@ def test_without_dask_distributed_the_run_says_what_to_install(
     res = project.run(
         "verify", f"patch={patch}", "executor=dask", env={"PYTHONPATH": str(shadow.parent)}
     )
-    assert res.code != 0 and res.summary["STAGE"] == "CLUSTER", res.out
+    assert res.code != 0 and res.summary["STAGE"] == "PREFLIGHT", res.out
     assert "pip install 'patchgate[cluster]'" in res.summary["REASON"]
