@@ -32,8 +32,13 @@ GATES = [
     },
     {"name": "ruff", "command": ["ruff", "check", "--no-cache", "{files}"], "files": ["*.py"]},
 ]
-# mul is written unformatted: the fixing gate changes the tree, so the tree ids compared
+# mul is written unformatted (a*b): the fixing gate changes the tree, so the tree ids compared
 # below include a fixer's work, not only the patch's.
+MUL_UNFORMATTED = script(
+    ["calc/ops.py"],
+    'p = Path("calc/ops.py")\n'
+    'p.write_text(p.read_text() + "\\n\\ndef mul(a: int, b: int) -> int:\\n    return a*b\\n")',
+)
 UNUSED_IMPORT = script(
     ["calc/ops.py"], 'p = Path("calc/ops.py")\np.write_text("import os\\n" + p.read_text())'
 )
@@ -43,7 +48,7 @@ SLOW_ADD = script(
     'import time\n\ntime.sleep(4)\np = Path("calc/ops.py")\n'
     'p.write_text(p.read_text() + "\\n# slow\\n")',
 )
-BATCH = {"mul.py": ADD_MUL, "unused.py": UNUSED_IMPORT, "undeclared.py": UNDECLARED}
+BATCH = {"mul.py": MUL_UNFORMATTED, "unused.py": UNUSED_IMPORT, "undeclared.py": UNDECLARED}
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,16 @@ def results(project: Project, issues: list[str]) -> dict[str, tuple[str, str | N
     return out
 
 
+def blocks(out: str) -> list[tuple[str, ...]]:
+    """Each summary block's RESULT/STAGE/REASON/FILES lines (not LOG: another run's file)."""
+    chunks = out.split("\nRESULT: ")[1:]  # the blocks come last, one after the other
+    keys = ("RESULT", "STAGE", "REASON", "FILES")
+    return sorted(
+        tuple(ln for ln in ("RESULT: " + chunk).splitlines() if ln.startswith(keys))
+        for chunk in chunks
+    )
+
+
 def events(project: Project) -> list[dict[str, object]]:
     lines = (project.path / "audit" / "provenance.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
@@ -180,12 +195,7 @@ def test_cluster_batch_gives_the_local_verdicts_and_trees(
     assert results(remote, issues)["unused"][1] == "GATES"
     assert results(remote, issues)["undeclared"][1] == "SCOPE"
     assert there.code == here.code != 0
-    strip = [
-        ln for ln in there.out.splitlines() if ln.startswith(("RESULT", "STAGE", "REASON", "FILES"))
-    ]
-    assert strip == [
-        ln for ln in here.out.splitlines() if ln.startswith(("RESULT", "STAGE", "REASON", "FILES"))
-    ]
+    assert blocks(there.out) == blocks(here.out)  # the same summary blocks, in any order
     assert "1 passed, 2 failed" in there.out
     # The workspace holds the worker's records, as after a local run (but the worktree).
     ws = remote.ws("mul")
@@ -204,7 +214,8 @@ def test_cluster_batch_gives_the_local_verdicts_and_trees(
     verify_events = [e for e in events(remote) if str(e["event"]).startswith("verify_")]
     assert len(verify_events) == 3
     assert all(e["verified_by"]["executor"] == "dask" for e in verify_events)  # type: ignore[index]
-    assert "gate ruff-format: fixed calc/ops.py" in (remote.path / there.summary["LOG"]).read_text()
+    (mul_log,) = (remote.path / "patches" / "logs").glob("*_issue_mul.log")
+    assert "gate ruff-format: fixed calc/ops.py" in mul_log.read_text()  # the worker's log
     status = remote.run("status")
     assert "mul                      pass   base" in status.out
     assert "current" in status.out and "damaged" not in status.out
