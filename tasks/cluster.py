@@ -393,6 +393,13 @@ def worker_task(job: Job, bundle_sha: str) -> WorkerTask:
     )
 
 
+def carry_bundle(workers: set[str], holders: set[str], sent: int) -> bool:
+    """Whether the next task carries the bundle: while fewer copies went out than workers lack
+    it. Not one per task: a task that still lands on a worker without it comes back at once
+    (need_bundle) and is sent again with it; once every worker holds it, none is sent."""
+    return sent < len(workers - holders)
+
+
 def submit(
     client: Any,
     task: WorkerTask,
@@ -406,10 +413,7 @@ def submit(
     sha = task.bundle_sha256
     workers = set(client.ncores())
     if with_bundle is None:
-        # As many copies as workers lack it, not one per task: a task that still lands on a
-        # worker without it comes back at once (need_bundle) and is sent again with it.
-        missing = workers - _holders.get(sha, set())
-        with_bundle = _sent.get(sha, 0) < len(missing)
+        with_bundle = carry_bundle(workers, _holders.get(sha, set()), _sent.get(sha, 0))
     if with_bundle:
         _sent[sha] = _sent.get(sha, 0) + 1
     data = _bundle_bytes[sha] if with_bundle else None
@@ -476,6 +480,12 @@ def verify_on_cluster(ws_dir: str, job: Job, batch: Sequence[Job]) -> None:
                 report.log(job.log, f"cluster: could not ask the workers for the bundle: {exc}")
                 has = {}
             _holders[sha] = {w for w, yes in has.items() if yes}
+            report.log(
+                job.log,
+                f"cluster: bundle {sha[:12]} of base {other.base[:12]} "
+                f"({len(_bundle_bytes[sha]) // 1024} KiB): {len(_holders[sha])} of "
+                f"{len(has)} worker(s) hold it already",
+            )
         tasks[other.key] = worker_task(other, sha)
         _futures[other.key] = (tasks[other.key], submit(client, tasks[other.key], ""))
     task, future = _futures[job.key]

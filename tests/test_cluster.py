@@ -452,3 +452,11 @@ def test_without_dask_distributed_the_run_says_what_to_install(
     )
     assert res.code != 0 and res.summary["STAGE"] == "PREFLIGHT", res.out
     assert "pip install 'patchgate[cluster]'" in res.summary["REASON"]
+
+
+def test_the_bundle_goes_along_only_while_a_worker_lacks_it() -> None:
+    both = {"tcp://a:1", "tcp://b:1"}
+    assert cluster.carry_bundle(both, set(), 0) and cluster.carry_bundle(both, set(), 1)
+    assert not cluster.carry_bundle(both, set(), 2)  # two copies for two workers
+    assert cluster.carry_bundle(both, {"tcp://a:1"}, 0)
+    assert not cluster.carry_bundle(both, both, 0)  # every worker has it: never sent again
