@@ -175,6 +175,9 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         },
         "doit ui: host, port, read_only, print_token, operators (name: scrypt hash)",
     ),
+    # issue 17: verification on a Dask cluster (tasks/cluster.py, docs/cluster.md)
+    "executor": ("local", "where verify runs: local (doit here) or dask (a Dask cluster)"),
+    "scheduler": (None, "Dask scheduler address tcp://HOST:8786; null: an embedded LocalCluster"),
 }
 
 BOOLEAN_KEYS = tuple(k for k, (v, _) in DEFAULTS.items() if isinstance(v, bool))
@@ -183,7 +186,7 @@ CHOICE_KEYS = {
     "live_changed": ("fail", "overwrite_live", "overwrite_workspace", "rebase"),
 }
 INTEGER_KEYS = ("strip",)
-STRING_KEYS = ("operator", "branch", "remote")
+STRING_KEYS: tuple[str, ...] = ("operator", "branch", "remote")
 # Variables that are not configuration: they name what a command acts on.
 COMMAND_VARIABLES = (
     "patch",
@@ -203,6 +206,9 @@ COMMAND_VARIABLES = (
     "once",  # issue 15: doit watch once=1
     "allow_protected",  # issue 12: patchgate's own files; the command line only, never the file
 )
+# issue 17: the cluster executor's command-line variables (executor=dask scheduler=tcp://…).
+CHOICE_KEYS["executor"] = ("local", "dask")
+STRING_KEYS += ("scheduler",)
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 

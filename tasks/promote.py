@@ -29,6 +29,7 @@ from typing import Any
 from . import (
     archive,
     audit,
+    cluster,
     config,
     faults,
     filing,
@@ -126,6 +127,7 @@ def preflight(ws_dir: str, ctx: LandingContext, log: str) -> None:
             f"{result['base_sha'][:12]}, live is at {head[:12]} (live moved after this run "
             f"planned it); run doit promote issue={issue} again: it re-verifies on the new base",
         )
+    cluster.recheck(ws.dir, log)  # issue 17: a tree verified elsewhere is recomputed here
     paths = [c["path"] for c in result["changes"]]
     protected = scope.touched_protected(paths, scope.protected_paths(ctx.root, live))
     if protected and not scope.protected_allowed():  # issue 12: this promotion's own say-so

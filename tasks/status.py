@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from . import config, git, propose, report, watch
+from . import cluster, config, git, propose, report, watch
 from .steps import read_json, sha256_file, step
 from .workspace import WORKSPACES_DIR, Workspace, is_intact
 
@@ -53,7 +53,7 @@ def workspace_rows(root: str) -> list[dict[str, str]]:
             why.append("patch gone")
         elif sha256_file(meta["patch"]) != meta["patch_sha256"]:
             why.append("patch edited")
-        if not is_intact(ws):
+        if not is_intact(ws) and not cluster.verified_elsewhere(ws.result):  # issue 17
             why.append("worktree damaged")
         rows.append(
             {

@@ -14,6 +14,7 @@ from doit.tools import config_changed
 from . import (
     archive,
     claims,
+    cluster,
     config,
     faults,
     filing,
@@ -375,6 +376,9 @@ def chain(
             uptodate=[False],
         )
         yield failed
+        return
+    if cluster.wanted(cfg, ws, carry):  # issue 17: executor=dask, one step
+        yield cluster.cluster_step(cfg, patch, issue, base, patch_sha, log, warning)
         return
     settings = settings_of(cfg)
     if settings["strip"] is None:  # promote issue=ID after verify ... strip=N: the same N
