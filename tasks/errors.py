@@ -35,6 +35,15 @@ class Stage(StrEnum):
     PROVENANCE = "PROVENANCE"
     TRAILERS = "TRAILERS"
     GIT = "GIT"
+    INIT = "INIT"  # patchgate init (issue 11)
+    PROPOSE = "PROPOSE"  # doit propose (issue 14): its own preflight
+    LLM = "LLM"  # the model endpoint failed
+    REPLY = "REPLY"  # the model's reply broke the contract after its re-asks
+    REFINE = "REFINE"  # the attempts ran out or made no progress: an operator decides
+    FORGE = "FORGE"  # the forge (issue 15)
+    WATCH = "WATCH"  # doit watch
+    UI = "UI"  # doit ui (issue 16)
+    WORKER = "WORKER"  # a cluster worker died, crashed or refused (issue 17)
     INTERNAL = "INTERNAL"
 
 
