@@ -720,9 +720,7 @@ def preflight(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
             f"planned it); run doit promote issue={issue} again: it re-verifies on the new base",
         )
     paths = [c["path"] for c in result["changes"]]
-    protected = scope.touched_protected(paths, scope.protected_paths(ctx["root"], live))
-    if protected and not scope.protected_allowed():  # issue 12: this promotion's own say-so
-        raise PatchgateError("SCOPE", scope.protected_problem(protected))
+    protected = scope.check_protected_landing(ctx["root"], live, paths)  # issue 12
     check_clean(live, paths, f"promoting issue {issue}")
     check_writable(live, result["changes"])
     write_json(
@@ -900,15 +898,6 @@ def landed_summary(
     return summary
 
 
-def protected_summary(ctx: dict[str, Any]) -> dict[str, str]:
-    """PROTECTED: the patchgate files this promotion changed, allowed by allow_protected=1."""
-    pre_path = os.path.join(ctx["state"], "preflight.json")
-    touched = read_json(pre_path).get("protected") if os.path.exists(pre_path) else None
-    if not touched:
-        return {}
-    return {"PROTECTED": f"{', '.join(touched)} (patchgate's own; {scope.ALLOW_PROTECTED}=1)"}
-
-
 def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
     """Action of promote:ID: archive, patch to successful/, provenance, cleanup, record, audit."""
     ws = Workspace.at(ws_dir)
@@ -932,7 +921,7 @@ def finish(ws_dir: str, ctx: dict[str, Any], log: str) -> None:
         remove_workspace(live, ws, log)
     cleanup_seconds = time.monotonic() - started
     summary = landed_summary(ctx, landed, pushed)
-    summary.update(protected_summary(ctx))
+    summary.update(scope.protected_summary(ctx["state"]))  # issue 12: PROTECTED: ...
     write_json(
         promoted_path(root, issue),
         {
