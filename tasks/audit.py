@@ -1025,7 +1025,7 @@ def log_stat(root: str) -> list[int | str] | None:
     """What says the log changed: its identity, size and the sha256 of its bytes.
 
     A digest, not the mtime (issue 12: an in-place edit of the same length with the mtime put
-    back was not seen). Reading and hashing a 30 MB log costs ~20 ms.
+    back was not seen). Hashing a 30 MB log: 0.15 s on a loaded 2-core machine.
     """
     path = provenance.log_path(root)
     try:

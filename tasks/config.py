@@ -266,9 +266,10 @@ YAML_MAX_NODES = 100_000  # counted with every alias expanded
 
 
 def _limited_yaml(raw: bytes) -> Any:
-    """yaml.safe_load with limits on aliases, nesting and expanded size: one CONFIG line."""
-    import yaml
+    """yaml.safe_load with limits on aliases, nesting and expanded size: one CONFIG line.
 
+    Syntax errors are yaml.YAMLError, worded by ``parse``.
+    """
     from . import yamllimits
 
     try:
@@ -279,8 +280,6 @@ def _limited_yaml(raw: bytes) -> Any:
         raise PatchgateError(
             "CONFIG", f"{CONFIG_FILE} is nested too deeply to read; write it out plainly"
         ) from None
-    except yaml.YAMLError:
-        raise
 
 
 def parse(raw: bytes) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def run(
     Paths after a ``--`` that would not fit one command line are given in chunks, each its own
     git command (every command patchgate gives paths to treats each path on its own).
     """
-    chunks = _path_chunks(args)
+    chunks = _path_chunks(args) if input_bytes is None else [args]
     if len(chunks) > 1:
         parts = [run(repo, *c, check=check, stage=stage, env=env, timeout=timeout) for c in chunks]
         failed = next((p for p in parts if p.returncode != 0), parts[-1])

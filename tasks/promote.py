@@ -129,9 +129,7 @@ def preflight(ws_dir: str, ctx: LandingContext, log: str) -> None:
         )
     cluster.recheck(ws.dir, log)  # issue 17: a tree verified elsewhere is recomputed here
     paths = [c["path"] for c in result["changes"]]
-    protected = scope.touched_protected(paths, scope.protected_paths(ctx.root, live))
-    if protected and not scope.protected_allowed():  # issue 12: this promotion's own say-so
-        raise PatchgateError("SCOPE", scope.protected_problem(protected))
+    protected = scope.check_protected_landing(ctx.root, live, paths)  # issue 12
     check_clean(live, paths, f"promoting issue {issue}")
     check_writable(live, result["changes"])
     write_json(
@@ -262,15 +260,6 @@ def move_patch(root: str, state: str, commit: str, patch: str | None) -> str | N
     return dest if os.path.exists(dest) else None
 
 
-def protected_summary(ctx: LandingContext) -> dict[str, str]:
-    """PROTECTED: the patchgate files this promotion changed, allowed by allow_protected=1."""
-    pre_path = os.path.join(ctx.state, "preflight.json")
-    touched = read_json(pre_path).get("protected") if os.path.exists(pre_path) else None
-    if not touched:
-        return {}
-    return {"PROTECTED": f"{', '.join(touched)} (patchgate's own; {scope.ALLOW_PROTECTED}=1)"}
-
-
 def finish(ws_dir: str, ctx: LandingContext, log: str) -> dict[str, Any]:
     """promote:ID: archive, patch to successful/, provenance, cleanup, the promoted record."""
     ws = Workspace.at(ws_dir)
@@ -297,7 +286,7 @@ def finish(ws_dir: str, ctx: LandingContext, log: str) -> dict[str, Any]:
     summary = landed_summary(ctx, landed, pushed)
     if live_note:
         summary["NOTE"] = f"{summary['NOTE']}; {live_note}" if "NOTE" in summary else live_note
-    summary.update(protected_summary(ctx))
+    summary.update(scope.protected_summary(ctx.state))  # issue 12: PROTECTED: ...
     write_json(
         promoted_path(root, issue),
         {

@@ -45,6 +45,24 @@ def protected_problem(touched: Sequence[str]) -> str:
     )
 
 
+def check_protected_landing(root: str, live: str, paths: Sequence[str]) -> list[str]:
+    """Promote's check: the patchgate files ``paths`` change, allowed on this command line;
+    PatchgateError("SCOPE") when they change some and the operator did not allow it."""
+    touched = touched_protected(paths, protected_paths(root, live))
+    if touched and not protected_allowed():
+        raise PatchgateError("SCOPE", protected_problem(touched))
+    return touched
+
+
+def protected_summary(state: str) -> dict[str, str]:
+    """PROTECTED: the patchgate files a promotion changed (its preflight.json in ``state``)."""
+    path = os.path.join(state, "preflight.json")
+    touched = read_json(path).get("protected") if os.path.exists(path) else None
+    if not touched:
+        return {}
+    return {"PROTECTED": f"{', '.join(touched)} (patchgate's own; {ALLOW_PROTECTED}=1)"}
+
+
 def judge(
     declared: list[str],
     changes: list[dict[str, Any]],

@@ -31,8 +31,12 @@ CO_AUTHORED_BY = "Co-authored-by"
 # A commit carrying either of these was made by patchgate.
 MARKER_KEYS = (PATCH_ID, ROLLBACK_ID)
 
-# Pinned so a user's trailer.* configuration cannot change what is written or read.
-_GIT = ("git", "-c", "trailer.separators=:")
+# Pinned so a user's trailer.* configuration cannot change what is written or read; hooks and
+# fsmonitor off like every git command patchgate runs (issue 12, see git.NO_HOOKS).
+_GIT = (
+    "git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+    "-c", "trailer.separators=:",
+)  # fmt: skip
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _GIT_TIMEOUT = 120.0
 _LOG_CAP = 512 * 1024 * 1024
