@@ -471,7 +471,11 @@ def reference() -> str:
     """The reference table of docs/configuration.md, from DEFAULTS (a test keeps them equal)."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for key, (default, meaning) in DEFAULTS.items():
-        shown = "the four default gates (below)" if key == "gates" else f"`{json.dumps(default)}`"
+        shown = (
+            "detected from the repository ([adopting.md](adopting.md))"
+            if key == "gates"
+            else f"`{json.dumps(default)}`"
+        )
         rows.append(f"| `{key}` | {shown} | {meaning} |")
     return "\n".join(rows)
 
