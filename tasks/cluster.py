@@ -42,7 +42,7 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from . import config, git, jail, proc, provenance, report
+from . import config, git, jail, proc, provenance, report, seal
 from .errors import PatchgateError
 from .steps import read_json, sha256_file, step, write_json
 from .workspace import Workspace, forget_tree
@@ -588,6 +588,8 @@ def record(job: Job, result: dict[str, Any]) -> None:
     """result.json and its verify event, which names the worker (``verified_by``)."""
     ws = Workspace(job.root, job.issue)
     write_json(ws.result, result, "verification-result.schema.json")
+    # Sealed by the host that wrote it (issue 12); what backs its tree is recheck at promote.
+    seal.seal(job.root, ws.result)
     event: dict[str, Any] = {
         "event": "verify_pass" if result["verification_status"] == "pass" else "verify_fail",
         "patch_id": result["patch_id"],

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ADD_MUL, Project, ProjectFactory, Result, git, run_env, script
-from patchgate import cluster
+from patchgate import cluster, seal
 
 pytest.importorskip("distributed")
 
@@ -258,7 +258,18 @@ def test_tampered_result_is_refused_at_promote(
     res = project.run("promote", "issue=mul")
     assert res.code != 0
     assert res.summary["STAGE"] == "PROMOTE"
-    assert "is not the tree base and patch give here" in res.summary["REASON"]
+    # The host sealed what it wrote (issue 12): an edit after that is refused first.
+    assert "is not the one verify wrote" in res.summary["REASON"]
+    assert project.state() == before
+    # A worker that sent a wrong tree, sealed as the host writes what it receives: the host's
+    # own recomputation refuses it (a tree its step records do not lead to, or that base and
+    # patch do not give here).
+    seal.seal(str(project.path), str(path))
+    res = project.run("promote", "issue=mul")
+    assert res.code != 0 and res.summary["STAGE"] == "PROMOTE"
+    assert "but its steps verified" in res.summary["REASON"] or (
+        "is not the tree base and patch give here" in res.summary["REASON"]
+    )
     assert project.state() == before
 
 

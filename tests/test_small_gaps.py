@@ -80,7 +80,9 @@ def test_the_log_header_redacts_secrets(monkeypatch: pytest.MonkeyPatch, tmp_pat
     values["operator"] = "uses tok-3f9a1c77"
     values["remote"] = "https://bob:hunter22@example.invalid/x.git"
     values["gates"] = [{"name": "g", "env": {"API_KEY": "sk-live-123456"}, "command": ["x"]}]
-    text = config.log_header(config.Config(cfg.root, values, cfg.sources))
+    # Given gates (not detected ones) are shown as they are, env and all.
+    sources = {**cfg.sources, "gates": config.CONFIG_FILE}
+    text = config.log_header(config.Config(cfg.root, values, sources))
     for secret in ("tok-3f9a1c77", "hunter22", "sk-live-123456"):
         assert secret not in text
     assert "https://***@example.invalid/x.git" in text and '"API_KEY": "***"' in text
