@@ -42,7 +42,7 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from . import config, git, jail, proc, provenance, report, seal
+from . import config, git, jail, proc, report
 from .errors import PatchgateError
 from .steps import read_json, sha256_file, step, write_json
 from .workspace import Workspace, forget_tree
@@ -585,24 +585,10 @@ def worker_failure(job: Job, reason: str) -> dict[str, Any]:
 
 
 def record(job: Job, result: dict[str, Any]) -> None:
-    """result.json and its verify event, which names the worker (``verified_by``)."""
-    ws = Workspace(job.root, job.issue)
-    write_json(ws.result, result, "verification-result.schema.json")
-    # Sealed by the host that wrote it (issue 12); what backs its tree is recheck at promote.
-    seal.seal(job.root, ws.result)
-    event: dict[str, Any] = {
-        "event": "verify_pass" if result["verification_status"] == "pass" else "verify_fail",
-        "patch_id": result["patch_id"],
-        "issue": job.issue,
-        "build_status": result["build_status"],
-        "test_results": result["test_results"],
-        "gates": {k: v["verdict"] for k, v in result["gates"].items()},
-        "affected_files": result["files"],
-        "verified_by": {k: result["verified_by"][k] for k in ("executor", "worker")},
-    }
-    if result.get("stage"):
-        event.update(stage=result["stage"], reason=result["reason"])
-    provenance.append_event(job.root, event)
+    """result.json and its verify event, as a local run records them; they name the worker."""
+    from .verify import record_verdict  # verify declares this module's step
+
+    record_verdict(Workspace(job.root, job.issue), result)
 
 
 # --- the worker's side ------------------------------------------------------------------------

@@ -257,6 +257,7 @@ def patch_id(issue: str, patch_sha256: str) -> str:
 
 
 def record_verdict(ws: Workspace, result: dict[str, Any]) -> None:
+    """result.json (sealed) and its verify event; a cluster's result names its worker."""
     write_json(ws.result, result, "verification-result.schema.json")
     seal.seal(ws.root, ws.result)  # issue 12: promote lands only what verify wrote
     faults.point("verify-result-written")
@@ -269,6 +270,8 @@ def record_verdict(ws: Workspace, result: dict[str, Any]) -> None:
         "gates": {k: v["verdict"] for k, v in result["gates"].items()},
         "affected_files": result["files"],
     }
+    if result.get("verified_by"):  # issue 17: the worker that verified
+        event["verified_by"] = {k: result["verified_by"][k] for k in ("executor", "worker")}
     if result["stage"]:
         event.update(stage=result["stage"], reason=result["reason"])
     provenance.append_event(ws.root, event)
