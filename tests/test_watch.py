@@ -241,7 +241,8 @@ def test_a_rate_limit_longer_than_the_window_is_inconclusive_never_a_proposal(
     st = state(watched, sha)
     assert st["errors"] == 3 and "rate-limits" in st["last_error"] and st["state"] == "watching"
     assert "inconclusive poll" in capsys.readouterr().out
-    watched.configure(watch={"window_hours": 0.0001, "interval": 0})
+    # A window of 3.6 µs: over by the time of any poll after the landing (no sleep, no race).
+    watched.configure(watch={"window_hours": 1e-9, "interval": 0})
     poll(watched)
     assert state(watched, sha)["state"] == "expired" and not events(watched, "rollback_proposed")
     assert "CI window ended without a verdict (last forge error: the forge rate-limits" in (
