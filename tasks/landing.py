@@ -380,7 +380,8 @@ def landed_summary(
 
 
 def remove_workspace(live: str, ws: Workspace, log: str) -> None:
-    git.remove_worktree(live, ws.repo)
+    with lock.worktrees(ws.root):  # see lock.worktrees
+        git.remove_worktree(live, ws.repo)
     faults.point("promote-worktree-removed")
     shutil.rmtree(ws.dir, ignore_errors=True)
     redact.log(log, f"promote: workspace {os.path.relpath(ws.dir, ws.root)} removed")

@@ -219,3 +219,23 @@ def attempt(root: str, what: str) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # releases the flock
+
+
+WORKTREES_LOCK = os.path.join("patches", ".state", "worktrees.lock")
+
+
+@contextlib.contextmanager
+def worktrees(root: str) -> Iterator[None]:
+    """Hold the lock of live's worktree list for a block (waiting for it: the block is short).
+
+    ``git worktree prune`` removes live's empty ``.git/worktrees`` folder, which a
+    ``git worktree add`` of another issue running at the same moment is filling: the add then
+    fails. Every prune and add patchgate makes takes this lock first.
+    """
+    path = os.path.join(os.path.abspath(root), WORKTREES_LOCK)
+    fd = _open(root, path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock

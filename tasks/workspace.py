@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import faults, git, report
+from . import faults, git, lock, report
 from .errors import PatchgateError
 from .steps import read_json, write_json
 
@@ -107,9 +107,12 @@ def ensure(
         if os.path.lexists(ws.repo):
             report.log(log, "workspace: worktree damaged; re-creating it")
             shutil.rmtree(ws.repo)
-        git.run(live_repo, "worktree", "prune", stage="WORKSPACE")
         report.log(log, f"workspace: git worktree add {ws.repo} at {base[:12]}")
-        git.run(live_repo, "worktree", "add", "-q", "--detach", ws.repo, base, stage="WORKSPACE")
+        with lock.worktrees(ws.root):  # another issue's prune must not run in between
+            git.run(live_repo, "worktree", "prune", stage="WORKSPACE")
+            git.run(
+                live_repo, "worktree", "add", "-q", "--detach", ws.repo, base, stage="WORKSPACE"
+            )
         faults.point("workspace-added")
         fresh = True
     if os.path.exists(ws.index):
