@@ -42,7 +42,7 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from . import config, git, jail, proc, report
+from . import config, git, jail, lock, proc, report
 from .errors import PatchgateError
 from .steps import read_json, sha256_file, step, write_json
 from .workspace import Workspace, forget_tree
@@ -512,7 +512,8 @@ def land_records(ws_dir: str, job: Job, outcome: Outcome) -> None:
     if ws.root != job.root:
         raise PatchgateError("INTERNAL", f"workspace {ws_dir} is not under {job.root}")
     if os.path.lexists(ws.repo):  # a local worktree of an earlier attempt: no longer this
-        git.run(job.live, "worktree", "remove", "--force", ws.repo, check=False)
+        with lock.worktrees(ws.root):  # see lock.worktrees
+            git.remove_worktree(job.live, ws.repo)
         shutil.rmtree(ws.repo, ignore_errors=True)
     for sub in ("steps", "gates"):
         shutil.rmtree(ws.path(sub), ignore_errors=True)
@@ -794,9 +795,9 @@ def recheck(ws_dir: str, log: str) -> None:
             f"verify again here: doit verify issue={ws.issue} executor=local",
         ) from None
     finally:
-        git.run(live, "worktree", "remove", "--force", scratch.repo, check=False)
+        with lock.worktrees(ws.root):  # see lock.worktrees
+            git.remove_worktree(live, scratch.repo)
         shutil.rmtree(scratch_root, ignore_errors=True)
-        git.run(live, "worktree", "prune", check=False)
     if mine["tree"] != result["tree"] or mine["changes"] != result["changes"]:
         raise PatchgateError(
             "PROMOTE",
