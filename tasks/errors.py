@@ -47,13 +47,30 @@ class Stage(StrEnum):
     INTERNAL = "INTERNAL"
 
 
-class PatchgateError(Exception):
-    """A failure the user can fix. ``stage`` goes on the summary's STAGE line."""
+def fix_of(message: str) -> str | None:
+    """The fix a message gives: the part after its last "; " ("what happened; what to do")."""
+    what, sep, fix = message.rpartition("; ")
+    if not (sep and what and fix.strip()):
+        return None
+    return fix.strip()
 
-    def __init__(self, stage: str, message: str) -> None:
+
+class PatchgateError(Exception):
+    """A failure the user can fix. ``stage`` goes on the summary's STAGE line.
+
+    ``message`` is the whole REASON line, "what happened; what to do"; ``fix`` is the what-to-do
+    part. Give it as ``fix=`` (then the message is ``f"{message}; {fix}"``), or, as most raise
+    sites do, inside the message after its last "; ". tests/test_stages.py requires one at every
+    raise site in tasks/.
+    """
+
+    def __init__(self, stage: str, message: str, fix: str | None = None) -> None:
+        if fix:
+            message = f"{message}; {fix}"
         super().__init__(message)
         self.stage = stage
         self.message = message
+        self.fix = fix or fix_of(message)
 
     def __str__(self) -> str:
         return self.message

@@ -191,7 +191,7 @@ def finalize_failed(ws_dir: str, stage: str, message: str) -> None:
         provenance.append_event(
             ws.root,
             {
-                "event": "promote_fail",
+                "event": provenance.EventKind.PROMOTE_FAIL,
                 "patch_id": "finalize",
                 "stage": stage,
                 "reason": redact.redact(message) or "failed",

@@ -748,7 +748,7 @@ def pull_request(
         provenance.append_event(
             root,
             {
-                "event": "pull_request",
+                "event": provenance.EventKind.PULL_REQUEST,
                 "patch_id": record["patch_id"],
                 "issue": ctx.issue,
                 "commit_hash": record["commit"],

@@ -347,7 +347,7 @@ def record_apply(
 ) -> None:
     """The provenance `apply` event of a landed commit (promote and finalize)."""
     event: dict[str, Any] = {
-        "event": "apply",
+        "event": provenance.EventKind.APPLY,
         "patch_id": landed["patch_id"],
         "commit_hash": landed["commit"],
         "operator_confirmed": bool(ctx.operator_confirmed),

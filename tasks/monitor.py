@@ -188,7 +188,7 @@ def record(
     root: str, sha: str, patch_id: str, outcome: str, s: MonitorSettings, st: MonitorState
 ) -> None:
     event: dict[str, Any] = {
-        "event": "monitor",
+        "event": provenance.EventKind.MONITOR,
         "patch_id": patch_id,
         "sha": sha,
         "outcome": outcome,

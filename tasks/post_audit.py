@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from . import audit, report
+from . import audit_report, report
 from .errors import PatchgateError
 from .steps import read_json, write_json
 
@@ -24,7 +24,7 @@ def audit_live(root: str, live: str, branch: str | None, commit: str, push: str,
     """``doit audit``'s check now, in-process (its report in audit/results/ as usual)."""
     report.log(log, "audit: doit audit's check after the promotion")
     try:
-        audit.audit(root, live, branch, log)
+        audit_report.audit(root, live, branch, log)
     except PatchgateError as err:
         raise PatchgateError(
             "AUDIT",

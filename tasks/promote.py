@@ -323,7 +323,7 @@ def promote_failed(ws_dir: str, stage: str, message: str) -> None:
         patch = ws.read_meta().get("patch") if os.path.exists(ws.meta) else None
         copy_patch(ws.root, patch, "unsuccessful")
         event: dict[str, Any] = {
-            "event": "promote_fail",
+            "event": provenance.EventKind.PROMOTE_FAIL,
             "patch_id": result.get("patch_id") or provenance.NO_PATCH,
             "issue": ws.issue,
             "stage": stage,

@@ -681,7 +681,7 @@ def record_event(
     provenance.append_event(
         job.root,
         {
-            "event": "propose",
+            "event": provenance.EventKind.PROPOSE,
             "patch_id": patch_id,
             "issue": job.issue,
             "attempt": n,
@@ -722,27 +722,6 @@ def proposals_without_workspace(root: str, listed: set[str]) -> list[str]:
             continue
         out.append(f"{issue:<24} -      no workspace{status_note(root, issue)}")
     return out
-
-
-def confidences(root: str) -> dict[str, float]:
-    """patch id -> the confidence_score of the model that proposed it (provenance events)."""
-    try:
-        with open(provenance.log_path(root), "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        return {}
-    found: dict[str, float] = {}
-    for line in data.split(b"\n"):
-        if b'"propose"' not in line:
-            continue
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        score = event.get("confidence_score") if isinstance(event, dict) else None
-        if event.get("event") == "propose" and isinstance(score, int | float):
-            found[str(event.get("patch_id"))] = float(score)
-    return found
 
 
 def trailer_pairs(ws_dir: str) -> list[tuple[str, str]]:

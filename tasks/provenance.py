@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any, BinaryIO, cast
 
@@ -35,20 +36,29 @@ LOCK_PATH = "audit/provenance.lock"
 SCHEMA_NAME = "provenance-event.schema.json"
 GENESIS_HASH = "0" * 64
 NO_PATCH = "-"
-EVENT_KINDS = (
-    "propose",
-    "verify_pass",
-    "verify_fail",
-    "apply",
-    "promote_fail",
-    "rollback",
-    "emergency_rollback",
-    "recovered",
+
+
+class EventKind(StrEnum):
+    """The ``event`` of a provenance event (the schema's enum; tests/test_stages.py checks).
+
+    A ``StrEnum``: a member is the string itself, so it is written, hashed and compared as one.
+    """
+
+    PROPOSE = "propose"
+    VERIFY_PASS = "verify_pass"
+    VERIFY_FAIL = "verify_fail"
+    APPLY = "apply"
+    PROMOTE_FAIL = "promote_fail"
+    ROLLBACK = "rollback"
+    EMERGENCY_ROLLBACK = "emergency_rollback"
+    RECOVERED = "recovered"
     # issue 15: doit watch (CI) and time-based monitoring (metrics); nothing reverts by itself
-    "rollback_proposed",
-    "monitor",
-    "pull_request",
-)
+    ROLLBACK_PROPOSED = "rollback_proposed"
+    MONITOR = "monitor"
+    PULL_REQUEST = "pull_request"
+
+
+EVENT_KINDS = tuple(EventKind)
 # Filled by the log itself; a caller passing them has a bug.
 FILLED_KEYS = ("timestamp", "seq", "prev_hash", "hash")
 # Written first so a line reads well; the hash does not depend on key order.
@@ -222,7 +232,7 @@ def _recovered_fields(path: str, tail: _Tail) -> list[dict[str, Any]]:
         return []
     numbers = _line_numbers(path, [offset for offset, _ in tail.torn])
     return [
-        {"event": "recovered", "patch_id": NO_PATCH, "torn_line": n, "torn_bytes": length}
+        {"event": EventKind.RECOVERED, "patch_id": NO_PATCH, "torn_line": n, "torn_bytes": length}
         for n, (_, length) in zip(numbers, tail.torn, strict=True)
     ]
 
@@ -233,7 +243,7 @@ def _check_caller_fields(event: Mapping[str, Any]) -> dict[str, Any]:
         raise PatchgateError(
             STAGE, f"provenance event passes {', '.join(filled)}: the log fills these; drop them"
         )
-    if event.get("event") == "recovered":
+    if event.get("event") == EventKind.RECOVERED:
         raise PatchgateError(STAGE, "'recovered' events are written by the log itself only")
     try:
         canonical_json(event).encode("utf-8")
@@ -299,7 +309,7 @@ def append_event(root: str, event: Mapping[str, Any]) -> dict[str, Any]:
 
 # Events that record a landing: one per commit, whoever appends it twice (a command finishing
 # a landing again after a crash between its append and its own record of being done).
-LANDING_KEYS = {"apply": "commit_hash", "rollback": "revert_commit"}
+LANDING_KEYS: dict[str, str] = {EventKind.APPLY: "commit_hash", EventKind.ROLLBACK: "revert_commit"}
 _LANDING_WINDOW = 256 * 1024
 
 
@@ -559,7 +569,7 @@ def _check_line(st: _State, raw: bytes) -> None:
     if event_hash(value) != value["hash"]:
         problems.append("content does not match its hash: the event was modified after writing")
     _link(st, line_no, value, problems)
-    if value.get("event") == "recovered":
+    if value.get("event") == EventKind.RECOVERED:
         problems.extend(_account_torn(st, value))
     else:
         _flag_pending(st)
@@ -729,19 +739,19 @@ def record_event(root: str, fields: Mapping[str, str]) -> dict[str, Any]:
     event = {name: _coerce(name, value) for name, value in fields.items()}
     event.setdefault("patch_id", NO_PATCH)
     if event.get("event") not in EVENT_KINDS:
-        kinds = ", ".join(k for k in EVENT_KINDS if k != "recovered")
+        kinds = ", ".join(k for k in EVENT_KINDS if k != EventKind.RECOVERED)
         raise PatchgateError(STAGE, f"event={event.get('event')!r} is unknown; use one of {kinds}")
     return append_event(root, event)
 
 
 # Evidence the doit commands write; nobody records them by hand (doit record refuses them too).
-EVIDENCE_KINDS = {
-    "verify_pass": "doit verify",
-    "verify_fail": "doit verify",
-    "apply": "doit promote",
-    "promote_fail": "doit promote",
-    "rollback": "doit rollback",
-    "recovered": "the log itself",
+EVIDENCE_KINDS: dict[str, str] = {
+    EventKind.VERIFY_PASS: "doit verify",
+    EventKind.VERIFY_FAIL: "doit verify",
+    EventKind.APPLY: "doit promote",
+    EventKind.PROMOTE_FAIL: "doit promote",
+    EventKind.ROLLBACK: "doit rollback",
+    EventKind.RECOVERED: "the log itself",
 }
 
 
@@ -759,7 +769,7 @@ def record_by_hand(root: str, fields: Mapping[str, str]) -> dict[str, Any]:
             f"event={kind} is written by {EVIDENCE_KINDS[kind]}, never by hand; "
             "the fallback recorder writes emergency_rollback (and propose)",
         )
-    if kind == "emergency_rollback":
+    if kind == EventKind.EMERGENCY_ROLLBACK:
         from . import audit, config  # audit imports this module
 
         cfg = config.load(root, {})

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import (
-    audit,
+    audit_ledger,
     config,
     doitapi,
     faults,
@@ -355,7 +355,7 @@ def reverted_by(live: str, sha: str, head: str) -> list[dict[str, str]]:
     return [
         {"sha": i.sha, "rollback_id": i.first(trailers.ROLLBACK_ID) or "?"}
         for i in infos
-        if audit.same_commit(i.first(trailers.REVERTS) or "", sha)
+        if audit_ledger.same_commit(i.first(trailers.REVERTS) or "", sha)
     ]
 
 
@@ -621,7 +621,7 @@ def land_revert(ws_dir: str, ctx: landing.LandingContext, log: str) -> None:
 
 
 def recorded(root: str, rollback_id: str) -> bool:
-    return any(e.get("rollback_id") == rollback_id for e in audit.rollback_events(root))
+    return any(e.get("rollback_id") == rollback_id for e in audit_ledger.rollback_events(root))
 
 
 def finish(ws_dir: str, ctx: landing.LandingContext, log: str) -> dict[str, Any]:
@@ -633,7 +633,7 @@ def finish(ws_dir: str, ctx: landing.LandingContext, log: str) -> dict[str, Any]
     commit = landed["commit"]
     if not recorded(root, rb["rollback_id"]):  # a rerun after a crash right after the append
         event: dict[str, Any] = {
-            "event": "rollback",
+            "event": provenance.EventKind.ROLLBACK,
             "patch_id": rb["patch_id"],
             "rollback_id": rb["rollback_id"],
             "reason": rb["reason"],

@@ -262,7 +262,9 @@ def record_verdict(ws: Workspace, result: dict[str, Any]) -> None:
     seal.seal(ws.root, ws.result)  # issue 12: promote lands only what verify wrote
     faults.point("verify-result-written")
     event: dict[str, Any] = {
-        "event": "verify_pass" if result["verification_status"] == "pass" else "verify_fail",
+        "event": provenance.EventKind.VERIFY_PASS
+        if result["verification_status"] == "pass"
+        else provenance.EventKind.VERIFY_FAIL,
         "patch_id": result["patch_id"],
         "issue": ws.issue,
         "build_status": result["build_status"],

@@ -311,7 +311,7 @@ def propose(
         else f"doit rollback sha={landing.sha}"
     )
     event: dict[str, Any] = {
-        "event": "rollback_proposed",
+        "event": provenance.EventKind.ROLLBACK_PROPOSED,
         "patch_id": landing.patch_id,
         "sha": landing.sha,
         "token": token,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import ADD_MUL, CALC, Project, git, make_repo, script
-from patchgate import audit, config, filing, promote, report
+from patchgate import audit_history, audit_report, config, filing, promote, report
 from patchgate.errors import PatchgateError
 from patchgate.workspace import Workspace
 from test_audit import land
@@ -190,8 +190,8 @@ def test_history_rows_carry_the_landing_time_and_align(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "r", CALC)
     sha = git(repo, "rev-parse", "HEAD")
     stamp = int(git(repo, "log", "-1", "--format=%ct"))
-    times = audit.landing_times(str(repo), [sha])
-    assert times[sha] == audit.datetime.fromtimestamp(stamp, audit.UTC).strftime(
+    times = audit_history.landing_times(str(repo), [sha])
+    assert times[sha] == audit_history.datetime.fromtimestamp(stamp, audit_history.UTC).strftime(
         "%Y-%m-%d %H:%M:%S"
     )
     rows: list[dict[str, Any]] = [
@@ -202,7 +202,7 @@ def test_history_rows_carry_the_landing_time_and_align(tmp_path: Path) -> None:
          "reverts": sha, "verdict": None, "operator": "alice", "files": [],
          "rolled_back_by": None},
     ]  # fmt: skip
-    lines = audit.format_history(rows)
+    lines = audit_report.format_history(rows)
     assert lines[0].startswith("commit        landed (UTC)         patch")
     for column in ("patch", "operator", "verdict", "files"):
         at = lines[0].index(column)

@@ -8,6 +8,7 @@ import json
 from conftest import ROOT
 from patchgate import provenance
 from patchgate.errors import Stage
+from patchgate.provenance import EventKind
 
 TASKS = ROOT / "tasks"
 STAGE_KEYWORDS = {"stage", "land_stage"}
@@ -50,4 +51,5 @@ def test_every_stage_is_documented() -> None:
 
 def test_event_kinds_are_the_schemas() -> None:
     schema = json.loads((ROOT / "schemas" / "provenance-event.schema.json").read_text())
-    assert sorted(provenance.EVENT_KINDS) == sorted(schema["properties"]["event"]["enum"])
+    assert sorted(k.value for k in EventKind) == sorted(schema["properties"]["event"]["enum"])
+    assert tuple(EventKind) == provenance.EVENT_KINDS

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from conftest import ADD_MUL, CALC, Project, ProjectFactory, git, make_repo, script
 from patchgate import jail, proc, provenance, trailers, verdicts
-from patchgate.audit import commit_of
+from patchgate.audit_history import commit_of
 from patchgate.config import DEFAULT_GATES, effective_gates, load
 from patchgate.errors import PatchgateError
 from patchgate.gates import findings, imports_project, parse_findings, parse_junit, verdict_of

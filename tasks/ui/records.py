@@ -2,7 +2,8 @@
 
 Nothing here writes: the console acts only by running doit commands (``jobs``). The readers
 reuse the command-line views where one exists (``status.workspace_rows`` for verdict and
-staleness, ``audit.history_rows`` for the landings) so a page and a command never disagree.
+staleness, ``audit_report.history_rows`` for the landings) so a page and a command never
+disagree.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import audit, config, git, issue, provenance, status
+from .. import audit_ledger, config, git, issue, provenance, status
+from ..audit_report import AUDIT_JSON, AUDIT_MD, history_rows
 from ..errors import PatchgateError
 from ..report import LOGS_DIR
 from ..steps import read_json
@@ -440,7 +442,7 @@ def confidences(events: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 def landings(root: str, n: int = HISTORY_ROWS) -> list[Landing]:
     """``doit history``'s rows, with each commit's time and subject and the patch's confidence."""
     cfg = config.load(root, {})
-    rows = audit.history_rows(root, cfg.live_repo, cfg["branch"], n)
+    rows = history_rows(root, cfg.live_repo, cfg["branch"], n)
     lines = _commit_lines(cfg.live_repo, [r["commit"] for r in rows])
     scores = confidences(provenance.read_events(root))
     return [
@@ -481,7 +483,7 @@ def waiting(root: str) -> list[Waiting]:
         sha = event.get("sha")
         if event.get("event") != "rollback_proposed" or not isinstance(sha, str):
             continue
-        if any(isinstance(r, str) and audit.same_commit(r, sha) for r in rolled_back):
+        if any(isinstance(r, str) and audit_ledger.same_commit(r, sha) for r in rolled_back):
             continue
         found[sha] = Waiting(
             kind="rollback",
@@ -528,10 +530,10 @@ class AuditReport:
 
 
 def audit_report(root: str) -> AuditReport:
-    data = _read_optional(os.path.join(root, audit.AUDIT_JSON))
+    data = _read_optional(os.path.join(root, AUDIT_JSON))
     data = data if isinstance(data, dict) else {}
     markdown = None
-    path = os.path.join(root, audit.AUDIT_MD)
+    path = os.path.join(root, AUDIT_MD)
     if os.path.exists(path):
         with open(path, encoding="utf-8", errors="replace") as fh:
             markdown = fh.read()
