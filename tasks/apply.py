@@ -104,7 +104,9 @@ def script_files(path: str) -> list[str]:
             "PREFLIGHT", f"patch {name} line {exc.lineno}: syntax error ({exc.msg}); fix the script"
         ) from None
     except UnicodeDecodeError:
-        raise PatchgateError("PREFLIGHT", f"patch {name} is not UTF-8 text") from None
+        raise PatchgateError(
+            "PREFLIGHT", f"patch {name} is not UTF-8 text; save it as UTF-8"
+        ) from None
     except (RecursionError, MemoryError):  # issue 12: "x = ------...1", "1+1+...+1"
         raise PatchgateError(
             "PREFLIGHT", f"patch {name}: an expression is too deeply nested to parse; simplify it"
@@ -120,8 +122,8 @@ def script_files(path: str) -> list[str]:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise PatchgateError(
                     "PREFLIGHT",
-                    f"patch {name}: FILES must be a literal list of strings, "
-                    'e.g. FILES = ["src/app.py"]',
+                    f"patch {name}: FILES must be a literal list of strings; "
+                    'write e.g. FILES = ["src/app.py"]',
                 )
             return check_declared(value, f"patch {name}")
     raise PatchgateError(

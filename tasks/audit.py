@@ -147,7 +147,7 @@ def record(root: str, live: str, branch: str | None, fields: dict[str, str]) -> 
     """Action of ``doit record``: validate an emergency_rollback and append it to the log."""
     kind = fields.get("event", "").strip()
     if not kind:
-        raise PatchgateError(RECORD_STAGE, f"which event? {RECORD_USAGE}")
+        raise PatchgateError(RECORD_STAGE, f"which event? none given; run {RECORD_USAGE}")
     if kind not in provenance.EVENT_KINDS:
         raise PatchgateError(
             RECORD_STAGE,
@@ -162,7 +162,7 @@ def record(root: str, live: str, branch: str | None, fields: dict[str, str]) -> 
     missing = [k for k in ("last_good", "reason", "operator") if not fields.get(k, "").strip()]
     if missing:
         given = " ".join(f"{k}=…" for k in missing)
-        raise PatchgateError(RECORD_STAGE, f"emergency_rollback needs {given}: {RECORD_USAGE}")
+        raise PatchgateError(RECORD_STAGE, f"emergency_rollback needs {given}; run {RECORD_USAGE}")
     last_good = fields["last_good"].strip()
     sha = _commit_in_live(live, last_good)
     tip = branch_tip(live, branch)
@@ -245,7 +245,9 @@ def task_record() -> dict[str, Any]:
 def parse_count(raw: str | None) -> int:
     text = (raw or str(DEFAULT_HISTORY)).strip()
     if not text.isdigit() or int(text) < 1:
-        raise PatchgateError("PREFLIGHT", f"n={raw} must be a whole number of commits, e.g. n=20")
+        raise PatchgateError(
+            "PREFLIGHT", f"n={raw} must be a whole number of commits; give e.g. n=20"
+        )
     return int(text)
 
 

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, NamedTuple
@@ -136,6 +136,63 @@ def _paths(value: Any) -> list[str]:
     return [p for p in value if isinstance(p, str)] if isinstance(value, list) else []
 
 
+def _apply(ledger: Ledger, line: int, pid: str, ev: Mapping[str, Any]) -> None:
+    commit = _text(ev.get("commit_hash")) or ""
+    operator = _text(ev.get("operator"))
+    ledger.applies.append(Apply(line, pid, commit, operator, _paths(ev.get("files"))))
+
+
+def _rollback(ledger: Ledger, line: int, pid: str, ev: Mapping[str, Any]) -> None:
+    ledger.rollbacks.append(
+        Rollback(
+            line,
+            pid,
+            _text(ev.get("rollback_id")),
+            _text(ev.get("revert_commit")) or "",
+            _text(ev.get("reverted_commit")) or "",
+            _text(ev.get("operator")),
+        )
+    )
+
+
+def _emergency(ledger: Ledger, line: int, pid: str, ev: Mapping[str, Any]) -> None:
+    ledger.emergencies.append(
+        Emergency(
+            line,
+            _text(ev.get("last_good_commit")) or "",
+            _text(ev.get("operator")),
+            _text(ev.get("reason")),
+        )
+    )
+
+
+# The events the cross-check matches with history, each into its list of the ledger.
+_LANDINGS: dict[str, Callable[[Ledger, int, str, Mapping[str, Any]], None]] = {
+    EventKind.APPLY: _apply,
+    EventKind.ROLLBACK: _rollback,
+    EventKind.EMERGENCY_ROLLBACK: _emergency,
+}
+
+
+def _patch_state(ledger: Ledger, state: PatchState, kind: str, ev: Mapping[str, Any]) -> None:
+    """What an event of one of the _PATCH_KINDS says about its patch."""
+    if kind in (EventKind.VERIFY_PASS, EventKind.VERIFY_FAIL):
+        state.verdict = "pass" if kind == EventKind.VERIFY_PASS else "fail"
+        if isinstance(ev.get("gates"), dict):  # issue 11: "pass (excused: ruff)"
+            state.verdict = trailers.verdict_label(state.verdict, ev["gates"])
+        state.files = _paths(ev.get("affected_files")) or state.files
+        state.rollback_of = trailers.rollback_target(ev.get("issue")) or state.rollback_of
+    elif kind == EventKind.PROMOTE_FAIL:
+        stage, reason = _text(ev.get("stage")) or "?", _text(ev.get("reason")) or "?"
+        state.promote_failure = f"{stage}: {reason}"
+        if _text(ev.get("commit_hash")):  # committed, then failed (e.g. a required push)
+            ledger.unfinished[ev["commit_hash"]] = [state.line, stage]
+    elif kind == EventKind.APPLY:
+        state.promote_failure = None
+    elif kind == EventKind.PROPOSE and isinstance(ev.get("confidence_score"), int | float):
+        state.confidence = float(ev["confidence_score"])  # issue 14
+
+
 def fold(ledger: Ledger, events: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
     """Add ``events`` (line number, event), in log order, to ``ledger``."""
     for line, ev in events:
@@ -144,49 +201,14 @@ def fold(ledger: Ledger, events: Iterable[tuple[int, Mapping[str, Any]]]) -> Non
         ledger.events += 1
         ledger.kinds[kind] = ledger.kinds.get(kind, 0) + 1
         pid = _text(ev.get("patch_id")) or provenance.NO_PATCH
-        if kind == EventKind.APPLY:
-            commit = _text(ev.get("commit_hash")) or ""
-            operator = _text(ev.get("operator"))
-            ledger.applies.append(Apply(line, pid, commit, operator, _paths(ev.get("files"))))
-        elif kind == EventKind.ROLLBACK:
-            ledger.rollbacks.append(
-                Rollback(
-                    line,
-                    pid,
-                    _text(ev.get("rollback_id")),
-                    _text(ev.get("revert_commit")) or "",
-                    _text(ev.get("reverted_commit")) or "",
-                    _text(ev.get("operator")),
-                )
-            )
-        elif kind == EventKind.EMERGENCY_ROLLBACK:
-            ledger.emergencies.append(
-                Emergency(
-                    line,
-                    _text(ev.get("last_good_commit")) or "",
-                    _text(ev.get("operator")),
-                    _text(ev.get("reason")),
-                )
-            )
+        landing = _LANDINGS.get(kind)
+        if landing is not None:
+            landing(ledger, line, pid, ev)
         if pid == provenance.NO_PATCH or kind not in _PATCH_KINDS:
             continue
         state = ledger.patches.pop(pid, None) or PatchState(line)
         state.line = line
-        if kind in (EventKind.VERIFY_PASS, EventKind.VERIFY_FAIL):
-            state.verdict = "pass" if kind == EventKind.VERIFY_PASS else "fail"
-            if isinstance(ev.get("gates"), dict):  # issue 11: "pass (excused: ruff)"
-                state.verdict = trailers.verdict_label(state.verdict, ev["gates"])
-            state.files = _paths(ev.get("affected_files")) or state.files
-            state.rollback_of = trailers.rollback_target(ev.get("issue")) or state.rollback_of
-        elif kind == EventKind.PROMOTE_FAIL:
-            stage, reason = _text(ev.get("stage")) or "?", _text(ev.get("reason")) or "?"
-            state.promote_failure = f"{stage}: {reason}"
-            if _text(ev.get("commit_hash")):  # committed, then failed (e.g. a required push)
-                ledger.unfinished[ev["commit_hash"]] = [line, stage]
-        elif kind == EventKind.APPLY:
-            state.promote_failure = None
-        elif kind == EventKind.PROPOSE and isinstance(ev.get("confidence_score"), int | float):
-            state.confidence = float(ev["confidence_score"])  # issue 14
+        _patch_state(ledger, state, kind, ev)
         ledger.patches[pid] = state  # re-inserted: the dict stays ordered by latest event
     for pid in list(islice(ledger.patches, max(0, len(ledger.patches) - LEDGER_PATCHES))):
         del ledger.patches[pid]  # a patch evicted and seen again starts from its new events

@@ -338,7 +338,8 @@ def audit(root: str, live: str, branch: str | None, log: str) -> dict[str, Any]:
         print(f"  {v.message}")
         report.log(log, f"  {v.message}")
     if violations:
-        raise PatchgateError(STAGE, summary["REASON"])
+        what, _, where = summary["REASON"].rpartition("; ")
+        raise PatchgateError(STAGE, what, fix=where)
     return {"summary": summary}
 
 

@@ -510,7 +510,9 @@ def land_records(ws_dir: str, job: Job, outcome: Outcome) -> None:
     """The worker's records into the host's workspace; a failed verdict fails the step."""
     ws = Workspace.at(ws_dir)
     if ws.root != job.root:
-        raise PatchgateError("INTERNAL", f"workspace {ws_dir} is not under {job.root}")
+        raise PatchgateError(
+            "INTERNAL", f"workspace {ws_dir} is not under {job.root}; report this bug"
+        )
     if os.path.lexists(ws.repo):  # a local worktree of an earlier attempt: no longer this
         with lock.worktrees(ws.root):  # see lock.worktrees
             git.remove_worktree(job.live, ws.repo)
@@ -619,7 +621,9 @@ def store_bundle(cache: str, sha: str, data: bytes) -> str:
     if os.path.exists(path):
         return path
     if hashlib.sha256(data).hexdigest() != sha:
-        raise PatchgateError("WORKER", "the bundle sent does not match its sha256")
+        raise PatchgateError(
+            "WORKER", "the bundle sent does not match its sha256; run doit verify again"
+        )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     with open(tmp, "wb") as fh:

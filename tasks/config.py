@@ -294,7 +294,9 @@ def parse(raw: bytes) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise PatchgateError("CONFIG", f"{CONFIG_FILE} must be a mapping of keys to values")
+        raise PatchgateError(
+            "CONFIG", f"{CONFIG_FILE} must be a mapping of keys to values; write key: value lines"
+        )
     for key in ("build_command", "audit_command"):
         if isinstance(data.get(key), str):
             data[key] = shlex.split(data[key])
@@ -334,12 +336,15 @@ def parse_variable(key: str, raw: str) -> Any:
     if key in CHOICE_KEYS:
         if raw not in CHOICE_KEYS[key]:
             raise PatchgateError(
-                "PREFLIGHT", f"{key}={raw} is not one of {', '.join(CHOICE_KEYS[key])}"
+                "PREFLIGHT",
+                f"{key}={raw} is not one of {', '.join(CHOICE_KEYS[key])}; pick one of them",
             )
         return raw
     if key in INTEGER_KEYS:
         if not raw.isdigit():
-            raise PatchgateError("PREFLIGHT", f"{key}={raw} must be a whole number, e.g. {key}=1")
+            raise PatchgateError(
+                "PREFLIGHT", f"{key}={raw} must be a whole number; use e.g. {key}=1"
+            )
         return int(raw)
     return raw
 

@@ -87,7 +87,9 @@ def demo_rollback(project: str, commit: str, log: str) -> str:
     """Plan the rollback of ``commit``, confirm it as the plan says, audit: the revert commit."""
     code, output = patchgate_output(project, "rollback", f"sha={commit}")
     if code != 0:
-        raise PatchgateError("DEMO", f"doit rollback sha={commit[:12]} (the plan) exited {code}")
+        raise PatchgateError(
+            "DEMO", f"doit rollback sha={commit[:12]} (the plan) exited {code}; see above"
+        )
     args = confirm_command(output)
     for command in (args, ["audit"]):
         code = patchgate(project, *command)

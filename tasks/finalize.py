@@ -241,7 +241,8 @@ def finalize_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
         if landed is None:
             if not ctx.message:
                 raise PatchgateError(
-                    "PREFLIGHT", 'finalize needs message="…": the subject of the commit it makes'
+                    "PREFLIGHT",
+                    'finalize needs message="…"; give the subject of the commit it makes',
                 )
             notes += sync_live(cfg, branch, log)
             jail.preflight(cfg["jail"])

@@ -125,7 +125,9 @@ def settings(cfg: config.Config) -> ForgeSettings | None:
             "(e.g. repository: octo/calc)",
         )
     if values["kind"] not in KINDS:
-        raise PatchgateError("CONFIG", f"forge: kind {values['kind']!r} is not one of {KINDS}")
+        raise PatchgateError(
+            "CONFIG", f"forge: kind {values['kind']!r} is not one of {KINDS}; pick one of them"
+        )
     return ForgeSettings(
         kind=str(values["kind"]),
         owner=owner,

@@ -82,7 +82,7 @@ def run(
     )
     if check and done.returncode != 0:
         first = next((ln for ln in done.output.splitlines() if ln.strip()), "no output")
-        raise PatchgateError(stage, f"git {args[0]} failed in {repo}: {first.strip()}")
+        raise PatchgateError(stage, f"git {args[0]} failed in {repo}: {first.strip()}; see the log")
     return done
 
 
@@ -360,7 +360,9 @@ def _cat_file(repo: str, args: Sequence[str], what: str, stdin: bytes | None = N
         check=False,
     )
     if done.returncode != 0:
-        raise PatchgateError("GIT", f"git cat-file could not read {what} in {repo}")
+        raise PatchgateError(
+            "GIT", f"git cat-file could not read {what} in {repo}; check it with git fsck"
+        )
     return done.stdout
 
 
@@ -505,7 +507,9 @@ def commit_tree(repo: str, tree: str, parent: str, message: str, stage: str) -> 
         (w for w in reversed(done.output.split()) if re.fullmatch(r"[0-9a-f]{40}", w)), ""
     )
     if not commit:
-        raise PatchgateError(stage, f"git commit-tree gave no commit id: {done.output}")
+        raise PatchgateError(
+            stage, f"git commit-tree gave no commit id: {done.output}; see the log"
+        )
     return commit
 
 

@@ -100,7 +100,9 @@ def preflight(mode: str) -> str | None:
     if mode == "none":
         return NONE_WARNING
     if mode != "bwrap":
-        raise PatchgateError("PREFLIGHT", f"jail: {mode} is not one of {', '.join(MODES)}")
+        raise PatchgateError(
+            "PREFLIGHT", f"jail: {mode} is not one of {', '.join(MODES)}; pick one of them"
+        )
     _probe(bwrap_path())
     warnings = []
     if _cgroup_parent() is None and os.geteuid() == 0:
@@ -141,7 +143,9 @@ def command(argv: Sequence[str], spec: JailSpec) -> list[str]:
     if spec.mode == "none":
         return list(argv)
     if spec.mode != "bwrap":
-        raise PatchgateError("PREFLIGHT", f"jail: {spec.mode} is not one of {', '.join(MODES)}")
+        raise PatchgateError(
+            "PREFLIGHT", f"jail: {spec.mode} is not one of {', '.join(MODES)}; pick one of them"
+        )
     writable = [os.path.normpath(p) for p in (spec.workdir, *spec.extra_writable)]
     for path in writable:
         if not os.path.isabs(path):
@@ -296,7 +300,8 @@ def _readonly_paths(readonly: Sequence[str], writable: Sequence[str]) -> list[st
         path = os.path.normpath(given)
         if not os.path.isabs(path):
             raise PatchgateError(
-                "PREFLIGHT", f"jail: {path} (tool_env or jail_binds) is not an absolute path"
+                "PREFLIGHT",
+                f"jail: {path} (tool_env or jail_binds) is not an absolute path; write it from /",
             )
         if not os.path.exists(path):
             raise PatchgateError(

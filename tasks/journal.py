@@ -66,7 +66,8 @@ def check_parents(live: str, rel: str, create: bool) -> None:
         if not stat.S_ISDIR(mode):
             raise PatchgateError(
                 "PROMOTE",
-                f"{prefix} is a file in live, but {rel} needs it to be a directory",
+                f"{prefix} is a file in live, but {rel} needs it to be a directory; "
+                f"move that file in live or keep {rel} out of the patch",
             )
 
 

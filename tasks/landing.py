@@ -612,5 +612,7 @@ def refuse(ws_dir: str, stage: str, message: str) -> None:
 
 def placeholder(group: str, root: str, log: str, name: str, command: str) -> dict[str, Any]:
     """What a landing's creator declares when this run does not ask for it (doit list, …)."""
-    err = PatchgateError("PREFLIGHT", f"run it as: doit {command}")
+    err = PatchgateError(
+        "PREFLIGHT", f"not asked for on this command line; run it as: doit {command}"
+    )
     return failed_creator(group, root, log, err, name)

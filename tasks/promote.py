@@ -414,7 +414,7 @@ def promote_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
         if issue is None:
             raise PatchgateError(
                 "PREFLIGHT",
-                "promote needs issue=ID: the workspace patches/workspaces/issue_ID to land "
+                "promote needs issue=ID; give the workspace patches/workspaces/issue_ID to land "
                 "(or patch=PATH: verify and land that patch)",
             )
         check_issue(issue)

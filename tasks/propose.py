@@ -43,7 +43,7 @@ from .steps import failed_creator, read_json, sha256_file, step, write_json
 from .workspace import Workspace
 
 STATE_FILE = "propose.json"
-NEEDS = "propose needs issue=ID and request=TEXT (or request=patches/FILE holding it)"
+NEEDS = "propose needs issue=ID and request=TEXT (or request=patches/FILE holding it); pass both"
 REPLY_SCHEMA = "proposal-reply.schema.json"
 # The most of a request file or a context file read (characters).
 MAX_REQUEST_CHARS = 200_000
@@ -249,13 +249,17 @@ def parse_proposal(content: str) -> Proposal:
     except ValueError:
         start = " ".join(content.split())[:60]
         raise PatchgateError(
-            "REPLY", f"the model's reply is not JSON (it starts {start!r})"
+            "REPLY",
+            f"the model's reply is not JSON (it starts {start!r}); "
+            "refine the request or try another model",
         ) from None
     validate(data, REPLY_SCHEMA, "REPLY", "the model's reply does not match the schema at")
     patch = data["patch"]
     if not (re.search(r"^--- ", patch, re.M) and re.search(r"^\+\+\+ ", patch, re.M)):
         raise PatchgateError(
-            "REPLY", "the model's reply holds no unified diff in patch (no ---/+++ header lines)"
+            "REPLY",
+            "the model's reply holds no unified diff in patch (no ---/+++ header lines); "
+            "refine the request or try another model",
         )
     commands = [
         shlex.split(c) if isinstance(c, str) else [str(a) for a in c] for c in data["test_commands"]

@@ -79,7 +79,9 @@ def demo_propose(project: str, log: str) -> str:
         if code != 0 or "\nPROMOTE: doit promote issue=" not in output:
             raise PatchgateError("DEMO", f"doit propose issue={ISSUE} exited {code}; see above")
         if "GATES" not in output:
-            raise PatchgateError("DEMO", "the first proposal was expected to fail a gate")
+            raise PatchgateError(
+                "DEMO", "the first proposal was expected to fail a gate; see above"
+            )
     code = demo.patchgate(project, "promote", f"issue={ISSUE}", "message=calc: mul()")
     report.log(log, f"demo: doit promote issue={ISSUE} -> exit {code}")
     if code != 0:

@@ -244,7 +244,9 @@ def _check_caller_fields(event: Mapping[str, Any]) -> dict[str, Any]:
             STAGE, f"provenance event passes {', '.join(filled)}: the log fills these; drop them"
         )
     if event.get("event") == EventKind.RECOVERED:
-        raise PatchgateError(STAGE, "'recovered' events are written by the log itself only")
+        raise PatchgateError(
+            STAGE, "'recovered' events are written by the log itself only; drop it"
+        )
     try:
         canonical_json(event).encode("utf-8")
     except (TypeError, ValueError) as exc:  # a Path, a set, NaN, a lone surrogate
@@ -784,7 +786,9 @@ def main(argv: Sequence[str]) -> int:
         if argv[:1] == ["record"]:
             pairs = [arg.partition("=") for arg in argv[1:]]
             if any(not sep for _, sep, _ in pairs):
-                raise PatchgateError(STAGE, "arguments are key=value pairs")
+                raise PatchgateError(
+                    STAGE, "arguments are key=value pairs; write e.g. event=propose patch_id=P"
+                )
             event = record_by_hand(os.getcwd(), {k: v for k, _, v in pairs})
             if event["event"] != "emergency_rollback":  # audit.record says it itself
                 print(f"recorded {event['event']} as seq {event['seq']} in {LOG_PATH}")

@@ -473,7 +473,8 @@ def check_revertible(plan: dict[str, Any]) -> None:
         already = f" (rolled back by {by[0]['sha'][:12]}, {by[0]['rollback_id']})" if by else ""
         raise PatchgateError(
             STAGE,
-            f"nothing to revert: live's HEAD already has none of the changes of {short}{already}",
+            f"nothing to revert: live's HEAD already has none of the changes of {short}{already}; "
+            "see doit history",
         )
 
 
@@ -692,7 +693,9 @@ def finish(ws_dir: str, ctx: landing.LandingContext, log: str) -> dict[str, Any]
 def confirmed(ctx: landing.LandingContext) -> dict[str, Any]:
     """The confirmed rollback a rollback's landing context carries."""
     if ctx.rollback is None:
-        raise PatchgateError("INTERNAL", "a rollback step without its confirmed plan")
+        raise PatchgateError(
+            "INTERNAL", "a rollback step without its confirmed plan; report this bug"
+        )
     return ctx.rollback
 
 
@@ -855,7 +858,7 @@ def rollback_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
             raise PatchgateError(
                 "PREFLIGHT",
                 f"rollback needs sha=S, the commit of live to roll back (doit history lists "
-                f"patchgate's): {USAGE}",
+                f"patchgate's); run {USAGE}",
             )
         live = cfg.live_repo
         head = git.live_head(live)
@@ -975,7 +978,7 @@ def execute(
             raise PatchgateError(
                 STAGE,
                 f"live moved to {moved[:12]} while the rollback started (fetched from the "
-                f"remote): the plan was made on {head[:12]} — plan again "
+                f"remote): the plan was made on {head[:12]}; plan again "
                 f"(doit rollback sha={sha}) and confirm the new plan",
             )
         warning = jail.preflight(cfg["jail"])

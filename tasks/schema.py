@@ -55,7 +55,7 @@ def validate(instance: Any, schema_name: str, stage: str, what: str) -> None:
     if errors:
         err = errors[0]
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise PatchgateError(stage, f"{what}: {where}: {err.message}")
+        raise PatchgateError(stage, f"{what}: {where}: {err.message}; fix that value")
 
 
 # --- the fast path: a checker that may only ever say "valid" when jsonschema would -----------

@@ -50,6 +50,7 @@ from .workspace import capture_live as capture_live  # the chains' before_first_
 
 NEEDS_PATCH = (
     "verify needs patch=PATH (a file under patches/, a glob or a comma-separated list) or issue=ID"
+    "; pass one of them"
 )
 
 

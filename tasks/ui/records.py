@@ -158,7 +158,7 @@ def _read_optional(path: str) -> Any:
 
 def check_issue(issue: str) -> str:
     if not ISSUE_NAME.match(issue) or ".." in issue:
-        raise PatchgateError(STAGE, f"{issue!r} is not an issue name")
+        raise PatchgateError(STAGE, f"{issue!r} is not an issue name; pick one from the list")
     return issue
 
 
@@ -246,7 +246,9 @@ def log_page(root: str, issue: str, name: str, page: int) -> LogPage:
     """Page ``page`` of one of the issue's run logs, LOG_PAGE_LINES lines a page."""
     check_issue(issue)
     if name not in {log.name for log in issue_logs(root, issue)}:
-        raise PatchgateError(STAGE, f"{name!r} is not a log of issue {issue}")
+        raise PatchgateError(
+            STAGE, f"{name!r} is not a log of issue {issue}; pick one from its page"
+        )
     with open(os.path.join(root, LOGS_DIR, name), encoding="utf-8", errors="replace") as fh:
         lines = fh.read().splitlines()
     pages = max(1, math.ceil(len(lines) / LOG_PAGE_LINES))
