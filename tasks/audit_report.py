@@ -116,31 +116,53 @@ def patch_rows(
     ]
     rows = [_row(str(c.patch_id), c, c.sha, "unrecorded", check) for c in unrecorded[:limit]]
     for pid in islice(reversed(ledger.patches), max(0, limit - len(rows))):
-        state = ledger.patches[pid]
-        ap: Apply | Rollback | None
-        if state.rollback_of:
-            ap = _landed_rollback(state, by_target)
-            named, files = (ap.revert_commit, []) if ap else (None, [])
-        else:
-            ap = last_apply.get(pid)
-            named, files = (ap.commit, ap.files) if ap else (None, [])
-        full = check.resolved.get(named) if named else None
-        row = _row(pid, by_sha.get(full) if full else None, full, "", check)
-        removed = check.removed.get(full or "") or (check.removed.get(named) if named else None)
-        row.update(
-            state=_status(state, ap is not None, full, row["rolled_back"], removed),
-            verdict=state.verdict or row["verdict"],
-            commit=full or named,
-            operator=(ap.operator if ap else None) or row["operator"],
-            files=files or row["files"] or state.files,
-            removed_at_line=removed,
-            promote_failure=state.promote_failure if ap is None else None,
-            line=state.line,
-        )
-        if state.confidence is not None:  # issue 14: only for what a model proposed
-            row["confidence_score"] = state.confidence
-        rows.append(row)
+        landed = _landing_of(pid, ledger.patches[pid], last_apply, by_target)
+        rows.append(_patch_row(pid, ledger.patches[pid], landed, by_sha, check))
     return rows
+
+
+def _landing_of(
+    pid: str,
+    state: PatchState,
+    last_apply: Mapping[str, Apply],
+    by_target: Mapping[str, list[Rollback]],
+) -> Apply | Rollback | None:
+    """The event that landed the patch: its last apply, or for a revert its rollback event."""
+    if state.rollback_of:
+        return _landed_rollback(state, by_target)
+    return last_apply.get(pid)
+
+
+def _patch_row(
+    pid: str,
+    state: PatchState,
+    ap: Apply | Rollback | None,
+    by_sha: Mapping[str, Commit],
+    check: CrossCheck,
+) -> dict[str, Any]:
+    """A patch of the log joined with the commit ``ap`` (its landing event, if any) names."""
+    named: str | None
+    files: list[str]
+    if isinstance(ap, Rollback):
+        named, files = ap.revert_commit, []
+    else:
+        named, files = (ap.commit, ap.files) if ap else (None, [])
+    full = check.resolved.get(named) if named else None
+    row = _row(pid, by_sha.get(full) if full else None, full, "", check)
+    removed = check.removed.get(full or "") or (check.removed.get(named) if named else None)
+    row.update(
+        state=_status(state, ap is not None, full, row["rolled_back"], removed),
+        verdict=state.verdict or row["verdict"],
+        commit=full or named,
+        operator=(ap.operator if ap else None) or row["operator"],
+        files=files or row["files"] or state.files,
+        removed_at_line=removed,
+        promote_failure=state.promote_failure if ap is None else None,
+        line=state.line,
+    )
+    if state.confidence is not None:  # issue 14: only for what a model proposed
+        row["confidence_score"] = state.confidence
+    return row
 
 
 def _cell(text: str) -> str:
