@@ -126,6 +126,7 @@ class Module:
         self.functions = {
             n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
         }  # nested helpers too (lock.acquire's busy)
+        self.locals: dict[int, dict[str, list[ast.expr]]] = {}  # per function, when needed
 
     def fixed(self, expr: ast.expr, scope: ast.FunctionDef | None = None, depth: int = 0) -> bool:
         """``expr`` gives a fix: a literal with one; a name assigned only such values (in the
@@ -142,7 +143,9 @@ class Module:
             if scope is not None:
                 if expr.id == "message" and expr.id in {a.arg for a in scope.args.args}:
                     return True
-                local = _assigned(scope).get(expr.id)
+                if id(scope) not in self.locals:
+                    self.locals[id(scope)] = _assigned(scope)
+                local = self.locals[id(scope)].get(expr.id)
                 if local:
                     return all(self.fixed(v, scope, depth + 1) for v in local)
             values = self.constants.get(expr.id)
@@ -160,31 +163,33 @@ class Module:
         return False
 
 
-def _innermost_functions(tree: ast.Module) -> dict[int, ast.FunctionDef]:
-    """id(node) -> the innermost function it is in."""
-    inside: dict[int, ast.FunctionDef] = {}
-    for func in ast.walk(tree):  # outer functions come first; inner ones overwrite
-        if isinstance(func, ast.FunctionDef):
-            for node in ast.walk(func):
-                inside[id(node)] = func
-    return inside
+def error_constructions(tree: ast.AST) -> list[tuple[ast.Call, ast.FunctionDef | None]]:
+    """Every ``PatchgateError(...)`` in ``tree``, with the innermost function it is in."""
+    found = []
+    todo: list[tuple[ast.AST, ast.FunctionDef | None]] = [(tree, None)]
+    while todo:
+        node, func = todo.pop()
+        func = node if isinstance(node, ast.FunctionDef) else func
+        callee = getattr(node, "func", None)
+        if isinstance(node, ast.Call) and getattr(callee, "id", getattr(callee, "attr", "")) == (
+            "PatchgateError"
+        ):
+            found.append((node, func))
+        todo.extend((child, func) for child in ast.iter_child_nodes(node))
+    return sorted(found, key=lambda site: site[0].lineno)
 
 
 def raise_sites_without_a_fix() -> list[str]:
     found = []
     for path in sorted(TASKS.rglob("*.py")):
         tree = ast.parse(path.read_text())
-        module, inside = Module(tree), _innermost_functions(tree)
+        module = Module(tree)
         rel = str(path.relative_to(ROOT))
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Call):
-                continue
-            if getattr(node.func, "id", getattr(node.func, "attr", "")) != "PatchgateError":
-                continue
+        for node, scope in error_constructions(tree):
             if any(k.arg == "fix" for k in node.keywords):
                 continue
             if len(node.args) >= 2:
-                if module.fixed(node.args[1], inside.get(id(node))):
+                if module.fixed(node.args[1], scope):
                     continue
                 if (rel, ast.unparse(node.args[1])) in VERDICT_SITES:
                     VERDICT_SEEN.add((rel, ast.unparse(node.args[1])))
@@ -207,8 +212,7 @@ def test_every_error_says_what_to_do() -> None:
 def test_the_fix_rule_sees_a_missing_fix() -> None:
     def judged(source: str) -> bool:
         tree = ast.parse(source)
-        call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call))
-        scope = _innermost_functions(tree).get(id(call))
+        ((call, scope),) = error_constructions(tree)
         return Module(tree).fixed(call.args[1], scope) or any(k.arg == "fix" for k in call.keywords)
 
     assert judged('PatchgateError("X", "it broke; do this")')
