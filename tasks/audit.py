@@ -47,6 +47,9 @@ _WRITTEN_BY: dict[str, str] = {
 }
 
 
+# --- doit audit ------------------------------------------------------------------------------
+
+
 def inputs_unchanged(
     task: Any, values: dict[str, Any], root: str, live: str, branch: str | None
 ) -> bool:

@@ -153,6 +153,9 @@ def resolve(live: str, names: Iterable[str]) -> dict[str, str]:
 
 
 @dataclass
+# --- the walk, cached up to the tip audited last ---------------------------------------------
+
+
 class HistoryResult:
     commits: list[Commit]  # newest first
     walked: int

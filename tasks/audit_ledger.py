@@ -50,6 +50,9 @@ _PATCH_KINDS = frozenset(
 )
 
 
+# --- the ledger: what the verified events said -----------------------------------------------
+
+
 class Apply(NamedTuple):
     line: int
     patch_id: str
@@ -223,6 +226,9 @@ def same_commit(a: str, b: str) -> bool:
     return bool(HEX.match(a) and HEX.match(b)) and (a.startswith(b) or b.startswith(a))
 
 
+# --- the caches; the chain checked from the checkpoint ---------------------------------------
+
+
 def read_cache(path: str) -> dict[str, Any] | None:
     try:
         with open(path, encoding="utf-8") as fh:
@@ -297,6 +303,9 @@ def check_chain(root: str) -> ChainResult:
     beyond = [e for e in chain.events if e[0] > verified]  # a last line without its "\n"
     fold(ledger, beyond)
     return ChainResult(chain, ledger, last_full)
+
+
+# --- events by kind, read without a check (for display) --------------------------------------
 
 
 def rollback_events(root: str) -> list[dict[str, Any]]:

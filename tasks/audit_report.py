@@ -50,6 +50,9 @@ REPORT_VIOLATIONS = 1000
 SHOWN_ON_FAILURE = 10
 
 
+# --- the report files: audit.json rows and audit.md ------------------------------------------
+
+
 def _status(
     state: PatchState, landed: bool, full: str | None, undone: bool, removed: int | None
 ) -> str:
@@ -294,6 +297,9 @@ def _write_text(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+# --- doit audit ------------------------------------------------------------------------------
+
+
 def audit(root: str, live: str, branch: str | None, log: str) -> dict[str, Any]:
     """Action of ``doit audit``: check, write audit.json and audit.md, fail on any violation."""
     tip = branch_tip(live, branch)
@@ -376,6 +382,9 @@ def _summary(violations: list[Violation], ledger: Ledger, history: HistoryResult
         "COMMITS": str(len(history.commits)),
         "REPORT": AUDIT_MD,
     }
+
+
+# --- doit history ----------------------------------------------------------------------------
 
 
 def history_rows(root: str, live: str, branch: str | None, n: int) -> list[dict[str, Any]]:
