@@ -75,6 +75,9 @@ def patchgate_output(project: str, *args: str) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
+REASON = "reason=CI went red after the landing"
+
+
 def confirm_command(output: str) -> list[str]:
     """The arguments of the CONFIRM line a rollback plan printed, for the demo's operator."""
     found = re.search(
@@ -82,7 +85,7 @@ def confirm_command(output: str) -> list[str]:
     )
     if not found:
         raise PatchgateError("DEMO", "the rollback plan printed no CONFIRM line; see above")
-    return ["rollback", found.group(1), found.group(2), "operator=demo-operator", "reason=demo"]
+    return ["rollback", found.group(1), found.group(2), "operator=demo-operator", REASON]
 
 
 def run_expecting(project: str, args: tuple[str, ...], want: int, log: str) -> None:

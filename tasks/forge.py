@@ -921,6 +921,8 @@ def after_rollback(ctx: LandingContext, commit: str, log: str) -> None:
             record = landing_record(root, sha)
             if record and record.get("trigger"):
                 targets.append((int(record["trigger"]), ""))
+            proposed = last_event(provenance.read_events(root), event="rollback_proposed", sha=sha)
+            failure = rb["failure_context"] or (proposed or {}).get("failure_context")
             for number, author in dict(targets).items():
                 who = mentions(author, gh.settings.tag_on_rollback)
                 text = "\n".join(
@@ -929,7 +931,7 @@ def after_rollback(ctx: LandingContext, commit: str, log: str) -> None:
                         "",
                         f"- rollback: {rb['rollback_id']}, confirmed by {rb['operator']}",
                         f"- reason: {rb['reason']}",
-                        *([f"- failure: {rb['failure_context']}"] if rb["failure_context"] else []),
+                        *([f"- failure: {failure}"] if failure else []),
                         *(["", f"cc {who}"] if who else []),
                     ]
                 )

@@ -44,6 +44,9 @@ def test_demo_runs_the_whole_lifecycle(tmp_path: Path) -> None:
     assert f"$ doit rollback sha={landed} {token} operator=demo-operator" in res.out
     assert f"```\n  {proposal['confirm']}\n  ```" in res.out  # the proposal comment on #1
     assert f"**patchgate rolled back `{landed}`** in `{reverted}`" in res.out
+    rolled_back = res.out.split(f"**patchgate rolled back `{landed}`**")[1]
+    assert "- reason: CI went red after the landing" in rolled_back
+    assert "- failure: ci: integration: failure (https://ci.invalid/demo/calc/" in rolled_back
     assert "cc @demo/maintainers" in res.out and "fake GitHub for demo/calc" in res.out
     assert "forge:" not in (demo / "patchgate.yaml").read_text()  # no dead port left behind
     port = int(re.search(r"fake GitHub for demo/calc serves http://127.0.0.1:(\d+)", res.out)[1])
