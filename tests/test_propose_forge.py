@@ -3,10 +3,13 @@ comment follows the patch from proposed (each attempt's verdict, the confidence)
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+import pytest
 from conftest import ProjectFactory
 from fakegithub import FakeGitHub, fake_github  # noqa: F401 - the fixture `github`
+from patchgate import forge
 from patchgate.fakellm import FakeLLM, Step
 from test_propose import (  # noqa: F401 - the fixtures `fake`, `model`
     BROKEN_ADD,
@@ -88,3 +91,21 @@ def test_a_proposal_that_never_passes_says_so_and_a_free_text_trigger_sends_noth
     res = project.run("propose", "issue=mul2", again, "trigger=ticket 9", env=ENV)
     assert res.code == 0, res.out
     assert len(github.requests) == sent and "WARNING: forge" not in res.out
+
+
+def test_a_forge_that_is_down_never_fails_a_proposal(
+    make_project: ProjectFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    project = make_project(
+        forge={"repository": "octo/calc", "api_url": dead, "retries": 0, "backoff": 0}
+    )
+    state = {"state": "passed", "model": "m", "attempts": [{"n": 1, "verdict": "pass"}]}
+    forge.after_propose(str(project.path), "mul", "github:12", state, None)  # does not raise
+    out = capsys.readouterr().out
+    assert out.startswith("WARNING: forge: the proposal of mul was not annotated: the forge at")
+    assert len(out.splitlines()) == 1
+    # remembered all the same: the landing will try issue 12 again
+    assert forge.trigger_of(str(project.path), "mul", None) == 12
