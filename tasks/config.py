@@ -145,8 +145,11 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
             "interval": 300,
             "reruns": 2,
             "consecutive": 3,
+            "max_proposals": 3,
+            "proposal_window_hours": 24,
         },
-        "doit watch: CI of landed commits; a red needs reruns red runs or consecutive red polls",
+        "doit watch: CI of landed commits; a red needs reruns red runs or consecutive red polls; "
+        "at most max_proposals proposals per proposal_window_hours (0: no limit)",
     ),
     "monitoring": (
         {

@@ -75,30 +75,29 @@ def patchgate_output(project: str, *args: str) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
+REASON = "reason=CI went red after the landing"
+
+
 def confirm_command(output: str) -> list[str]:
     """The arguments of the CONFIRM line a rollback plan printed, for the demo's operator."""
-    found = re.search(r"^CONFIRM: doit rollback (sha=[0-9a-f]+) (confirm=[0-9a-f]+) ", output, re.M)
+    found = re.search(
+        r"^\s*CONFIRM: doit rollback (sha=[0-9a-f]+) (confirm=[0-9a-f]+) ", output, re.M
+    )
     if not found:
         raise PatchgateError("DEMO", "the rollback plan printed no CONFIRM line; see above")
-    return ["rollback", found.group(1), found.group(2), "operator=demo-operator", "reason=demo"]
+    return ["rollback", found.group(1), found.group(2), "operator=demo-operator", REASON]
 
 
-def demo_rollback(project: str, commit: str, log: str) -> str:
-    """Plan the rollback of ``commit``, confirm it as the plan says, audit: the revert commit."""
-    code, output = patchgate_output(project, "rollback", f"sha={commit}")
-    if code != 0:
+def run_expecting(project: str, args: tuple[str, ...], want: int, log: str) -> None:
+    """Run one command; a success or a failure, as ``want`` (0: success) says."""
+    code = patchgate(project, *args)
+    report.log(log, f"demo: doit {' '.join(args)} -> exit {code}")
+    if (code == 0) != (want == 0):
         raise PatchgateError(
-            "DEMO", f"doit rollback sha={commit[:12]} (the plan) exited {code}; see above"
+            "DEMO",
+            f"doit {' '.join(args)} exited {code}, expected "
+            f"{'success' if want == 0 else 'a failure'}; see the output above",
         )
-    args = confirm_command(output)
-    for command in (args, ["audit"]):
-        code = patchgate(project, *command)
-        report.log(log, f"demo: doit {' '.join(command)} -> exit {code}")
-        if code != 0:
-            raise PatchgateError(
-                "DEMO", f"doit {' '.join(command[:2])} exited {code}; see the output above"
-            )
-    return git.head(os.path.join(project, "live"))
 
 
 def run_demo(root: str, log: str) -> dict[str, Any]:
@@ -108,27 +107,26 @@ def run_demo(root: str, log: str) -> dict[str, Any]:
     expected = [
         (("verify", "patch=patches/good_mean_empty.py"), 0),
         (("verify", "patch=patches/bad_add_str.py"), 1),
-        (("promote", "issue=good_mean_empty", "message=calc: mean() of nothing is 0.0"), 0),
     ]
     for args, want in expected:
-        code = patchgate(project, *args)
-        report.log(log, f"demo: doit {' '.join(args)} -> exit {code}")
-        if (code == 0) != (want == 0):
+        run_expecting(project, args, want, log)
+    live, remote = os.path.join(project, "live"), os.path.join(project, "remote.git")
+    parent = git.head(live)
+    # issue 15: a landing goes red on a fake forge, watch proposes, the operator confirms
+    from .forge_demo import TRIGGER, DemoForge, watch_and_rollback
+
+    with DemoForge(project) as fake:
+        promote = ("promote", "issue=good_mean_empty", "message=calc: mean() of nothing is 0.0")
+        run_expecting(project, (*promote, TRIGGER), 0, log)
+        landed, pushed = git.head(live), git.out(remote, "rev-parse", "main")
+        if landed != pushed:
             raise PatchgateError(
                 "DEMO",
-                f"doit {' '.join(args)} exited {code}, expected "
-                f"{'success' if want == 0 else 'a failure'}; see the output above",
+                f"the promotion was not pushed: live is at {landed[:12]}, "
+                f"the demo remote at {pushed[:12]}; see the output above",
             )
-    live, remote = os.path.join(project, "live"), os.path.join(project, "remote.git")
-    landed, pushed = git.head(live), git.out(remote, "rev-parse", "main")
-    if landed != pushed:
-        raise PatchgateError(
-            "DEMO",
-            f"the promotion was not pushed: live is at {landed[:12]}, "
-            f"the demo remote at {pushed[:12]}; see the output above",
-        )
-    report.log(log, f"demo: promoted and pushed {landed}")
-    reverted = demo_rollback(project, landed, log)
+        report.log(log, f"demo: promoted and pushed {landed}")
+        reverted = watch_and_rollback(project, fake, landed, parent, log)
     if git.out(remote, "rev-parse", "main") != reverted:
         raise PatchgateError(
             "DEMO", f"the rollback {reverted[:12]} was not pushed; see the output above"

@@ -619,6 +619,66 @@ def after_verify(root: str, issue: str, event: Mapping[str, Any]) -> None:
         warn(None, f"the verdict of {issue} was not annotated: {exc}")
 
 
+def propose_comment(issue: str, state: Mapping[str, Any], events: Sequence[dict[str, Any]]) -> str:
+    """The proposal comment: what the model proposed, how verification went, what is next."""
+    attempts = [a for a in state.get("attempts") or [] if isinstance(a, dict)]
+    passed = [a for a in attempts if a.get("verdict") == "pass"]
+    model = f"model `{state.get('model')}`"
+    if passed:
+        last = passed[-1]
+        lines = [
+            f"**patchgate proposed patch `{last.get('patch_id')}`** (issue `{issue}`, {model}): "
+            "verified, not landed yet",
+            "",
+            f"- confidence: {last.get('confidence_score')}",
+        ]
+        verified = last_event(events, event="verify_pass", patch_id=last.get("patch_id"))
+        if verified:
+            gates = verified.get("gates") or {}
+            verdicts = ", ".join(f"{name}: {v}" for name, v in sorted(gates.items()))
+            lines.append(f"- gate verdicts: {verdicts or 'no gate ran'}")
+    else:
+        lines = [
+            f"**patchgate could not propose a passing patch** (issue `{issue}`, {model}): "
+            "waiting for an operator",
+            "",
+        ]
+    for a in attempts:
+        how = "pass" if a.get("verdict") == "pass" else f"{a.get('stage')}: {a.get('reason')}"
+        lines.append(f"- attempt {a.get('n')}: {' '.join(str(how).split())[:300]}")
+    if passed:
+        lines += ["", f"An operator lands it with `doit promote issue={issue}`."]
+    return "\n".join(lines)
+
+
+def after_propose(
+    root: str, issue: str, trigger: str, state: Mapping[str, Any] | None, log: str | None
+) -> None:
+    """propose's hook: with trigger=github:N, the issue's sticky comment (the one verify and
+    the landing write) shows the proposal: its attempts, the verdict, the confidence.
+
+    Only a finished proposal (passed, or waiting for an operator) is commented. Never raises: a
+    failing forge is a WARNING line, the proposal stands.
+    """
+    try:
+        number = parse_trigger(trigger)
+        if number is None or not state or state.get("state") not in ("passed", "waiting_operator"):
+            return
+        write_json(trigger_path(root, issue), {"trigger": number})  # for promote
+        gh = client(config.load(root, cli={}))
+        if gh is None:
+            return
+        try:
+            text = propose_comment(issue, state, provenance.read_events(root))
+            _, how = gh.sticky_comment(number, f"patch-{issue}", text)
+            if log:
+                report.try_log(log, f"forge: proposal comment on #{number} {how}")
+        finally:
+            gh.close()
+    except (PatchgateError, OSError, ValueError, KeyError, TypeError) as exc:
+        warn(log, f"the proposal of {issue} was not annotated: {exc}")
+
+
 def landing_path(root: str, commit: str) -> str:
     return os.path.join(root, STATE_DIR, "landings", f"{commit}.json")
 
@@ -863,6 +923,8 @@ def after_rollback(ctx: LandingContext, commit: str, log: str) -> None:
             record = landing_record(root, sha)
             if record and record.get("trigger"):
                 targets.append((int(record["trigger"]), ""))
+            proposed = last_event(provenance.read_events(root), event="rollback_proposed", sha=sha)
+            failure = rb["failure_context"] or (proposed or {}).get("failure_context")
             for number, author in dict(targets).items():
                 who = mentions(author, gh.settings.tag_on_rollback)
                 text = "\n".join(
@@ -871,7 +933,7 @@ def after_rollback(ctx: LandingContext, commit: str, log: str) -> None:
                         "",
                         f"- rollback: {rb['rollback_id']}, confirmed by {rb['operator']}",
                         f"- reason: {rb['reason']}",
-                        *([f"- failure: {rb['failure_context']}"] if rb["failure_context"] else []),
+                        *([f"- failure: {failure}"] if failure else []),
                         *(["", f"cc {who}"] if who else []),
                     ]
                 )

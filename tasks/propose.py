@@ -350,6 +350,13 @@ def last_summary(output: str) -> dict[str, str]:
     return fields
 
 
+def forge_trigger(job: Job) -> list[str]:
+    """``trigger=github:N`` for the child verify, which annotates issue N (issue 15)."""
+    from .forge import parse_trigger  # not at the top: only a forge trigger needs it
+
+    return [f"trigger={job.trigger}"] if parse_trigger(job.trigger) else []
+
+
 def run_verify(job: Job, settings: LlmSettings, diff: str) -> Outcome:
     """The verify chain of ``diff`` in workspace issue_ID, as ``doit verify`` runs it."""
     argv = [
@@ -360,6 +367,7 @@ def run_verify(job: Job, settings: LlmSettings, diff: str) -> Outcome:
         f"patch={os.path.relpath(diff, job.root)}",
         f"issue={job.issue}",
         *(f"{k}={v}" for k, v in job.passthrough),
+        *forge_trigger(job),
     ]
     done = proc.run(argv, cwd=job.root, env=child_env(settings))
     report.log(job.log, f"$ doit {' '.join(shlex.quote(a) for a in argv[3:])}\n{done.output}")
@@ -780,7 +788,12 @@ def make_job(root: str, log: str) -> Job:
 
 
 def propose_action(job: Job) -> dict[str, Any]:
-    return run_propose(job)
+    from .forge import after_propose
+
+    try:
+        return run_propose(job)
+    finally:  # issue 15: trigger=github:N gets the proposal comment; never fails
+        after_propose(job.root, job.issue, job.trigger, read_state(job.root, job.issue), job.log)
 
 
 def task_propose() -> Iterator[dict[str, Any]]:
@@ -789,7 +802,8 @@ def task_propose() -> Iterator[dict[str, Any]]:
     issue=ID            the issue: attempts are patches/ID.aN.diff, verified in issue_ID
     request=TEXT|FILE   what the patch should do, or a file under patches/ holding it
     files=A,B           files shown to the model (default: the paths the request names)
-    trigger=TEXT        who or what asked (the Triggered-by trailer when promoted)
+    trigger=TEXT        who or what asked (the Triggered-by trailer when promoted);
+                        github:N also comments the proposal on forge issue N
     llm: in patchgate.yaml sets the endpoint and the budgets (docs/propose.md)
     """
     root = os.getcwd()

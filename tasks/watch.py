@@ -21,7 +21,12 @@ triggering issue (``forge.annotate_proposal``). Nothing executes without
 ``doit rollback sha=S confirm=TOKEN operator=NAME reason="…"``.
 
 Circuit breaker: ``watch.enabled: false`` polls nothing; ``watch.shadow: true`` records the
-proposal (``"shadow": true``) and announces it nowhere.
+proposal (``"shadow": true``) and announces it nowhere. A rate limit: once
+``watch.max_proposals`` proposals (shadow ones too) were recorded within the last
+``watch.proposal_window_hours``, the breaker is open and a further confirmed red is not
+proposed: the landing ends ``suppressed`` ("breaker open", one line in the output and in
+``doit status``), with no event, no comment and no token; an operator plans that rollback by
+hand (``doit rollback sha=S``). ``max_proposals: 0`` sets no limit.
 
 State: ``patches/.state/watch/<sha>.json`` per landing, written atomically after each poll of
 it; a killed ``doit watch`` resumes from it. ``doit watch once=1`` polls once; without it, it
@@ -55,6 +60,7 @@ TERMINAL = (
     "not_revertible",
     "monitored",
     "not_pushed",
+    "suppressed",
 )
 
 
@@ -66,6 +72,8 @@ class WatchSettings:
     interval: float
     reruns: int
     consecutive: int
+    max_proposals: int = 3  # within proposal_window_hours; 0: no limit (the breaker's rate)
+    proposal_window_hours: float = 24.0
 
 
 def watch_settings(cfg: config.Config) -> WatchSettings:
@@ -77,6 +85,8 @@ def watch_settings(cfg: config.Config) -> WatchSettings:
         interval=float(values["interval"]),
         reruns=int(values["reruns"]),
         consecutive=int(values["consecutive"]),
+        max_proposals=int(values["max_proposals"]),
+        proposal_window_hours=float(values["proposal_window_hours"]),
     )
 
 
@@ -339,6 +349,23 @@ def propose(
     return written
 
 
+def breaker_open(root: str, settings: WatchSettings, now: float) -> str | None:
+    """Why the breaker's rate limit stops a new proposal now, or None (see the docstring)."""
+    if settings.max_proposals <= 0:
+        return None
+    since = now - settings.proposal_window_hours * 3600
+    recent = 0
+    for event in proposals(root):
+        with contextlib.suppress(KeyError, ValueError, TypeError, AttributeError):
+            recent += parse_time(str(event["timestamp"])) >= since
+    if recent < settings.max_proposals:
+        return None
+    return (
+        f"{recent} rollback proposal(s) in the last {settings.proposal_window_hours:g} h reached "
+        f"watch.max_proposals ({settings.max_proposals})"
+    )
+
+
 def say(log: str, text: str) -> None:
     redact.tell(log, text)
 
@@ -438,7 +465,16 @@ def poll_landing(
         metrics_open = not outcome.done
         if outcome.failure is not None:
             failure = Failure("metrics", *outcome.failure)
-    if failure is not None:
+    limit = breaker_open(root, settings, now) if failure is not None else None
+    if failure is not None and limit is not None:
+        state.state = "suppressed"
+        state.notes.append(f"breaker open: {failure.context()}; not proposed: {limit}")
+        say(
+            log,
+            f"watch: {landing.sha[:12]}: BREAKER OPEN: not proposed: {failure.context()}; {limit} "
+            f"— look at it and plan the rollback by hand: doit rollback sha={landing.sha}",
+        )
+    elif failure is not None:
         try:
             propose(root, cfg, landing, failure, settings.shadow, log)
             state.state = "proposed"
@@ -503,6 +539,7 @@ def run(root: str, once: bool, log: str) -> dict[str, Any]:
             if gh is not None:
                 gh.close()
     proposed = sum(1 for s in states.values() if s == "proposed")
+    suppressed = sum(1 for s in states.values() if s == "suppressed")
     if not states:
         say(log, f"watch: no landing in the last {settings.window_hours:g} h")
     summary = {
@@ -511,6 +548,8 @@ def run(root: str, once: bool, log: str) -> dict[str, Any]:
         "PROPOSED": str(proposed),
         "WAITING": str(sum(1 for s in states.values() if s not in TERMINAL)),
     }
+    if suppressed:
+        summary["SUPPRESSED"] = str(suppressed)
     return {"summary": summary}
 
 
@@ -529,9 +568,25 @@ def status_lines(root: str) -> list[str]:
                 f"{event.get('failure_context')}"
             )
             lines.append(f"  CONFIRM: {event.get('confirm')}")
-        return lines
+        return lines + suppressed_lines(root, reverted)
     except (OSError, ValueError) as exc:
         return [f"rollback proposals unreadable: {exc}"]
+
+
+def suppressed_lines(root: str, reverted: set[Any]) -> list[str]:
+    """Confirmed reds the breaker did not propose (landings ``suppressed``, not rolled back)."""
+    lines = []
+    folder = os.path.join(root, WATCH_DIR)
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if not name.endswith(".json") or len(name) != 45 or name[:40] in reverted:
+            continue
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            data = read_json(os.path.join(folder, name))
+            if data.get("state") == "suppressed":
+                note = next((n for n in reversed(data.get("notes") or []) if "breaker" in n), "")
+                lines.append(f"rollback suppressed ({note or 'breaker open'}): {name[:12]}")
+                lines.append(f"  PLAN: doit rollback sha={name[:40]}")
+    return lines
 
 
 def task_watch() -> Iterator[dict[str, Any]]:

@@ -71,6 +71,7 @@ def test_landing_red_ci_proposal_confirmed_rollback_each_annotated_once(
     [on_pr] = github.comments[5]  # the same comment, updated
     assert f"rolled back `{commit}`** in `{revert}`" in on_pr["body"]
     assert "confirmed by ops" in on_pr["body"] and "@alice" in on_pr["body"]
+    assert "- failure: ci: tests: failure (https://ci.invalid/" in on_pr["body"]  # the proposal's
     assert len(github.comments[12]) == 2  # the landing and the rollback, one each
     assert TOKEN not in res.out
     status = project.run("status")

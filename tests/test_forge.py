@@ -235,3 +235,28 @@ def test_saved_etags_are_bounded_and_read_back(github: FakeGitHub, tmp_path: Pat
     broken = make(github)
     forge.load_etags(broken, path)  # a damaged cache is only a slower first poll
     assert broken.etags == {}
+
+
+def test_the_demo_fake_without_the_description_serves_what_patchgate_reads() -> None:
+    """An installed patchgate has no tests/data: ``doit demo`` runs the fake without the
+    OpenAPI description; the client's reads and writes still work end to end."""
+    from patchgate.fakegithub import FakeGitHub as Bare
+
+    with Bare("octo", "calc") as bare:
+        bare.add_issue(7)
+        bare.add_pull(5, "alice", [SHA])
+        bare.add_check_run(PARENT, "tests", "success")
+        bare.add_check_run(SHA, "tests", "failure", annotations=[{"path": "t.py", "title": "x"}])
+        bare.add_status(SHA, "ci/legacy", "error")
+        gh = make(bare)  # type: ignore[arg-type]
+        checks = forge.checks_of(gh, SHA)
+        assert checks["tests"].verdict == "red" and checks["ci/legacy"].verdict == "red"
+        assert forge.first_failing_test(gh, checks["tests"]) == "t.py:1: x"
+        assert forge.pull_authors(gh, SHA) == [(5, "alice")]
+        assert gh.sticky_comment(7, "k", "one")[1] == "created"
+        assert gh.sticky_comment(7, "k", "two")[1] == "updated"
+        assert [c["body"] for c in bare.comments[7]] == ["<!-- patchgate:k -->\ntwo"]
+        gh.close()
+        assert bare.problems == []
+    with pytest.raises(forge.ForgeError, match="did not answer"):
+        make(bare, retries=0).combined_status(SHA)  # stopped: nothing listens any more

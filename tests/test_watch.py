@@ -202,6 +202,49 @@ def test_shadow_mode_records_and_announces_nothing(watched: Project, github: Fak
     assert event["shadow"] is True and not github.comments[5]
 
 
+def test_the_breaker_opens_at_max_proposals_and_suppresses_the_next_red(
+    watched: Project, github: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    watched.configure(watch={"interval": 0, "max_proposals": 1, "proposal_window_hours": 6})
+    first, _ = land(watched)
+    for _ in range(2):
+        github.add_check_run(first, "tests", "failure")
+    assert poll(watched)["PROPOSED"] == "1"
+    second, _ = land(watched, "BROKEN AGAIN\n", "p-2")
+    github.add_pull(6, "bob", [second])
+    for _ in range(2):  # confirmed: a red re-run of a check green (absent) on the parent
+        github.add_check_run(second, "lint", "failure")
+    summary = poll(watched)
+    assert summary["SUPPRESSED"] == "1" and summary["WAITING"] == "0", summary
+    [event] = events(watched, "rollback_proposed")  # only the first: no event, no comment
+    assert event["sha"] == first and not github.comments[6]
+    assert state(watched, second)["state"] == "suppressed"
+    out = capsys.readouterr().out
+    assert (
+        f"watch: {second[:12]}: BREAKER OPEN: not proposed: ci: lint: failure" in out
+        and "1 rollback proposal(s) in the last 6 h reached watch.max_proposals (1)" in out
+        and f"plan the rollback by hand: doit rollback sha={second}" in out
+    ), out
+    poll(watched)  # terminal: polled again, still nothing
+    assert len(events(watched, "rollback_proposed")) == 1 and not github.comments[6]
+    status = watched.run("status")
+    assert "rollback suppressed (breaker open: ci: lint: failure" in status.out, status.out
+    assert f"): {second[:12]}\n  PLAN: doit rollback sha={second}" in status.out, status.out
+    # the rate is per window: the proposal ages out of it; 0 sets no limit
+    settings = watch.watch_settings(config.load(str(watched.path), cli={}))
+    later = time.time() + 7 * 3600
+    assert watch.breaker_open(str(watched.path), settings, time.time()) is not None
+    assert watch.breaker_open(str(watched.path), settings, later) is None
+    unlimited = watch.WatchSettings(**{**settings.__dict__, "max_proposals": 0})
+    assert watch.breaker_open(str(watched.path), unlimited, time.time()) is None
+
+
+def test_a_negative_max_proposals_is_refused(watched: Project) -> None:
+    watched.configure(watch={"max_proposals": -1})
+    res = watched.run("watch", "once=1")
+    assert res.code != 0 and "max_proposals" in res.out, res.out
+
+
 def test_the_circuit_breaker_polls_nothing(watched: Project, github: FakeGitHub) -> None:
     watched.configure(watch={"enabled": False})
     land(watched)
