@@ -103,7 +103,9 @@ def watch_and_rollback(project: str, fake: FakeGitHub, landed: str, parent: str,
     print(f"\n(demo: CI on the forge: {CHECK} green on {parent[:12]}, red on {landed[:12]})")
     output = watch(project, log)
     if "suspect" not in output:
-        raise PatchgateError("DEMO", "one red run was expected to be only a suspect")
+        raise PatchgateError(
+            "DEMO", "one red run was expected to be only a suspect; see doit watch above"
+        )
     fake.add_check_run(landed, CHECK, "failure", annotations=[FAILING])
     print(f"\n(demo: CI re-ran {CHECK} on {landed[:12]}: red again, the confirmation)")
     output = watch(project, log)
