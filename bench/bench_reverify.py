@@ -13,6 +13,10 @@ a. re-verify after editing a one-file patch: `doit verify patch=P` on its existi
 c. the re-run after a mypy error: the patch gains a type error (run, fails at mypy; untimed),
    then is fixed; the timed figure is the fixed re-run, for both
 
+With --baseline DIR, patchgate from DIR/patchgate is timed too, interleaved on the same project
+(e.g. `git archive main tasks | tar -x -C DIR && mv DIR/tasks DIR/patchgate`, schemas/ beside
+it): before and after a change under the same load.
+
 Like with like: with --jail bwrap (the default) both jail every step in the same bubblewrap
 jail (patchgate's own ``jail.command``, one jail start per tool and one for the patch, the tools
 getting the environment patchgate gives them: PYTHONDONTWRITEBYTECODE=1, HOME=/tmp); with
@@ -21,15 +25,22 @@ getting the environment patchgate gives them: PYTHONDONTWRITEBYTECODE=1, HOME=/t
 is everything patchgate adds.
 
 The AM runner the issue also compares against is not on this machine: it is not measured here.
-Contenders are timed interleaved (bench.common.side_by_side), the median of k runs each.
+Contenders are timed interleaved (bench.common.side_by_side), the median of k runs each. Each
+figure also has a CPU row, the user + sys time of the processes a run started (those in a
+bubblewrap jail not counted: see cpu_of), which a loaded machine blurs much less than the wall
+time; its last column is patchgate's CPU beyond the hand script's.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
+import os
+import resource
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -74,6 +85,40 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
+def cpu_of(fn: Callable[[], object], spent: list[float]) -> Callable[[], None]:
+    """``fn``, adding the CPU time (user + sys) of the processes it ran to ``spent``.
+
+    On a shared machine a run's wall time grows with the load, its CPU time much less. What
+    runs in a bubblewrap jail is not counted (its own pid namespace reaps it, out of sight of
+    getrusage): jailed, the CPU rows are the work outside the jail, the difference is
+    patchgate's own; with --jail none they include the tools.
+    """
+
+    def run() -> None:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        fn()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spent.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+
+    return run
+
+
+def compare(what: str, ours: dict[str, Timed], theirs: Timed, k: int) -> None:
+    """Rows for the wall times of each of ``ours`` and of ``theirs`` side by side, and for CPU."""
+    things = [*ours.values(), theirs]
+    cpu: list[list[float]] = [[] for _ in things]
+    wall = side_by_side(
+        [Timed(cpu_of(t.fn, c), t.before) for t, c in zip(things, cpu, strict=True)], k
+    )
+    hand_cpu = statistics.median(cpu[-1])
+    for i, label in enumerate(ours):
+        name = f"{what}{label}"
+        ratio = f"{wall[i] / wall[-1]:.2f}x"
+        row(name, ms(wall[i]), f"hand script {ms(wall[-1])}", ratio, "<= 1.3x")
+        mine = statistics.median(cpu[i])
+        row(f"{name}, CPU", ms(mine), f"hand script {ms(hand_cpu)}", f"+{ms(mine - hand_cpu)}")
+
+
 def version(n: int, bad: bool = False) -> str:
     """The edited module, version ``n``; ``bad``: with a type error."""
     return module_text(0, 1) + f"# v{n}\n" + (TYPE_ERROR if bad else "")
@@ -82,8 +127,12 @@ def version(n: int, bad: bool = False) -> str:
 # --- patchgate -----------------------------------------------------------------------------------
 
 
-def verify(bench: Bench, patch: str, ok: bool = True) -> None:
-    out = bench.run("verify", f"patch={patch}", check=False)
+def verify(bench: Bench, patch: str, ok: bool = True, code: str | None = None) -> None:
+    """``doit verify``; with ``code``, patchgate imported from that folder (--baseline)."""
+    env = {**os.environ, "PYTHONPATH": code} if code else None
+    argv = bench.argv("verify", f"patch={patch}")
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
+    out = done.stdout + done.stderr
     if ok:
         assert "RESULT: SUCCESS" in out, out
     else:
@@ -162,7 +211,19 @@ class Hand:
 # --- the figures -------------------------------------------------------------------------------
 
 
-def reverify(bench: Bench, hand: Hand, k: int, versions: Iterator[int]) -> None:
+def contenders(
+    bench: Bench, codes: dict[str, str | None], edit: Callable[[], None]
+) -> dict[str, Timed]:
+    """A re-verify of the patch for each code version of patchgate, ``edit`` untimed first."""
+    return {
+        label: Timed(functools.partial(verify, bench, "patches/edit.py", code=code), edit)
+        for label, code in codes.items()
+    }
+
+
+def reverify(
+    bench: Bench, hand: Hand, k: int, versions: Iterator[int], codes: dict[str, str | None]
+) -> None:
     """a. an edited one-file patch, verified again."""
 
     def edit_ours() -> None:
@@ -171,23 +232,17 @@ def reverify(bench: Bench, hand: Hand, k: int, versions: Iterator[int]) -> None:
     def edit_theirs() -> None:
         hand.write(version(next(versions)))
 
-    ours, theirs = side_by_side(
-        [
-            Timed(lambda: verify(bench, "patches/edit.py"), before=edit_ours),
-            Timed(hand.run, before=edit_theirs),
-        ],
+    compare(
+        f"a. re-verify after a one-file patch edit, default gates, {bench.n_files} files",
+        contenders(bench, codes, edit_ours),
+        Timed(hand.run, before=edit_theirs),
         k,
     )
-    row(
-        f"a. re-verify after a one-file patch edit, default gates, {bench.n_files} files",
-        ms(ours),
-        f"hand script {ms(theirs)}",
-        f"{ours / theirs:.2f}x",
-        "<= 1.3x",
-    )
 
 
-def after_mypy_error(bench: Bench, hand: Hand, k: int, versions: Iterator[int]) -> None:
+def after_mypy_error(
+    bench: Bench, hand: Hand, k: int, versions: Iterator[int], codes: dict[str, str | None]
+) -> None:
     """c. the patch gains a type error (untimed run, fails), then is fixed: the fixed re-run."""
 
     def break_ours() -> None:
@@ -200,19 +255,11 @@ def after_mypy_error(bench: Bench, hand: Hand, k: int, versions: Iterator[int]) 
         hand.run(ok=False)
         hand.write(version(next(versions)))
 
-    ours, theirs = side_by_side(
-        [
-            Timed(lambda: verify(bench, "patches/edit.py"), before=break_ours),
-            Timed(hand.run, before=break_theirs),
-        ],
-        k,
-    )
-    row(
+    compare(
         f"c. re-run after a mypy error, default gates, {bench.n_files} files",
-        ms(ours),
-        f"hand script {ms(theirs)}",
-        f"{ours / theirs:.2f}x",
-        "<= 1.3x",
+        contenders(bench, codes, break_ours),
+        Timed(hand.run, before=break_theirs),
+        k,
     )
 
 
@@ -223,6 +270,11 @@ def main() -> None:
     parser.add_argument("--fs", default="disk", help="disk (/tmp), shm (/dev/shm) or a folder")
     parser.add_argument("-k", type=int, default=None, help="runs per figure (median)")
     parser.add_argument("--jail", choices=("bwrap", "none"), default="bwrap")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also time the patchgate package in DIR/patchgate (e.g. an older commit's tasks/)",
+    )
     parser.add_argument(
         "--no-bytecode-cache",
         action="store_true",
@@ -241,16 +293,24 @@ def main() -> None:
         bench = make_project(args.files, base, gates=DEFAULT_GATES, jail=args.jail)
         hand = Hand(bench, args.jail)
         versions = itertools.count()
-        # Warm both: the workspace and worktree exist, mypy's caches are filled.
-        bench.patch("edit.py", edit_script(EDITED, version(next(versions))))
-        warm: list[Callable[[], None]] = [lambda: verify(bench, "patches/edit.py"), hand.run]
-        hand.write(version(next(versions)))
-        for fn in warm:
+        codes: dict[str, str | None] = {"": None}
+        if args.baseline:  # the same project and workspace: only the code differs
+            codes = {" (this code)": None, " (--baseline)": os.path.abspath(args.baseline)}
+        # Warm all: the workspace and worktree exist, mypy's caches are filled, bytecode too.
+        warm: list[tuple[Callable[[], object], Callable[[], None]]] = [
+            (functools.partial(hand.write, version(next(versions))), hand.run)
+        ]
+        for code in codes.values():
+            text = edit_script(EDITED, version(next(versions)))
+            edit: Callable[[], object] = functools.partial(bench.patch, "edit.py", text)
+            warm.append((edit, functools.partial(verify, bench, "patches/edit.py", code=code)))
+        for edit, fn in warm:
+            edit()
             start = time.perf_counter()
             fn()
             print(f"  warm-up: {time.perf_counter() - start:.1f} s", file=sys.stderr)
-        reverify(bench, hand, k, versions)
-        after_mypy_error(bench, hand, k, versions)
+        reverify(bench, hand, k, versions, codes)
+        after_mypy_error(bench, hand, k, versions, codes)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(
