@@ -43,13 +43,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from . import config, git, provenance, redact, report
 from .errors import PatchgateError
 from .steps import read_json, write_json
 
 if TYPE_CHECKING:  # landing calls this module after a landing
+    import httpx  # imported where a client is made: not on every doit command's load
+
     from .landing import LandingContext
 
 STAGE = "FORGE"
@@ -172,6 +172,8 @@ class GitHub:
         }
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        import httpx
+
         self._http = httpx.Client(
             base_url=self.settings.api_url,
             headers=headers,
@@ -218,6 +220,8 @@ class GitHub:
         params: Mapping[str, Any] | None = None,
         poll: bool = False,
     ) -> tuple[Any, httpx.Response]:
+        import httpx
+
         what = f"{method} {path}"
         key = f"{path}?{sorted((params or {}).items())}"
         cached = self.etags.get(key) if poll and method == "GET" else None

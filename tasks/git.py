@@ -159,14 +159,24 @@ def snapshot(repo: str, index: str) -> str:
     git's stat cache so only modified files are hashed.
     """
     env = git_env({"GIT_INDEX_FILE": index})
-    gitdir = out(repo, "rev-parse", "--git-dir")
-    own = os.path.join(repo, gitdir, "index")
-    if os.path.exists(own) and not os.path.exists(index):
-        # copy2 keeps the index file's mtime: git trusts an entry's stat only if the file is
-        # older than the index (racy git). A copy stamped "now" would make git trust the stat
-        # of a file rewritten within the same second, same size: a change the snapshot misses.
-        shutil.copy2(own, index)
-    check_file_sizes(repo, env)
+    if not os.path.exists(index):  # the next snapshots of the worktree need no git dir
+        own = os.path.join(repo, out(repo, "rev-parse", "--git-dir"), "index")
+        if os.path.exists(own):
+            # copy2 keeps the index file's mtime: git trusts an entry's stat only if the file
+            # is older than the index (racy git). A copy stamped "now" would make git trust the
+            # stat of a file rewritten within the same second, same size: a change the
+            # snapshot misses.
+            shutil.copy2(own, index)
+    changed = check_file_sizes(repo, env)
+    if not changed:
+        return out(repo, "write-tree", env=env)  # the index already holds the worktree
+    if len(changed) <= ADD_BY_NAME:
+        # The listing is what `add -A` stages: naming it spares git a second walk of the
+        # worktree (0.25 s at 20,000 files). Anything unusual (a path behind a symlink): the
+        # whole walk below, which says what is wrong.
+        named = {**env, "GIT_LITERAL_PATHSPECS": "1"}
+        if run(repo, "add", "-A", "--", *sorted(changed), env=named, check=False).returncode == 0:
+            return out(repo, "write-tree", env=env)
     try:
         run(repo, "add", "-A", "--", ".", env=env)
     except PatchgateError as err:
@@ -182,15 +192,22 @@ def snapshot(repo: str, index: str) -> str:
 # (shared by every workspace): a patch writing 1 GiB must not grow live's .git by 1 GiB.
 # GitHub refuses files over 100 MB too. Issue 12.
 MAX_FILE_BYTES = 100 * 1024 * 1024
+# At most this many changed paths are staged by name (snapshot); past it, pathspec matching
+# against every index entry costs more than git's own walk of the worktree.
+ADD_BY_NAME = 256
 
 
-def check_file_sizes(repo: str, env: dict[str, str]) -> None:
-    """PatchgateError("SCOPE") naming the largest new or modified file over MAX_FILE_BYTES."""
+def check_file_sizes(repo: str, env: dict[str, str]) -> set[str]:
+    """PatchgateError("SCOPE") naming the largest new or modified file over MAX_FILE_BYTES.
+
+    The paths it looked at: every new (not ignored), modified or deleted one.
+    """
     listing = run(
         repo, "ls-files", "-z", "--others", "--modified", "--exclude-standard", env=env
     ).output
+    changed = set(filter(None, listing.split("\0")))
     big = []
-    for path in set(filter(None, listing.split("\0"))):
+    for path in changed:
         with contextlib.suppress(OSError):
             info = os.lstat(os.path.join(repo, path))
             if stat.S_ISREG(info.st_mode) and info.st_size > MAX_FILE_BYTES:
@@ -203,6 +220,7 @@ def check_file_sizes(repo: str, env: dict[str, str]) -> None:
             "patch may have; it was not stored: generate it at build time or keep it out of the "
             "repository",
         )
+    return changed
 
 
 def nested_repository(path: str) -> str:

@@ -24,13 +24,14 @@ import contextlib
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from . import config, provenance, redact
 from .errors import PatchgateError
 from .steps import read_json, write_json
+
+if TYPE_CHECKING:  # imported where a sample is taken: not on every doit command's load
+    import httpx
 
 WATCH_DIR = os.path.join("patches", ".state", "watch")
 KEEP_VALUES = 20
@@ -101,6 +102,8 @@ def _number(value: Any) -> float | None:
 
 def sample(settings: MonitorSettings, transport: httpx.BaseTransport | None = None) -> Sample:
     """One reading of the metric; anything but a real number is inconclusive (with why)."""
+    import httpx
+
     try:
         with httpx.Client(timeout=settings.timeout, transport=transport) as http:
             if settings.kind == "prometheus":
