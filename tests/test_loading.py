@@ -152,3 +152,13 @@ def test_a_promotion_does_the_work_when_it_runs(interrupted: Project, tmp_path: 
     assert git(project.live, "rev-parse", "HEAD^") == news
     assert (project.live / "NEWS.txt").read_text() == "news\n"
     assert not (project.path / journal.JOURNAL).exists()
+
+
+def test_a_promotion_with_worker_processes(interrupted: Project) -> None:
+    """doit -n 2 -P process: _promote takes the lock in a worker; the other worker's steps
+    count it as their run's (lock.py), and the landing goes through."""
+    project = interrupted
+    res = project.run("-n", "2", "-P", "process", "promote", "issue=add_mul")
+    assert res.code == 0, res.out
+    assert res.summary["RESULT"] == "SUCCESS" and res.summary["PUSH"] == "OK", res.out
+    assert (project.live / "NEWS.txt").read_text() == "news\n"
