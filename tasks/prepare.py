@@ -7,11 +7,11 @@ live, the jail probe) is the action of a hidden task ``_NAME``; the creator is d
 ``doit.create_after(executed="_NAME")``. doit then runs it only when the command runs its tasks,
 and only after ``_NAME`` ran (``doit list`` and ``help`` call it at once, before anything ran).
 
-The action hands what the creator needs (live's HEAD after the fetch, the jail warning, the
-notes to show, or the refusal) over in a record file, ``patches/.state/prepared/NAME-PID.json``
-keyed by the doit process (with ``-P process`` the action runs in a worker) and stamped with a
-nonce of this run: the creator reads ``outcome(root, NAME)``, and None means nothing was prepared
-in this run (``doit list``, ``help``): declare a placeholder, touch nothing.
+The action hands what the creator needs (the jail warning, the notes to show, the refusal)
+over: in memory when it runs in doit's own process (the default runner), else (a worker of
+``-P process``) in a record file ``patches/.state/prepared/NAME-PID.json`` keyed by the doit
+process and stamped with a nonce of this run. The creator reads ``outcome(root, NAME)``; None
+means nothing was prepared in this run (``doit list``, ``help``): declare a placeholder.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from typing import Any, TypeVar
 from doit import create_after
 
 from .errors import PatchgateError
-from .steps import STATE_DIR, pid_alive, read_json, write_json
+from .steps import STATE_DIR, pid_alive, read_json, unwritable, write_json
 
 PREPARED = os.path.join(STATE_DIR, "prepared")
 # This doit run: a record written by an earlier run under a reused pid never counts.
 RUN = uuid.uuid4().hex
 _RECORD = re.compile(r"^[a-z]+-(\d+)\.json$")
+# What this process's setup tasks prepared (the default runner runs them here).
+_OUTCOMES: dict[str, dict[str, Any]] = {}
 
 Work = Callable[..., dict[str, Any]]
 
@@ -64,28 +66,34 @@ def setup_task(name: str, work: Work, args: list[Any]) -> dict[str, Any]:
 def run(name: str, root: str, pid: int, nonce: str, work: Work, *args: Any) -> None:
     """Action of ``_NAME``: ``work``'s result, or its refusal, for the creator of this run.
 
-    A ``PatchgateError`` is recorded, not raised: the creator declares it as the refusing
-    step, so its summary (stage, reason, exit code) is the one that step always gave.
+    A ``PatchgateError`` (or a file that cannot be written) is recorded, not raised: the
+    creator declares it as the refusing step, so its summary (stage, reason, exit code) is the
+    one that step always gave.
     """
-    path = record_path(root, name, pid)
-    _sweep(os.path.dirname(path))
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
     try:
         data = work(*args)
     except PatchgateError as err:
         data = {"error": [err.stage, err.message]}
-    write_json(path, {**data, "run": nonce})
+    except OSError as exc:
+        data = {"error": ["PREFLIGHT", unwritable(exc)]}
+    data = {**data, "run": nonce}
+    if os.getpid() == pid:  # doit's own process: no file (patches/ may be read-only)
+        _OUTCOMES[name] = data
+        return
+    path = record_path(root, name, pid)
+    _sweep(os.path.dirname(path))
+    write_json(path, data)
 
 
 def outcome(root: str, name: str) -> dict[str, Any] | None:
     """What ``_NAME`` recorded in this run; None if it did not run (doit list, help, ...)."""
-    path = record_path(root, name, os.getpid())
-    try:
-        data: dict[str, Any] = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return data if data.get("run") == RUN else None
+    data = _OUTCOMES.get(name)
+    if data is None:
+        try:
+            data = read_json(record_path(root, name, os.getpid()))
+        except (OSError, ValueError):
+            return None
+    return data if data is not None and data.get("run") == RUN else None
 
 
 def error_of(data: dict[str, Any]) -> PatchgateError | None:

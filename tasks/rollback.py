@@ -9,7 +9,7 @@ reverse onto HEAD) in a private index and object directory under ``patches/.stat
 ``doit rollback sha=S confirm=TOKEN operator=NAME reason="…"`` executes it, as one chain in the
 reporter group ``issue_rollback-S12`` (S12: the commit's first 12 hex digits):
 
-    (load)                          lock, recovery, the plan again, the token, clean paths, fetch
+    _rollback (its setup task)      lock, recovery, the plan again, the token, clean paths, fetch
     rollback:rollback-S12-plan      the plan and who confirmed it
     rollback:rollback-S12-…         verify's own chain on the revert (a diff HEAD -> reverted
                                     tree): workspace, apply, scope, gates, result, archive

@@ -291,3 +291,20 @@ def test_a_setup_task_hands_its_outcome_only_to_its_own_run(tmp_path: Path) -> N
     assert err is not None and (err.stage, err.message) == ("PREFLIGHT", "busy; wait")
     prepare.run("promote", root, pid, "an earlier run", _setup_done, "y")
     assert prepare.outcome(root, "promote") is None
+
+
+def test_a_setup_task_in_a_worker_process_hands_its_outcome_over_in_a_file(
+    tmp_path: Path,
+) -> None:
+    """doit -P process runs the setup task in a worker: the record file of doit's process."""
+    root, pid = str(tmp_path), os.getpid()
+    assert prepare.outcome(root, "rollback") is None
+    child = os.fork()
+    if child == 0:  # the worker
+        try:
+            prepare.run("rollback", root, pid, prepare.RUN, _setup_done, "z")
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    assert os.path.exists(prepare.record_path(root, "rollback", pid))
+    assert prepare.outcome(root, "rollback") == {"value": "z", "run": prepare.RUN}
