@@ -507,7 +507,8 @@ def promote_tasks(root: str, prepared: dict[str, Any] | None) -> Iterator[dict[s
                 {**t, "basename": "verify"}
                 for t in verify.requested_chains(cfg, head, prepared["warning"])
             ]
-            names = {t["name"] for t in planned}  # before yielding: doit renames what it gets
+            # doit verify patch=P promote issue=P: verify's creator may have declared it
+            names = set(verify.declared(issue))
             if not names & {f"{issue}-archive", f"{issue}-preflight"}:
                 raise PatchgateError(
                     "PREFLIGHT",

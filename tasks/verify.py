@@ -522,6 +522,26 @@ def existing_workspace(root: str, issue: str) -> Workspace:
     return ws
 
 
+# The verify chains declared in this doit run: issue -> the names of its tasks.
+_DECLARED: dict[str, list[str]] = {}
+
+
+def once(issue: str, tasks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Issue ``issue``'s verify chain, unless this run declared it already: doit verify's and
+    doit promote's creators both plan it for ``doit verify patch=P promote issue=P``."""
+    if issue in _DECLARED:
+        return
+    names = _DECLARED[issue] = []
+    for task in tasks:
+        names.append(task["name"])
+        yield task
+
+
+def declared(issue: str) -> list[str]:
+    """The task names (before doit prefixes them) of issue ``issue``'s verify chain."""
+    return list(_DECLARED.get(issue, ()))
+
+
 def requested_chains(
     cfg: config.Config, head: str, warning: str | None, message: str | None = None
 ) -> Iterator[dict[str, Any]]:
@@ -543,7 +563,7 @@ def requested_chains(
                 f"the patch of issue {issue} ({patch}) is gone; verify a patch with patch=PATH",
             )
         base, carry = plan_rebase(cfg, ws, head)
-        yield from chain(cfg, patch, issue, base, warning, carry, message=message)
+        yield from once(issue, chain(cfg, patch, issue, base, warning, carry, message=message))
         return
     patches = requested_patches(root, raw)
     if issue is not None and len(patches) > 1:
@@ -567,7 +587,7 @@ def requested_chains(
                 "verify", root, report.log_path(root, "verify"), err, f"{stem}-preflight"
             )
             continue
-        yield from chain(cfg, patch, stem, head, warning, message=message)
+        yield from once(stem, chain(cfg, patch, stem, head, warning, message=message))
 
 
 VERIFY_VARIABLES = ("patch", "issue", "latest")  # latest=1: issue 11

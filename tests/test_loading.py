@@ -162,3 +162,15 @@ def test_a_promotion_with_worker_processes(interrupted: Project) -> None:
     assert res.code == 0, res.out
     assert res.summary["RESULT"] == "SUCCESS" and res.summary["PUSH"] == "OK", res.out
     assert (project.live / "NEWS.txt").read_text() == "news\n"
+
+
+def test_verify_and_promote_in_one_command(make_project: ProjectFactory) -> None:
+    """doit verify patch=P promote issue=P: both creators plan P's verify chain; it is declared
+    once (verify.once) and the promotion lands what verify checked."""
+    project = make_project()
+    patch = project.patch("add_mul.py", ADD_MUL)
+    res = project.run("verify", f"patch={patch}", "promote", "issue=add_mul", "message=mul")
+    assert res.code == 0, res.out
+    assert res.summary["RESULT"] == "SUCCESS" and res.summary["PUSH"] == "SKIPPED", res.out
+    assert res.out.count(".  verify:add_mul-apply") == 1, res.out
+    assert git(project.live, "log", "-1", "--format=%s") == "mul"
