@@ -10,20 +10,24 @@ import os
 
 from .audit import task_audit, task_history, task_record
 from .demo import task_demo
-from .finalize import task_finalize
+from .finalize import task__finalize, task_finalize
 from .journal import task__recover
-from .promote import task_promote
+from .promote import task__promote, task_promote
 from .propose import task_propose  # issue 14
-from .rollback import task_rollback
+from .rollback import task__rollback, task_rollback
 from .status import task_config, task_status
 from .steps import DEP_FILE, DOIT_CONFIG
 from .ui.command import task_ui  # issue 16: the operator console
-from .verify import task_verify
+from .verify import task__verify, task_verify
 from .watch import task_watch  # issue 15
 
 __all__ = [
     "DOIT_CONFIG",
+    "task__finalize",
+    "task__promote",
     "task__recover",
+    "task__rollback",
+    "task__verify",
     "task_audit",
     "task_config",
     "task_demo",

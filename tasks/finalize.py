@@ -21,8 +21,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from . import config, git, jail, landing, provenance, redact, report, trailers
-from .doitapi import requested
+from . import config, git, jail, landing, prepare, provenance, redact, report, trailers
 from .errors import PatchgateError
 from .gates import run_gate
 from .landing import LandingContext, hash_tree, landed_summary, record_apply, remove_workspace
@@ -31,13 +30,20 @@ from .steps import failed_creator, now, read_json, write_json
 from .workspace import Workspace, ensure
 
 
+def task__finalize() -> dict[str, Any]:
+    """(internal) What finalize does before its tasks are planned (see ``prepare``)."""
+    return prepare.setup_task("finalize", prepare_finalize, [os.getcwd()])
+
+
+@prepare.after("finalize")
 def task_finalize() -> Iterator[dict[str, Any]]:
     """Finalize live (AM -f): gate live's uncommitted changes, then commit and push them.
 
     message="…"     commit subject (required)
     operator=NAME require_push=1 skip_up_to_date=1 fast_forward=0   (see `doit config`)
     """
-    yield from finalize_tasks(os.getcwd(), requested("finalize"))
+    root = os.getcwd()  # created after _finalize ran: the lock is held, live fetched
+    yield from finalize_tasks(root, prepare.outcome(root, "finalize"))
 
 
 LABEL = ".finalize"  # the temporary worktree's issue name: check_issue refuses it for issues
@@ -227,31 +233,45 @@ FINALIZE = landing.LandingKind(
 )
 
 
-def finalize_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
+def prepare_finalize(root: str) -> dict[str, Any]:
+    """Action of _finalize, before finalize's tasks are planned: the promotion lock (held to
+    the end of the run), recovery, live's branch; unless a finalize commit landed already,
+    fetching and fast-forwarding live and the jail probe."""
+    cfg = config.load(root)
+    branch, notes = landing.begin(cfg, "-", "doit finalize")
+    ctx = landing.context(cfg, "finalize", LABEL, branch, state_dir(root), "doit finalize")
+    if unfinished(ctx.state, ctx.live) is None:
+        if not ctx.message:
+            raise PatchgateError(
+                "PREFLIGHT",
+                'finalize needs message="…"; give the subject of the commit it makes',
+            )
+        notes += sync_live(cfg, branch, report.log_path(root, GROUP))
+        jail.preflight(cfg["jail"])
+    os.makedirs(ctx.state, exist_ok=True)
+    return {"branch": branch, "notes": notes}
+
+
+def finalize_tasks(root: str, prepared: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+    """Finalize's tasks, from what _finalize prepared (None: it did not run, doit list/help)."""
     log = report.log_path(root, GROUP)
-    if not wanted:
+    if prepared is None:  # doit list, or help: describe, touch nothing
         yield landing.placeholder(GROUP, root, log, "preflight", 'finalize message="…"')
         return
     ws = Workspace(root, LABEL)
     try:
+        refused = prepare.error_of(prepared)
+        if refused is not None:
+            raise refused
         cfg = config.load(root)
-        branch, notes = landing.begin(cfg, "-", "doit finalize")
+        branch, notes = prepared["branch"], list(prepared["notes"])
         ctx = landing.context(cfg, "finalize", LABEL, branch, state_dir(root), "doit finalize")
         landed = unfinished(ctx.state, ctx.live)
-        if landed is None:
-            if not ctx.message:
-                raise PatchgateError(
-                    "PREFLIGHT",
-                    'finalize needs message="…"; give the subject of the commit it makes',
-                )
-            notes += sync_live(cfg, branch, log)
-            jail.preflight(cfg["jail"])
     except PatchgateError as err:
         yield failed_creator(
             GROUP, root, log, PatchgateError(err.stage, redact.redact(err.message))
         )
         return
-    os.makedirs(ctx.state, exist_ok=True)
     ctx = replace(ctx, notes=tuple(notes))
     gates_file = os.path.join(ctx.state, "gates.json")
     if landed is None:

@@ -275,9 +275,9 @@ def recover(root: str) -> list[str]:
     """Finish or undo a promotion a crash interrupted; one line per thing done.
 
     Cheap when there is nothing to do (one stat). Call it before a command reads or writes
-    live: promote and finalize do, at load time. While another promotion runs (the lock is
-    taken) it does nothing: that promotion is not interrupted. Raises PatchgateError (stage
-    RECOVER) when it cannot decide alone, saying what to check.
+    live: every landing does, in the action of its setup task (``prepare``). While another
+    promotion runs (the lock is taken) it does nothing: that promotion is not interrupted.
+    Raises PatchgateError (stage RECOVER) when it cannot decide alone, saying what to check.
     """
     path = journal_path(root)
     if not os.path.exists(path):

@@ -332,7 +332,7 @@ def run_audit(ctx: LandingContext, commit: str, push_state: str, log: str) -> No
 
 
 def announce(ctx: LandingContext, log: str) -> None:
-    """What happened at load time (recovery, fast-forward); only the first step has notes."""
+    """What the setup task did (recovery, fast-forward); only the first step has notes."""
     for note in ctx.notes:
         redact.tell(log, f"{ctx.kind}: {note}")
 
@@ -415,7 +415,7 @@ class LandingContext:
     audit_command: tuple[str, ...]
     gate_timeout: float
     git_timeout: float
-    notes: tuple[str, ...] = ()  # what happened while loading: shown by the first step
+    notes: tuple[str, ...] = ()  # what the setup task did (recovery, fetch): the first step shows
     rollback: dict[str, Any] | None = None  # the confirmed rollback (rollback only)
     audit_after_promote: bool = True  # doit audit's check after a promotion (issue 11)
 
@@ -522,7 +522,7 @@ def chain(
 ) -> Iterator[dict[str, Any]]:
     """The land, push and finish steps of a landing; push and finish only when ``resume`` (its
     commit landed in an earlier run that did not finish). ``land_deps`` are the steps (the
-    verification) that must pass before anything lands. The load-time notes (``ctx.notes``)
+    verification) that must pass before anything lands. The setup task's notes (``ctx.notes``)
     are shown by the first of these steps that runs.
     """
     common: dict[str, Any] = {"root": ctx.root, "log": log, "uptodate": [False]}
@@ -597,8 +597,9 @@ def finish_landing(
 
 
 def begin(cfg: config.Config, issue: str, what: str) -> tuple[str, list[str]]:
-    """Where every landing starts while doit loads it: the promotion lock (held to the end of
-    the run), recovery of an interrupted landing, live's branch. Returns (branch, notes)."""
+    """Where every landing starts, in the action of its setup task (``_promote``, ``_finalize``,
+    ``_rollback``; see ``prepare``): the promotion lock (held to the end of the run), recovery
+    of an interrupted landing, live's branch. Returns (branch, notes)."""
     lock.acquire(cfg.root, issue, what)
     notes = recover(cfg.root)
     git.live_head(cfg.live_repo)
@@ -606,12 +607,12 @@ def begin(cfg: config.Config, issue: str, what: str) -> tuple[str, list[str]]:
 
 
 def refuse(ws_dir: str, stage: str, message: str) -> None:
-    """Action of a landing refused while loading: the refusal, through the failure hook."""
+    """Action of a landing its setup task refused: the refusal, through the failure hook."""
     raise PatchgateError(stage, message)
 
 
 def placeholder(group: str, root: str, log: str, name: str, command: str) -> dict[str, Any]:
-    """What a landing's creator declares when this run does not ask for it (doit list, …)."""
+    """What a landing's creator declares when its setup task did not run (doit list, help)."""
     err = PatchgateError(
         "PREFLIGHT", f"not asked for on this command line; run it as: doit {command}"
     )

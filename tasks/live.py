@@ -71,7 +71,7 @@ def first_problem(output: str) -> str:
 def sync_live(cfg: config.Config, branch: str, log: str) -> list[str]:
     """Fetch the remote; fast-forward live when it is only behind; refuse when it diverged.
 
-    Runs while doit loads the tasks (before the verify chain is planned), under the lock.
+    Runs in a landing's setup task (before the verify chain is planned), under the lock.
     Returns what it did, one line each.
     """
     live, remote = cfg.live_repo, cfg["remote"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -64,9 +65,16 @@ def _try_flock(fd: int) -> bool:
     return True
 
 
+def _run_pid() -> int:
+    """The doit run this process works for: its parent for a worker of ``doit -P process``
+    (a landing's setup task takes the lock in the worker that runs it)."""
+    return os.getppid() if multiprocessing.parent_process() is not None else os.getpid()
+
+
 def _write_holder(fd: int, what: str, issue: str) -> None:
     info = {
         "pid": os.getpid(),
+        "run": _run_pid(),
         "what": what,
         "issue": issue,
         "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -113,8 +121,10 @@ def busy_message(root: str) -> str:
 
 
 def _parent_holds(root: str, path: str | None = None) -> bool:
-    """A worker process of the doit run that holds the lock (doit -P process)."""
-    return holder(root, path).get("pid") == os.getppid()
+    """The doit run this worker process works for holds the lock (doit -P process): in its
+    main process, or in another worker of it."""
+    info = holder(root, path)
+    return os.getppid() in (info.get("pid"), info.get("run"))
 
 
 def _hold(root: str, path: str, what: str, issue: str, busy: Callable[[], str]) -> int | None:

@@ -9,9 +9,10 @@ promotion ends with one summary block:
     promote:ID-push       push to the remote: PUSH: OK | FAIL | SKIPPED
     promote:ID            patched_success.zip, patch to successful/, provenance, cleanup, audit
 
-Before any of that, while doit loads the tasks, a promotion takes the lock, recovers an
-interrupted promotion, fetches the remote and fast-forwards live when it is only behind: the
-verify chain is then planned against the HEAD the commit will land on (see ``task_promote``).
+Before any of that, the hidden task ``_promote`` takes the lock, recovers an interrupted
+promotion, fetches the remote and fast-forwards live when it is only behind; ``task_promote`` is
+created after it (``doit.create_after``), so the verify chain is planned against the HEAD the
+commit will land on. Loading (``doit list``, ``help``) does none of it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from . import (
     landing,
     lock,
     post_audit,
+    prepare,
     propose,
     provenance,
     redact,
@@ -48,7 +50,6 @@ from . import (
     trailers,
     verify,
 )
-from .doitapi import requested
 from .errors import PatchgateError
 from .issue import check_issue
 from .landing import (
@@ -63,6 +64,12 @@ from .steps import STATE_DIR, failed_creator, now, read_json, write_json
 from .workspace import Workspace
 
 
+def task__promote() -> dict[str, Any]:
+    """(internal) What a promotion does before its tasks are planned (see ``prepare``)."""
+    return prepare.setup_task("promote", prepare_promotion, [os.getcwd()])
+
+
+@prepare.after("promote")
 def task_promote() -> Iterator[dict[str, Any]]:
     """Land a verified workspace on live: commit, push, archive, record, audit.
 
@@ -70,10 +77,11 @@ def task_promote() -> Iterator[dict[str, Any]]:
     message="…"     commit subject (default: meta.json "message", else commit_message)
     operator=NAME keep=1 require_push=1 live_changed=… skip_up_to_date=1 fast_forward=0
     """
-    # First function of this module on purpose: doit runs task creators in the order of their
-    # line numbers, and this one must fetch and fast-forward live before task_verify plans the
-    # verify chain against live's HEAD. If that ever changes, preflight refuses the stale result.
-    yield from promote_tasks(os.getcwd(), requested("promote"))
+    # Created after _promote ran (doit list and help: at once, and then it only describes):
+    # the lock is held and live fetched, so the verify chain is planned against the HEAD the
+    # commit will land on.
+    root = os.getcwd()
+    yield from promote_tasks(root, prepare.outcome(root, "promote"))
 
 
 TRIGGER = "doit promote"
@@ -401,23 +409,62 @@ def audit_checks(cfg: config.Config) -> dict[str, Any]:
     }
 
 
-def promote_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
+def requested_issue(root: str) -> tuple[config.Config, str]:
+    """The configuration and the issue this promotion names (issue=, or patch= as verify)."""
+    cfg = config.load(root)
+    issue = config.variable("issue")
+    if issue is None and config.variable("patch") is not None:
+        issue = filing.issue_of(root, str(config.variable("patch")))  # as verify does
+    if issue is None:
+        raise PatchgateError(
+            "PREFLIGHT",
+            "promote needs issue=ID; give the workspace patches/workspaces/issue_ID to land "
+            "(or patch=PATH: verify and land that patch)",
+        )
+    check_issue(issue)
+    return cfg, issue
+
+
+def prepare_promotion(root: str) -> dict[str, Any]:
+    """Action of _promote, before promote's tasks are planned: the promotion lock (held to the
+    end of the run), recovery of an interrupted landing, live's branch; unless the commit
+    landed already, the workspace, fetching and fast-forwarding live, the jail probe."""
+    cfg, issue = requested_issue(root)
+    if os.path.exists(promoted_path(root, issue)):
+        return {"notes": []}
+    log = report.log_path(root, f"issue_{issue}")
+    notes: list[str] = []
+    warning = None
+    try:
+        branch, notes = landing.begin(cfg, issue, TRIGGER)
+        ctx = landing.context(
+            cfg, "promote", issue, branch, state_dir(root, issue), f"doit promote issue={issue}"
+        )
+        if landed_record(ctx.land_file, ctx.live) is None:
+            if not os.path.exists(Workspace(root, issue).meta) and config.variable("patch") is None:
+                raise PatchgateError(
+                    "PREFLIGHT",
+                    f"no workspace for issue {issue}; run doit "
+                    f"verify patch=PATH issue={issue} first",
+                )
+            notes += sync_live(cfg, branch, log)
+            warning = jail.preflight(cfg["jail"])
+    except PatchgateError:
+        for note in notes:
+            redact.tell(log, f"promote: {note}")
+        raise
+    os.makedirs(ctx.state, exist_ok=True)
+    return {"branch": branch, "notes": notes, "warning": warning}
+
+
+def promote_tasks(root: str, prepared: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+    """Promote's tasks, from what _promote prepared (None: it did not run, doit list/help)."""
     log = report.log_path(root, "promote")
-    if not wanted:  # doit list, or another command: describe, touch nothing
+    if prepared is None:  # doit list, or help: describe, touch nothing
         yield landing.placeholder("promote", root, log, "preflight", "promote issue=ID")
         return
     try:
-        cfg = config.load(root)
-        issue = config.variable("issue")
-        if issue is None and config.variable("patch") is not None:
-            issue = filing.issue_of(root, str(config.variable("patch")))  # as verify does
-        if issue is None:
-            raise PatchgateError(
-                "PREFLIGHT",
-                "promote needs issue=ID; give the workspace patches/workspaces/issue_ID to land "
-                "(or patch=PATH: verify and land that patch)",
-            )
-        check_issue(issue)
+        cfg, issue = requested_issue(root)
     except PatchgateError as err:
         yield failed_creator("promote", root, log, err)
         return
@@ -437,34 +484,38 @@ def promote_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
             doc="already promoted: say so",
         )
         return
-    notes: list[str] = []
     try:
-        branch, notes = landing.begin(cfg, issue, TRIGGER)
+        refused = prepare.error_of(prepared)
+        if refused is not None:
+            raise refused
         ctx = landing.context(
-            cfg, "promote", issue, branch, state_dir(root, issue), f"doit promote issue={issue}"
+            cfg,
+            "promote",
+            issue,
+            prepared["branch"],
+            state_dir(root, issue),
+            f"doit promote issue={issue}",
         )
         landed = landed_record(ctx.land_file, ctx.live)
-        planned: set[str] = set()
+        planned: list[dict[str, Any]] = []
+        names: set[str] = set()
         if landed is None:
-            if not os.path.exists(ws.meta) and config.variable("patch") is None:
-                raise PatchgateError(
-                    "PREFLIGHT",
-                    f"no workspace for issue {issue}; run doit "
-                    f"verify patch=PATH issue={issue} first",
-                )
-            notes += sync_live(cfg, branch, log)
-            warning = jail.preflight(cfg["jail"])
+            # The verify chain, declared here (doit verify's creator runs only for doit verify):
+            # planned on live's HEAD as _promote left it.
             head = git.live_head(ctx.live)
-            planned = {t["name"] for t in verify.requested_chains(cfg, head, warning)}
-            if not planned & {f"{issue}-archive", f"{issue}-preflight"}:
+            planned = [
+                {**t, "basename": "verify"}
+                for t in verify.requested_chains(cfg, head, prepared["warning"])
+            ]
+            # doit verify patch=P promote issue=P: verify's creator may have declared it
+            names = set(verify.declared(issue))
+            if not names & {f"{issue}-archive", f"{issue}-preflight"}:
                 raise PatchgateError(
                     "PREFLIGHT",
                     f"the verification of issue {issue} could "
                     f"not be planned; run doit verify issue={issue}",
                 )
     except PatchgateError as err:
-        for note in notes:
-            redact.tell(log, f"promote: {note}")
         yield redact.step(
             group,
             f"{issue}-preflight",
@@ -478,12 +529,13 @@ def promote_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
             on_failure=promote_failed if os.path.exists(ws.meta) else None,
         )
         return
-    os.makedirs(ctx.state, exist_ok=True)
+    yield from planned
+    notes = prepared["notes"]
     ctx = replace(ctx, notes=tuple(notes))
     land_deps: list[str] = []
     pre_file = os.path.join(ctx.state, "preflight.json")
     if landed is None:
-        verified = f"{issue}-archive" if f"{issue}-archive" in planned else f"{issue}-preflight"
+        verified = f"{issue}-archive" if f"{issue}-archive" in names else f"{issue}-preflight"
         yield redact.step(
             group,
             f"{issue}-preflight",

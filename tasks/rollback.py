@@ -9,7 +9,7 @@ reverse onto HEAD) in a private index and object directory under ``patches/.stat
 ``doit rollback sha=S confirm=TOKEN operator=NAME reason="…"`` executes it, as one chain in the
 reporter group ``issue_rollback-S12`` (S12: the commit's first 12 hex digits):
 
-    (load)                          lock, recovery, the plan again, the token, clean paths, fetch
+    _rollback (its setup task)      lock, recovery, the plan again, the token, clean paths, fetch
     rollback:rollback-S12-plan      the plan and who confirmed it
     rollback:rollback-S12-…         verify's own chain on the revert (a diff HEAD -> reverted
                                     tree): workspace, apply, scope, gates, result, archive
@@ -49,6 +49,7 @@ from . import (
     journal,
     landing,
     lock,
+    prepare,
     provenance,
     redact,
     report,
@@ -68,6 +69,12 @@ from .steps import failed_creator, now, read_json, step, write_json
 from .workspace import Workspace
 
 
+def task__rollback() -> dict[str, Any]:
+    """(internal) What a rollback does before its tasks are planned (see ``prepare``)."""
+    return prepare.setup_task("rollback", prepare_rollback, [os.getcwd()])
+
+
+@prepare.after("rollback")
 def task_rollback() -> Iterator[dict[str, Any]]:
     """Roll back a commit of live: plan its revert; land it once an operator confirms.
 
@@ -77,7 +84,9 @@ def task_rollback() -> Iterator[dict[str, Any]]:
                                push, record the rollback event (message="…": failure context)
     allow_gates_fail=1 require_push=1 keep=1 skip_up_to_date=1 fast_forward=0 (see doit config)
     """
-    yield from rollback_tasks(os.getcwd(), doitapi.requested("rollback"))
+    # Created after _rollback ran: the plan made, or the lock held and live fetched.
+    root = os.getcwd()
+    yield from rollback_tasks(root, prepare.outcome(root, "rollback"))
 
 
 STAGE = "ROLLBACK"
@@ -845,59 +854,72 @@ def confirmed_state(
     }
 
 
-def rollback_tasks(root: str, wanted: bool) -> Iterator[dict[str, Any]]:
+def requested_commit(root: str) -> dict[str, Any]:
+    """The commit sha= names, inspected on live's HEAD: {commit, head, branch}."""
+    cfg = config.load(root)
+    raw = config.variable("sha")
+    if raw is None:
+        raise PatchgateError(
+            "PREFLIGHT",
+            f"rollback needs sha=S, the commit of live to roll back (doit history lists "
+            f"patchgate's); run {USAGE}",
+        )
+    live = cfg.live_repo
+    head = git.live_head(live)
+    branch = current_branch(live, cfg["branch"])
+    commit = inspect_commit(live, raw.strip(), head, branch)
+    return {"commit": commit, "head": head, "branch": branch}
+
+
+def prepare_rollback(root: str) -> dict[str, Any]:
+    """Action of _rollback, before rollback's tasks are planned: recovery of an interrupted
+    landing, the commit sha= names; then the plan (sha= alone), or, confirmed, everything an
+    execution does before its steps (``prepare_execution``)."""
+    journal.recover_first(root, report.log_path(root, "rollback"))  # as every command does
+    found = requested_commit(root)
+    cfg = config.load(root)
+    commit, head, branch = found["commit"], found["head"], found["branch"]
+    if not executing(cfg):
+        return {**found, "plan_only": prepare_plan(cfg, commit, head, branch)}
+    log = report.log_path(root, f"issue_{trailers.rollback_issue(commit['sha'])}")
+    return {**found, "execute": prepare_execution(cfg, commit, branch, log)}
+
+
+def rollback_tasks(root: str, prepared: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+    """Rollback's tasks, from what _rollback prepared (None: it did not run, doit list/help)."""
     log = report.log_path(root, "rollback")
-    if not wanted:  # doit list, or another command: describe, touch nothing
+    if prepared is None:  # doit list, or help: describe, touch nothing
         yield landing.placeholder("rollback", root, log, "plan", "rollback sha=S")
         return
-    try:
-        journal.recover_first(root, log)  # as every command does: a crashed landing first
-        cfg = config.load(root)
-        raw = config.variable("sha")
-        if raw is None:
-            raise PatchgateError(
-                "PREFLIGHT",
-                f"rollback needs sha=S, the commit of live to roll back (doit history lists "
-                f"patchgate's); run {USAGE}",
-            )
-        live = cfg.live_repo
-        head = git.live_head(live)
-        branch = current_branch(live, cfg["branch"])
-        commit = inspect_commit(live, raw.strip(), head, branch)
-    except PatchgateError as err:
-        yield failed_creator("rollback", root, log, err)
+    refused = prepare.error_of(prepared)
+    if refused is not None:
+        yield failed_creator("rollback", root, log, refused)
         return
+    cfg = config.load(root)
+    commit = prepared["commit"]
     issue = trailers.rollback_issue(commit["sha"])
     group = f"issue_{issue}"
     log = report.log_path(root, group)
     common: dict[str, Any] = {"root": root, "log": log, "stage": STAGE, "uptodate": [False]}
-    if not executing(cfg):
-        yield from plan_only(cfg, commit, head, branch, common)
+    if "plan_only" in prepared:
+        yield from plan_only(prepared["plan_only"], issue, common)
         return
-    yield from execute(cfg, commit, branch, common)
+    yield from execute(cfg, commit, prepared["branch"], common, prepared["execute"])
 
 
-def plan_only(
-    cfg: config.Config, commit: dict[str, Any], head: str, branch: str, common: dict[str, Any]
-) -> Iterator[dict[str, Any]]:
-    """doit rollback sha=S: print the plan; nothing is written to live."""
-    root, live, log = cfg.root, cfg.live_repo, common["log"]
+def prepare_plan(
+    cfg: config.Config, commit: dict[str, Any], head: str, branch: str
+) -> dict[str, Any]:
+    """doit rollback sha=S, in _rollback: the plan (nothing is written to live), or the
+    unfinished rollback of this commit, or why there is no plan."""
+    root, live = cfg.root, cfg.live_repo
     issue = trailers.rollback_issue(commit["sha"])
-    group = f"issue_{issue}"
     state = read_state(os.path.join(state_dir(root, issue), "state.json"))
     landed = os.path.join(state_dir(root, issue), "land.json")
     if state is not None and os.path.exists(landed):
         record = read_json(landed)
         if git.is_ancestor(live, record["commit"], head):
-            yield step(
-                group,
-                f"{issue}-plan",
-                show_unfinished,
-                [state, record["commit"], log],
-                **common,
-                doc="an unfinished rollback of this commit: how to finish it",
-            )
-            return
+            return {"unfinished": [state, record["commit"]]}
     notes = []
     if os.path.exists(journal.journal_path(root)):
         notes.append(
@@ -906,27 +928,49 @@ def plan_only(
     try:
         plan, _ = make_plan(root, live, commit, head, branch)
     except PatchgateError as err:
-        yield failed_creator(group, root, log, err, f"{issue}-plan")
+        return {"error": [err.stage, err.message]}
+    return {"plan": plan, "notes": notes}
+
+
+def plan_only(
+    planned: dict[str, Any], issue: str, common: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """doit rollback sha=S: print the plan; nothing is written to live."""
+    group, root, log = f"issue_{issue}", common["root"], common["log"]
+    if "unfinished" in planned:
+        yield step(
+            group,
+            f"{issue}-plan",
+            show_unfinished,
+            [*planned["unfinished"], log],
+            **common,
+            doc="an unfinished rollback of this commit: how to finish it",
+        )
+        return
+    refused = prepare.error_of(planned)
+    if refused is not None:
+        yield failed_creator(group, root, log, refused, f"{issue}-plan")
         return
     yield step(
         group,
         f"{issue}-plan",
         show_plan,
-        [plan, notes, log],
+        [planned["plan"], planned["notes"], log],
         **common,
         doc="the plan: commit, later commits, the revert, the token",
     )
 
 
-def execute(
-    cfg: config.Config, commit: dict[str, Any], branch: str, common: dict[str, Any]
-) -> Iterator[dict[str, Any]]:
-    """doit rollback sha=S confirm=TOKEN operator=NAME reason=…: verify, land, push, record."""
-    root, live, log = cfg.root, cfg.live_repo, common["log"]
+def prepare_execution(
+    cfg: config.Config, commit: dict[str, Any], branch: str, log: str
+) -> dict[str, Any]:
+    """doit rollback sha=S confirm=TOKEN operator=NAME reason=…, in _rollback: the lock (held
+    to the end of the run), recovery, the plan again and its token, clean paths, fetching live,
+    the jail probe; the confirmed state and the revert written. Returns what the creator
+    declares: ``refused``, ``resume`` (its revert landed), ``done``, or the confirmed ``rb``."""
+    root, live = cfg.root, cfg.live_repo
     sha = commit["sha"]
     issue = trailers.rollback_issue(sha)
-    group = f"issue_{issue}"
-    ws = Workspace(root, issue)
     folder = state_dir(root, issue)
     state_file = os.path.join(folder, "state.json")
     land_file, push_file = os.path.join(folder, "land.json"), os.path.join(folder, "push.json")
@@ -950,15 +994,11 @@ def execute(
                 f"resuming {previous['rollback_id']}: its revert {landed['commit'][:12]} "
                 "landed; pushing and recording it"
             )
-            ctx = replace(context(cfg, issue, branch, previous), notes=tuple(notes))
-            yield from landing.chain(ROLLBACK, ctx, ws, group=group, log=log, resume=True)
-            return
+            context(cfg, issue, branch, previous)  # its refusal (live_gates) comes first
+            return {"resume": previous, "notes": notes}
         done = find_done(root, sha, str(request["token"]), live)
         if done is not None:
-            yield redact.step(
-                group, f"{issue}-finish", report_done, [ws.dir, done, log], **common, doc="done"
-            )
-            return
+            return {"done": done}
         plan, diff = make_plan(root, live, commit, head, branch)
         check_revertible(plan)
         if request["token"] != plan["token"]:
@@ -983,7 +1023,7 @@ def execute(
             )
         warning = jail.preflight(cfg["jail"])
         rb = confirmed_state(plan, request, previous)
-        ctx = context(cfg, issue, branch, rb)
+        context(cfg, issue, branch, rb)  # its refusal (live_gates) before anything is written
         write_if_changed(diff_path(root, issue), diff)
         for stale in (land_file, push_file):
             if os.path.exists(stale):
@@ -992,11 +1032,48 @@ def execute(
     except PatchgateError as err:
         for note in notes:
             redact.tell(log, f"rollback: {note}")
+        return {"refused": [err.stage, redact.redact(err.message)]}
+    return {"plan": plan, "rb": rb, "head": head, "warning": warning, "notes": notes}
+
+
+def execute(
+    cfg: config.Config,
+    commit: dict[str, Any],
+    branch: str,
+    common: dict[str, Any],
+    prepared: dict[str, Any],
+) -> Iterator[dict[str, Any]]:
+    """doit rollback sha=S confirm=TOKEN operator=NAME reason=…: verify, land, push, record."""
+    root, live, log = cfg.root, cfg.live_repo, common["log"]
+    issue = trailers.rollback_issue(commit["sha"])
+    group = f"issue_{issue}"
+    ws = Workspace(root, issue)
+    notes = tuple(prepared.get("notes", ()))
+    try:
+        if "refused" in prepared:
+            raise PatchgateError(*prepared["refused"])
+        if "done" in prepared:
+            yield redact.step(
+                group,
+                f"{issue}-finish",
+                report_done,
+                [ws.dir, prepared["done"], log],
+                **common,
+                doc="done",
+            )
+            return
+        if "resume" in prepared:
+            ctx = replace(context(cfg, issue, branch, prepared["resume"]), notes=notes)
+            yield from landing.chain(ROLLBACK, ctx, ws, group=group, log=log, resume=True)
+            return
+        plan, head = prepared["plan"], prepared["head"]
+        ctx = context(cfg, issue, branch, prepared["rb"])
+    except PatchgateError as err:
         yield redact.step(
             group,
             f"{issue}-preflight",
             landing.refuse,
-            [ws.dir, err.stage, redact.redact(err.message)],
+            [ws.dir, err.stage, err.message],
             **{**common, "stage": err.stage},
             doc="refuse",
         )
@@ -1005,14 +1082,16 @@ def execute(
         group,
         f"{issue}-plan",
         show_confirmed,
-        [plan, replace(ctx, notes=tuple(notes)), log],
+        [plan, replace(ctx, notes=notes), log],
         **common,
         doc="the confirmed plan",
         before_first_step=(verify.capture_live, (ws.dir, live)),
     )
     yield plan_step
     chain = list(
-        verify.chain(cfg, diff_path(root, issue), issue, head, warning, basename="rollback")
+        verify.chain(
+            cfg, diff_path(root, issue), issue, head, prepared["warning"], basename="rollback"
+        )
     )
     # Before yielding: doit prefixes the names of the dicts it is given ("rollback:…").
     verified = next(

@@ -24,6 +24,7 @@ from . import (
     journal,
     live_changed,
     lock,
+    prepare,
     provenance,
     report,
     seal,
@@ -514,16 +515,6 @@ def kept_message(ws: Workspace) -> str | None:
     return str(message) if message is not None else None
 
 
-def verify_message() -> str | None:
-    """message= of a ``doit verify`` command (kept for promote); None for any other command.
-
-    doit loads every task creator: ``doit promote … message=M`` must not re-verify to keep M.
-    """
-    from .doitapi import requested
-
-    return config.variable("message") if requested("verify") else None
-
-
 def existing_workspace(root: str, issue: str) -> Workspace:
     check_issue(issue)
     ws = Workspace(root, issue)
@@ -532,6 +523,26 @@ def existing_workspace(root: str, issue: str) -> Workspace:
             "PREFLIGHT", f"no workspace for issue {issue}; run doit verify patch=PATH first"
         )
     return ws
+
+
+# The verify chains declared in this doit run: issue -> the names of its tasks.
+_DECLARED: dict[str, list[str]] = {}
+
+
+def once(issue: str, tasks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Issue ``issue``'s verify chain, unless this run declared it already: doit verify's and
+    doit promote's creators both plan it for ``doit verify patch=P promote issue=P``."""
+    if issue in _DECLARED:
+        return
+    names = _DECLARED[issue] = []
+    for task in tasks:
+        names.append(task["name"])
+        yield task
+
+
+def declared(issue: str) -> list[str]:
+    """The task names (before doit prefixes them) of issue ``issue``'s verify chain."""
+    return list(_DECLARED.get(issue, ()))
 
 
 def requested_chains(
@@ -555,7 +566,7 @@ def requested_chains(
                 f"the patch of issue {issue} ({patch}) is gone; verify a patch with patch=PATH",
             )
         base, carry = plan_rebase(cfg, ws, head)
-        yield from chain(cfg, patch, issue, base, warning, carry, message=message)
+        yield from once(issue, chain(cfg, patch, issue, base, warning, carry, message=message))
         return
     patches = requested_patches(root, raw)
     if issue is not None and len(patches) > 1:
@@ -579,9 +590,30 @@ def requested_chains(
                 "verify", root, report.log_path(root, "verify"), err, f"{stem}-preflight"
             )
             continue
-        yield from chain(cfg, patch, stem, head, warning, message=message)
+        yield from once(stem, chain(cfg, patch, stem, head, warning, message=message))
 
 
+VERIFY_VARIABLES = ("patch", "issue", "latest")  # latest=1: issue 11
+
+
+def prepare_verification(root: str) -> dict[str, Any]:
+    """Action of _verify, before verify's tasks are planned: recover an interrupted landing,
+    patches/ writable, live readable, the jail probe (its warning goes on every step)."""
+    if all(config.variable(name) is None for name in VERIFY_VARIABLES):
+        return {"warning": None}  # the creator names what is missing
+    journal.recover_first(root, report.log_path(root, "verify"))
+    steps.require_writable(root)
+    cfg = config.load(root)
+    git.live_head(cfg.live_repo)
+    return {"warning": jail.preflight(cfg["jail"])}
+
+
+def task__verify() -> dict[str, Any]:
+    """(internal) What a verification does before its tasks are planned (see ``prepare``)."""
+    return prepare.setup_task("verify", prepare_verification, [os.getcwd()])
+
+
+@prepare.after("verify")
 def task_verify() -> Iterator[dict[str, Any]]:
     """Verify patches in their workspaces: apply, scope, gates, result, archive.
 
@@ -593,21 +625,28 @@ def task_verify() -> Iterator[dict[str, Any]]:
     strip=N allow_undeclared=1 allow_untouched=1 allow_noop=1 all_gates=1 keep_going=1
     allow_gates_fail=1 baseline=1 jail=none   (see `doit config`)
     """
+    # Created after _verify ran, and only when doit verify runs (doit promote declares the
+    # verify chain it lands itself): doit list and help call it at once, and it plans nothing.
     root = os.getcwd()
     log = report.log_path(root, "verify")
     try:
-        wanted = ("patch", "issue", "latest")  # latest=1: issue 11
-        if all(config.variable(name) is None for name in wanted):
+        if all(config.variable(name) is None for name in VERIFY_VARIABLES):
             # Not a verification (doit list, help, status, audit, …): plan nothing, touch
             # nothing; only an unknown variable is named before the usage line.
             config.load(root)
             raise PatchgateError("PREFLIGHT", NEEDS_PATCH)
-        journal.recover_first(root, log)
-        steps.require_writable(root)
+        prepared = prepare.outcome(root, "verify")
+        if prepared is None:  # doit list or help with patch=: describe, touch nothing
+            raise PatchgateError(
+                "PREFLIGHT", "not asked for on this command line; run it as: doit verify patch=PATH"
+            )
+        refused = prepare.error_of(prepared)
+        if refused is not None:
+            raise refused
         cfg = config.load(root)
         head = git.live_head(cfg.live_repo)
-        warning = jail.preflight(cfg["jail"])
-        tasks = list(requested_chains(cfg, head, warning, verify_message()))
+        message = config.variable("message")  # kept in meta.json for a later promote
+        tasks = list(requested_chains(cfg, head, prepared["warning"], message))
     except PatchgateError as err:
         yield failed_creator("verify", root, log, err)
         return

@@ -852,16 +852,19 @@ def test_audit_failure_fails_the_run_and_keeps_the_commit(
     assert len(events(project, "apply")) == 1
 
 
-def test_promote_creator_is_loaded_before_verify_plans_its_chain() -> None:
-    """doit runs creators by line number: the fetch/fast-forward must precede verify's plan."""
-    import inspect
+def test_landing_creators_are_created_after_their_setup_tasks() -> None:
+    """The fetch/fast-forward precedes verify's plan by doit's create_after, in any creator
+    order (doit sorts creators by line number, across modules)."""
+    from patchgate import finalize, rollback, verify
 
-    from patchgate import verify
-
-    assert (
-        inspect.getsourcelines(promote.task_promote)[1]
-        < inspect.getsourcelines(verify.task_verify)[1]
-    )
+    for module, name in (
+        (promote, "promote"),
+        (finalize, "finalize"),
+        (rollback, "rollback"),
+        (verify, "verify"),
+    ):
+        creator = getattr(module, f"task_{name}")
+        assert creator.doit_create_after.task_dep == f"_{name}"
 
 
 def test_promote_applies_a_diff_with_the_strip_level_it_was_verified_with(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from patchgate import apply, config, landing, redact, report, rollback, scope, verify
-from patchgate.doitapi import requested
+from patchgate import apply, config, landing, prepare, redact, report, rollback, scope, verify
 from patchgate.errors import PatchgateError
 from patchgate.workspace import Workspace
 
@@ -269,5 +269,42 @@ def test_a_live_gate_must_be_a_configured_checking_gate(tmp_path: Path) -> None:
         context(tmp_path)
 
 
-def test_outside_doit_nothing_is_requested() -> None:
-    assert requested("promote") is False
+def _refuse_setup() -> dict[str, Any]:
+    raise PatchgateError("PREFLIGHT", "busy; wait")
+
+
+def _setup_done(value: str) -> dict[str, Any]:
+    return {"value": value}
+
+
+def test_a_setup_task_hands_its_outcome_only_to_its_own_run(tmp_path: Path) -> None:
+    """prepare: nothing prepared (doit list, help) is None; a refusal is recorded, not raised;
+    a record another run (same pid, another nonce) left is never read."""
+    root, pid = str(tmp_path), os.getpid()
+    assert prepare.outcome(root, "promote") is None
+    prepare.run("promote", root, pid, prepare.RUN, _setup_done, "x")
+    assert prepare.outcome(root, "promote") == {"value": "x", "run": prepare.RUN}
+    prepare.run("promote", root, pid, prepare.RUN, _refuse_setup)
+    done = prepare.outcome(root, "promote")
+    assert done is not None
+    err = prepare.error_of(done)
+    assert err is not None and (err.stage, err.message) == ("PREFLIGHT", "busy; wait")
+    prepare.run("promote", root, pid, "an earlier run", _setup_done, "y")
+    assert prepare.outcome(root, "promote") is None
+
+
+def test_a_setup_task_in_a_worker_process_hands_its_outcome_over_in_a_file(
+    tmp_path: Path,
+) -> None:
+    """doit -P process runs the setup task in a worker: the record file of doit's process."""
+    root, pid = str(tmp_path), os.getpid()
+    assert prepare.outcome(root, "rollback") is None
+    child = os.fork()
+    if child == 0:  # the worker
+        try:
+            prepare.run("rollback", root, pid, prepare.RUN, _setup_done, "z")
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    assert os.path.exists(prepare.record_path(root, "rollback", pid))
+    assert prepare.outcome(root, "rollback") == {"value": "z", "run": prepare.RUN}
