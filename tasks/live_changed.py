@@ -24,6 +24,8 @@ from typing import Any
 
 from . import git, report
 from .errors import PatchgateError
+from .steps import read_json
+from .workspace import Workspace
 
 DOC = "docs/live-changed.md"
 SHOWN = 3  # commits named in a message
@@ -185,3 +187,12 @@ def log_note(log: str, carry: dict[str, Any]) -> str:
     text = note(carry)
     report.log(log, f"apply: {text}")
     return text
+
+
+def applied_note(ws: Workspace) -> str | None:
+    """The apply step's line on live moving since the last verification, if it has one."""
+    try:
+        note = read_json(ws.step_file("apply")).get("live_changed")
+    except (OSError, ValueError):
+        return None
+    return str(note) if note else None

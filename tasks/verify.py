@@ -40,6 +40,7 @@ from .apply import (
 from .errors import PatchgateError
 from .gates import GateInputs, run_gate
 from .issue import check_issue
+from .live_changed import applied_note
 from .liveguard import capture_live, check_live_guard
 from .scope import check_scope, judge
 from .settings import RULES, settings_of
@@ -146,15 +147,6 @@ def build_result(
         "changes": changes["changes"] if changes else [],
         "summary": summary,
     }
-
-
-def applied_note(ws: Workspace) -> str | None:
-    """The apply step's line on live moving since the last verification, if it has one."""
-    try:
-        note = read_json(ws.step_file("apply")).get("live_changed")
-    except (OSError, ValueError):
-        return None
-    return str(note) if note else None
 
 
 def patch_id(issue: str, patch_sha256: str) -> str:
