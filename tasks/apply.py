@@ -208,7 +208,7 @@ def _git_apply(settings: dict[str, Any], ws: Workspace, diff: str, *flags: str) 
     return run_jailed(
         settings,
         ws,
-        ("git", "apply", "--whitespace=nowarn", *flags, diff),
+        git.apply_argv(diff, *flags),
         timeout=settings["patch_timeout"],
         readonly=(diff,),
     )

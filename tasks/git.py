@@ -437,6 +437,74 @@ def objects_dir(repo: str) -> str:
     return out(repo, "rev-parse", "--path-format=absolute", "--git-path", "objects")
 
 
+# --- commit trailers (read and checked by trailers.py) ----------------------------------------
+# Pinned so a user's trailer.* configuration cannot change what is written or read; hooks and
+# fsmonitor off like every git command patchgate runs (issue 12). These return the completed
+# process whole: trailers.py turns a timeout, a truncation or a failure into its TRAILERS error.
+TRAILER_CONFIG = (*NO_HOOKS, "-c", "trailer.separators=:")
+# One -z record a commit: sha NUL subject NUL its trailers (unfolded, one per line).
+TRAILER_LOG_FORMAT = "--format=%H%x00%s%x00%(trailers:only,unfold)"
+
+
+def _trailer_git(
+    argv: Sequence[str],
+    cwd: str | None,
+    input_bytes: bytes | None = None,
+    output_cap: int = proc.DEFAULT_OUTPUT_CAP,
+) -> proc.Completed:
+    return proc.run(
+        ["git", *TRAILER_CONFIG, *argv],
+        cwd=cwd,
+        timeout=GIT_TIMEOUT,
+        input_bytes=input_bytes,
+        output_cap=output_cap,
+    )
+
+
+def interpret_trailers(message: str) -> proc.Completed:
+    """``git interpret-trailers --parse`` of a commit message (``--no-divider``: like ``git
+    log``'s ``%(trailers)``, a "---" line in the body does not hide the trailers after it)."""
+    argv = ["interpret-trailers", "--parse", "--no-divider"]
+    return _trailer_git(argv, None, input_bytes=message.encode("utf-8"))
+
+
+def commit_message(repo: str, sha: str) -> proc.Completed:
+    """The raw message (``%B``) of commit ``sha``."""
+    return _trailer_git(["log", "-1", "--format=%B", "--end-of-options", sha, "--"], repo)
+
+
+def trailer_log(
+    repo: str, rev: str, markers: Sequence[str], limit: int | None, output_cap: int
+) -> proc.Completed:
+    """``git log -z`` of ``rev`` (TRAILER_LOG_FORMAT records), only the commits whose message
+    has a line starting with one of the trailer keys ``markers`` (case-insensitive)."""
+    argv = ["log", "-z", TRAILER_LOG_FORMAT]
+    argv += ["--regexp-ignore-case", *(f"--grep=^{key}:" for key in markers)]
+    if limit is not None:
+        argv.append(f"--max-count={limit}")
+    argv += ["--end-of-options", rev, "--"]
+    return _trailer_git(argv, repo, output_cap=output_cap)
+
+
+def git_dir_probe(repo: str) -> proc.Completed:
+    """``git rev-parse --git-dir``: exit 0 when ``repo`` is a git repository."""
+    return _trailer_git(["rev-parse", "--git-dir"], repo)
+
+
+def head_probe(repo: str) -> proc.Completed:
+    """``git rev-parse -q --verify HEAD``: exit 0 when HEAD names a commit (not unborn)."""
+    return _trailer_git(["rev-parse", "-q", "--verify", "HEAD"], repo)
+
+
+# --- git inside the jail -----------------------------------------------------------------------
+
+
+def apply_argv(diff: str, *flags: str) -> tuple[str, ...]:
+    """The ``git apply`` of a patch's diff in its workspace: run by the jail (the diff is
+    untrusted), not by ``run``; ``flags`` before the diff (``--numstat``, ``-pN``, …)."""
+    return ("git", "apply", "--whitespace=nowarn", *flags, diff)
+
+
 def fetch(
     repo: str,
     options: Sequence[str],

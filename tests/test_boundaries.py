@@ -1,7 +1,8 @@
 """The module boundaries stay where docs/architecture.md says they are (issue 13, item 4).
 
 Read from the source with ``ast``, in milliseconds: no lifecycle module uses another lifecycle
-module as a library, but for the edges listed (with the reason) in ``ALLOWED``.
+module as a library, but for the edges listed (with the reason) in ``ALLOWED``; no module but
+``tasks/git.py`` starts a git command.
 """
 
 from __future__ import annotations
@@ -133,3 +134,41 @@ def test_the_rule_is_checked_on_real_imports() -> None:
         "audit": {"same_commit"},
     }
     assert lifecycle_uses("verify", ast.parse("from .verify import chain\n")) == {}
+
+
+def raw_git_commands(tree: ast.Module) -> list[int]:
+    """Lines of argv literals starting with "git" (a git command started outside git.py).
+
+    A literal given to ``_logged`` is the command line a log shows, not one that runs."""
+    shown = {
+        id(arg)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "_logged"
+        for arg in node.args
+    }
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Tuple | ast.List)
+        and node.elts
+        and isinstance(node.elts[0], ast.Constant)
+        and node.elts[0].value == "git"
+        and id(node) not in shown
+    ]
+
+
+def test_git_commands_are_started_by_git_py_only() -> None:
+    found = [
+        f"{path.relative_to(TASKS.parent)}:{line}"
+        for path in sorted(TASKS.rglob("*.py"))
+        if path != TASKS / "git.py"
+        for line in raw_git_commands(ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert not found, (
+        "a git command line outside tasks/git.py; make it a named function there: "
+        + ", ".join(found)
+    )
+    source = 'x = ["git", "log"]\n_logged(log, "git apply", ("git", "apply"), done)\n'
+    assert raw_git_commands(ast.parse(source)) == [1]
