@@ -422,6 +422,12 @@ def parents(repo: str, sha: str) -> list[str]:
     return out(repo, "rev-list", "--parents", "-n", "1", sha).split()[1:]
 
 
+def first_parent(repo: str, sha: str) -> str | None:
+    """The first parent of commit ``sha``; None for a root commit (or no such commit)."""
+    done = run(repo, "rev-parse", "--verify", "-q", f"{sha}^", check=False)
+    return done.output.strip() if done.returncode == 0 else None
+
+
 def count_between(repo: str, older: str, newer: str) -> int:
     """How many commits ``newer`` has that ``older`` has not."""
     return int(out(repo, "rev-list", "--count", f"{older}..{newer}"))
@@ -435,6 +441,114 @@ def subject_and_message(repo: str, sha: str) -> tuple[str, str]:
 def objects_dir(repo: str) -> str:
     """The absolute path of the repository's object database."""
     return out(repo, "rev-parse", "--path-format=absolute", "--git-path", "objects")
+
+
+def tracked_paths(repo: str, rev: str) -> set[str]:
+    """Every file path in commit ``rev``'s tree."""
+    return set(out(repo, "ls-tree", "-r", "--name-only", "-z", rev).split("\0")) - {""}
+
+
+def show_file(repo: str, rev: str, path: str, stage: str = "GIT") -> str:
+    """The content of ``path`` in commit ``rev``, as text."""
+    return run(repo, "show", f"{rev}:{path}", stage=stage).output
+
+
+def git_path(repo: str, name: str) -> str | None:
+    """``git rev-parse --git-path NAME`` (relative to ``repo``, or absolute); None on failure."""
+    done = run(repo, "rev-parse", "--git-path", name, check=False)
+    return done.output.strip() if done.returncode == 0 else None
+
+
+def short_log(repo: str, revs: str, paths: Sequence[str], limit: int) -> list[str]:
+    """``abbreviated-sha subject`` of the commits of ``revs`` that changed ``paths``, newest
+    first, at most ``limit``."""
+    return out(
+        repo, "log", f"--max-count={limit}", "--format=%h %s", revs, "--", *paths
+    ).splitlines()
+
+
+# --- what moved live's HEAD (the live guard, liveguard.py) -------------------------------------
+
+
+def head_moves(repo: str, depth: int) -> list[tuple[str, str]] | None:
+    """HEAD's reflog, newest first, at most ``depth`` entries: (commit, what moved HEAD there).
+    None when git cannot read it."""
+    done = run(repo, "log", "-g", f"-n{depth}", "--format=%H %gs", "HEAD", "--", check=False)
+    if done.returncode != 0:
+        return None
+    pairs = (ln.split(" ", 1) for ln in done.output.splitlines() if " " in ln)
+    return [(sha, message) for sha, message in pairs]
+
+
+def changed_paths(repo: str, old: str, new: str) -> set[str]:
+    """The paths that differ between commits (or trees) ``old`` and ``new``; renames as two."""
+    moved = out(repo, "diff", "--name-only", "-z", "--no-renames", old, new)
+    return set(moved.split("\0")) - {""}
+
+
+def on_remote_branch(repo: str, sha: str) -> bool:
+    """Whether ``sha`` is on a remote-tracking branch (fetched, not made here)."""
+    done = run(repo, "branch", "-r", "--contains", sha, "--format=%(refname)", check=False)
+    return done.returncode == 0 and bool(done.output.strip())
+
+
+# --- a revert computed in a scratch index and object directory (revertplan.py) -----------------
+# ``env`` points GIT_INDEX_FILE and GIT_OBJECT_DIRECTORY at the scratch: live's are only read.
+
+
+def diff_tree_to_file(
+    repo: str, old: str, new: str, output: str, flags: Sequence[str], env: dict[str, str]
+) -> None:
+    """``git diff-tree`` ``old`` -> ``new`` with ``flags``, written to the file ``output``."""
+    run(repo, "diff-tree", *flags, f"--output={output}", old, new, env=env)
+
+
+def read_tree(repo: str, tree: str, env: dict[str, str]) -> None:
+    run(repo, "read-tree", tree, env=env)
+
+
+def apply_cached_3way(repo: str, diff: str, env: dict[str, str]) -> proc.Completed:
+    """``git apply --cached --3way`` of the file ``diff`` to the index; the caller reads it."""
+    return run(
+        repo, "apply", "--cached", "--3way", "--whitespace=nowarn", diff, check=False, env=env
+    )
+
+
+def write_tree(repo: str, env: dict[str, str] | None = None) -> str:
+    return out(repo, "write-tree", env=env)
+
+
+def tree_diff_names(repo: str, old: str, new: str, env: dict[str, str] | None = None) -> list[str]:
+    """The paths that differ between ``old`` and ``new`` (no renames), sorted."""
+    names = run(
+        repo, "diff-tree", "-r", "-z", "--name-only", "--no-renames", old, new, env=env
+    ).output
+    return sorted(n for n in names.split("\0") if n)
+
+
+def tree_diff_stat(repo: str, old: str, new: str, env: dict[str, str]) -> list[str]:
+    """``git diff-tree --stat`` of ``old`` -> ``new``, its non-empty lines."""
+    stat = run(
+        repo, "diff-tree", "-r", "--stat=100", "--no-renames", "--no-color", old, new, env=env
+    ).output
+    return [ln.rstrip() for ln in stat.splitlines() if ln.strip()]
+
+
+def log_touching(repo: str, revs: str, paths: Sequence[str], limit: int) -> str:
+    """``git log`` of ``revs`` limited to ``paths`` (literally): per commit, a NUL, ``SHA
+    subject`` and the paths it changed (no renames), one a line; at most ``limit`` commits."""
+    return run(
+        repo,
+        "--literal-pathspecs",
+        "log",
+        "--no-renames",
+        "--name-only",
+        f"--max-count={limit}",
+        "--format=%x00%H %s",
+        revs,
+        "--",
+        *paths,
+    ).output
 
 
 # --- commit trailers (read and checked by trailers.py) ----------------------------------------

@@ -33,15 +33,12 @@ REGULAR = {"100644": 0o644, "100755": 0o755}
 
 
 def moved_paths(repo: str, old: str, new: str) -> set[str]:
-    listing = git.out(repo, "diff", "--name-only", "-z", "--no-renames", old, new)
-    return set(listing.split("\0")) - {""}
+    return git.changed_paths(repo, old, new)
 
 
 def landed(repo: str, old: str, new: str, paths: list[str]) -> str:
     """The commits between ``old`` and ``new`` that changed ``paths``: "abc1234 subject, …"."""
-    lines = git.out(
-        repo, "log", f"--max-count={SHOWN + 1}", "--format=%h %s", f"{old}..{new}", "--", *paths
-    ).splitlines()
+    lines = git.short_log(repo, f"{old}..{new}", paths, SHOWN + 1)
     shown = ", ".join(f"{ln[:60]}" for ln in lines[:SHOWN])
     return shown + (", …" if len(lines) > SHOWN else "") if shown else "no commit named"
 

@@ -127,11 +127,8 @@ def landings_between(live: str, old: str, new: str) -> set[str] | None:
     """
     if old == new:
         return set()
-    done = git.run(
-        live, "log", "-g", f"-n{REFLOG_DEPTH}", "--format=%H %gs", "HEAD", "--", check=False
-    )
-    entries = [ln.split(" ", 1) for ln in done.output.splitlines() if " " in ln]
-    if done.returncode != 0 or not entries or entries[0][0] != new:
+    entries = git.head_moves(live, REFLOG_DEPTH)
+    if not entries or entries[0][0] != new:
         return None
     for (sha, message), (older, _) in itertools.pairwise(entries):
         if sha == older:
@@ -142,15 +139,13 @@ def landings_between(live: str, old: str, new: str) -> set[str] | None:
         if not explained:
             return None
         if older == old:
-            moved = git.out(live, "diff", "--name-only", "-z", "--no-renames", old, new)
-            return set(moved.split("\0")) - {""}
+            return git.changed_paths(live, old, new)
     return None
 
 
 def from_remote(live: str, sha: str) -> bool:
     """Whether ``sha`` is on a remote-tracking branch: fetched, not made here."""
-    done = git.run(live, "branch", "-r", "--contains", sha, "--format=%(refname)", check=False)
-    return done.returncode == 0 and bool(done.output.strip())
+    return git.on_remote_branch(live, sha)
 
 
 def status_entries(status: str, skip: set[str]) -> list[str]:

@@ -162,7 +162,7 @@ PATH_TOKEN = re.compile(r"[A-Za-z0-9_./-]+\.[A-Za-z0-9]+")
 
 def context_files(live: str, base: str, request: str, named: str | None) -> list[str]:
     """The files shown to the model: files=a,b, else the repository paths the request names."""
-    tracked = set(git.out(live, "ls-tree", "-r", "--name-only", "-z", base).split("\0")) - {""}
+    tracked = git.tracked_paths(live, base)
     if named:
         wanted = check_declared([f.strip() for f in named.split(",") if f.strip()], "files=")
         missing = [f for f in wanted if f not in tracked]
@@ -177,7 +177,7 @@ def context_files(live: str, base: str, request: str, named: str | None) -> list
 
 
 def file_at(live: str, base: str, path: str) -> str:
-    return git.run(live, "show", f"{base}:{path}", stage="PROPOSE").output
+    return git.show_file(live, base, path, stage="PROPOSE")
 
 
 # --- the conversation --------------------------------------------------------------------------

@@ -178,43 +178,28 @@ def compute_revert(root: str, live: str, sha: str, head: str) -> dict[str, Any]:
     """
     with scratch(root, live) as (path, env):
         reverse = os.path.join(path, "reverse.diff")
-        git.run(live, "diff-tree", *DIFF_FLAGS, f"--output={reverse}", sha, f"{sha}^", env=env)
+        git.diff_tree_to_file(live, sha, f"{sha}^", reverse, DIFF_FLAGS, env)
         if os.path.getsize(reverse) == 0:
             return {"empty_commit": True, "conflicts": [], "diff": b""}
-        git.run(live, "read-tree", head, env=env)
-        applied = git.run(
-            live,
-            "apply",
-            "--cached",
-            "--3way",
-            "--whitespace=nowarn",
-            reverse,
-            check=False,
-            env=env,
-        )
+        git.read_tree(live, head, env)
+        applied = git.apply_cached_3way(live, reverse, env)
         if applied.returncode != 0:
             return {
                 "conflicts": conflicting_files(applied.output),
                 "detail": first_error(applied.output),
                 "diff": b"",
             }
-        tree = git.out(live, "write-tree", env=env)
+        tree = git.write_tree(live, env)
         forward = os.path.join(path, "revert.diff")
-        git.run(live, "diff-tree", *DIFF_FLAGS, f"--output={forward}", head, tree, env=env)
+        git.diff_tree_to_file(live, head, tree, forward, DIFF_FLAGS, env)
         with open(forward, "rb") as fh:
             diff = fh.read()
-        names = git.run(
-            live, "diff-tree", "-r", "-z", "--name-only", "--no-renames", head, tree, env=env
-        ).output
-        stat = git.run(
-            live, "diff-tree", "-r", "--stat=100", "--no-renames", "--no-color", head, tree, env=env
-        ).output
         return {
             "conflicts": [],
             "tree": tree,
             "diff": diff,
-            "files": sorted(n for n in names.split("\0") if n),
-            "stat": [ln.rstrip() for ln in stat.splitlines() if ln.strip()],
+            "files": git.tree_diff_names(live, head, tree, env),
+            "stat": git.tree_diff_stat(live, head, tree, env),
         }
 
 
@@ -229,26 +214,14 @@ def token_of(head: str, sha: str, diff: bytes) -> str:
 
 
 def changed_by(live: str, sha: str) -> list[str]:
-    out = git.run(live, "diff-tree", "-r", "-z", "--name-only", "--no-renames", f"{sha}^", sha)
-    return sorted(n for n in out.output.split("\0") if n)
+    return git.tree_diff_names(live, f"{sha}^", sha)
 
 
 def later_commits(live: str, sha: str, head: str, files: Sequence[str]) -> list[dict[str, Any]]:
     """Commits after ``sha`` up to ``head`` touching ``files``, newest first (at most a few)."""
     if sha == head or not files:
         return []
-    out = git.run(
-        live,
-        "--literal-pathspecs",
-        "log",
-        "--no-renames",
-        "--name-only",
-        f"--max-count={SHOWN_LATER + 1}",
-        "--format=%x00%H %s",
-        f"{sha}..{head}",
-        "--",
-        *files,
-    ).output
+    out = git.log_touching(live, f"{sha}..{head}", files, SHOWN_LATER + 1)
     found = []
     wanted = set(files)
     for chunk in out.split("\0")[1:]:
