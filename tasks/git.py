@@ -551,6 +551,39 @@ def log_touching(repo: str, revs: str, paths: Sequence[str], limit: int) -> str:
     ).output
 
 
+# --- moving a base commit to a cluster worker (cluster.py) ------------------------------------
+
+
+def bundle_commit(live: str, shadow: str, commit: str, ref: str, bundle: str, stage: str) -> None:
+    """Write the git bundle file ``bundle`` holding ``commit`` as ``ref``.
+
+    Made in ``shadow`` (an empty folder) as a bare repository that borrows live's objects
+    (alternates), so live gets no ref and no lock of ours.
+    """
+    run(shadow, "init", "-q", "--bare", stage=stage)
+    objects = os.path.join(live, out(live, "rev-parse", "--git-common-dir"), "objects")
+    with open(os.path.join(shadow, "objects", "info", "alternates"), "w") as fh:
+        fh.write(os.path.abspath(objects) + "\n")
+    run(shadow, "update-ref", ref, commit, stage=stage)
+    run(shadow, "bundle", "create", "-q", bundle, ref, stage=stage)
+
+
+def mirror_bundle(path: str, bundle: str, refspec: str, commit: str, stage: str) -> None:
+    """Make the existing empty folder ``path`` a bare repository with ``bundle``'s refs
+    (``refspec``); an error unless that gave it ``commit``."""
+    run(path, "init", "-q", "--bare", stage=stage)
+    run(path, "fetch", "-q", bundle, refspec, stage=stage)
+    run(path, "rev-parse", "--verify", "-q", f"{commit}^{{commit}}", stage=stage)
+
+
+def shared_checkout(folder: str, mirror: str, repo: str, commit: str, stage: str) -> None:
+    """Clone ``mirror`` to ``repo`` (in ``folder``) sharing its objects, no automatic gc,
+    with ``commit`` checked out on a detached HEAD."""
+    run(folder, "clone", "-q", "--shared", "--no-checkout", mirror, repo, stage=stage)
+    run(repo, "config", "gc.auto", "0", stage=stage)
+    run(repo, "checkout", "-q", "--detach", commit, stage=stage)
+
+
 # --- commit trailers (read and checked by trailers.py) ----------------------------------------
 # Pinned so a user's trailer.* configuration cannot change what is written or read; hooks and
 # fsmonitor off like every git command patchgate runs (issue 12). These return the completed

@@ -92,3 +92,22 @@ def test_first_parent(tmp_path: Path) -> None:
     child = commit(repo, {"a.py": "A\n"}, "edit")
     assert pgit.first_parent(str(repo), child) == root
     assert pgit.first_parent(str(repo), root) is None
+
+
+def test_a_commit_travels_by_bundle_to_a_shared_checkout(tmp_path: Path) -> None:
+    live = make_repo(tmp_path / "live", {"a.py": "a\n"})
+    base = git(live, "rev-parse", "HEAD")
+    commit(live, {"a.py": "later\n"}, "later")
+    shadow, bundle = tmp_path / "shadow", str(tmp_path / "base.bundle")
+    shadow.mkdir()
+    pgit.bundle_commit(str(live), str(shadow), base, "refs/patchgate/base", bundle, "WORKER")
+    assert git(live, "for-each-ref").count("refs/patchgate") == 0  # live gets no ref
+    mirror = tmp_path / "mirror.git"
+    mirror.mkdir()
+    pgit.mirror_bundle(str(mirror), bundle, "+refs/patchgate/*:refs/patchgate/*", base, "WORKER")
+    repo = tmp_path / "work" / "repo"
+    repo.parent.mkdir()
+    pgit.shared_checkout(str(repo.parent), str(mirror), str(repo), base, "WORKER")
+    assert (repo / "a.py").read_text() == "a\n"
+    assert git(repo, "rev-parse", "HEAD") == base
+    assert git(repo, "config", "gc.auto") == "0"
