@@ -8,6 +8,7 @@ reason) in ``ALLOWED``; no module but ``tasks/git.py`` starts a git command.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,9 +73,18 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
+@functools.cache
+def _parsed(tasks: Path) -> tuple[tuple[Path, ast.Module], ...]:
+    """Every module of ``tasks`` (and its subpackages), parsed once per test session."""
+    paths = sorted(tasks.rglob("*.py"))
+    return tuple((p, ast.parse(p.read_text(encoding="utf-8"), str(p))) for p in paths)
+
+
 def _modules() -> Iterator[tuple[str, ast.Module]]:
-    for path in sorted(TASKS.glob("*.py")):
-        yield path.stem, ast.parse(path.read_text(encoding="utf-8"), str(path))
+    """The top-level modules of tasks/ by name (the lifecycle modules and what they import)."""
+    for path, tree in _parsed(TASKS):
+        if path.parent == TASKS:
+            yield path.stem, tree
 
 
 def lifecycle_uses(module: str, tree: ast.Module) -> dict[str, set[str]]:
@@ -103,7 +113,9 @@ def lifecycle_uses(module: str, tree: ast.Module) -> dict[str, set[str]]:
     return uses
 
 
+@functools.cache
 def lifecycle_edges() -> dict[tuple[str, str], set[str]]:
+    """(importer, imported lifecycle module) -> the names used, for every module but dodo.py."""
     edges: dict[tuple[str, str], set[str]] = {}
     for module, tree in _modules():
         if module != REGISTRY:
@@ -179,9 +191,9 @@ def raw_git_commands(tree: ast.Module) -> list[int]:
 def test_git_commands_are_started_by_git_py_only() -> None:
     found = [
         f"{path.relative_to(TASKS.parent)}:{line}"
-        for path in sorted(TASKS.rglob("*.py"))
+        for path, tree in _parsed(TASKS)
         if path != TASKS / "git.py"
-        for line in raw_git_commands(ast.parse(path.read_text(encoding="utf-8")))
+        for line in raw_git_commands(tree)
     ]
     assert not found, (
         "a git command line outside tasks/git.py; make it a named function there: "
@@ -220,11 +232,11 @@ def git_run_calls(tree: ast.Module) -> int:
 
 def test_no_new_git_command_lines_outside_git_py() -> None:
     more = []
-    for path in sorted(TASKS.rglob("*.py")):
+    for path, tree in _parsed(TASKS):
         name = str(path.relative_to(TASKS.parent))
         if path == TASKS / "git.py":
             continue
-        calls = git_run_calls(ast.parse(path.read_text(encoding="utf-8")))
+        calls = git_run_calls(tree)
         if calls > GIT_RUN_LEFT.get(name, 0):
             more.append(f"{name}: {calls} (at most {GIT_RUN_LEFT.get(name, 0)})")
     assert not more, (
