@@ -467,6 +467,26 @@ def short_log(repo: str, revs: str, paths: Sequence[str], limit: int) -> list[st
     ).splitlines()
 
 
+# --- live's index and objects around a landing (journal.py) -----------------------------------
+
+
+def hash_blob(repo: str, data: bytes, write: bool, stage: str = "GIT") -> str:
+    """The blob id of ``data``; ``write``: stored in ``repo``'s object database too."""
+    args = ("hash-object", "-w", "--stdin") if write else ("hash-object", "--stdin")
+    return run(repo, *args, input_bytes=data, stage=stage).output.strip().splitlines()[-1]
+
+
+def reset_paths(repo: str, paths: Sequence[str], stage: str = "GIT") -> None:
+    """The index entries of ``paths`` (taken literally) back to HEAD's."""
+    run(repo, "--literal-pathspecs", "reset", "-q", "--", *paths, stage=stage)
+
+
+def set_index_entries(repo: str, lines: Sequence[str], stage: str = "GIT") -> None:
+    """``git update-index -z --index-info`` of ``lines`` (``MODE BLOB\tPATH``; mode 0 removes)."""
+    data = ("\0".join(lines) + "\0").encode()
+    run(repo, "update-index", "-z", "--index-info", input_bytes=data, stage=stage)
+
+
 # --- what moved live's HEAD (the live guard, liveguard.py) -------------------------------------
 
 

@@ -111,3 +111,16 @@ def test_a_commit_travels_by_bundle_to_a_shared_checkout(tmp_path: Path) -> None
     assert (repo / "a.py").read_text() == "a\n"
     assert git(repo, "rev-parse", "HEAD") == base
     assert git(repo, "config", "gc.auto") == "0"
+
+
+def test_index_entries_set_and_reset(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "live", {"a.py": "a\n", "b.py": "b\n"})
+    blob = pgit.hash_blob(str(repo), b"new\n", write=False)
+    assert pgit.run(str(repo), "cat-file", "-e", blob, check=False).returncode != 0
+    assert pgit.hash_blob(str(repo), b"new\n", write=True) == blob
+    assert git(repo, "cat-file", "-p", blob) == "new"
+    pgit.set_index_entries(str(repo), [f"100644 {blob}\ta.py", f"0 {'0' * 40}\tb.py"])
+    staged = git(repo, "diff", "--cached", "--name-status")
+    assert staged.splitlines() == ["M\ta.py", "D\tb.py"]
+    pgit.reset_paths(str(repo), ["a.py", "b.py"])
+    assert git(repo, "diff", "--cached", "--name-status") == ""
