@@ -487,6 +487,33 @@ def set_index_entries(repo: str, lines: Sequence[str], stage: str = "GIT") -> No
     run(repo, "update-index", "-z", "--index-info", input_bytes=data, stage=stage)
 
 
+# --- read by the operator console (ui/records.py) ---------------------------------------------
+
+
+def diff_text(repo: str, old: str, new: str) -> str | None:
+    """``git diff`` of ``old`` -> ``new`` as a reader sees it (no color, no external diff);
+    None when git cannot make it."""
+    done = run(repo, "diff", "--no-color", "--no-ext-diff", old, new, check=False)
+    return done.output if done.returncode == 0 else None
+
+
+def commit_summaries(repo: str, shas: Sequence[str], stage: str = "GIT") -> list[list[str]]:
+    """[sha, commit time (Unix seconds), subject] of each of ``shas``, in one call: git's -z
+    records split at their field separator, as they come (keep those with three fields)."""
+    done = run(
+        repo,
+        "log",
+        "--no-walk=unsorted",
+        "-z",
+        "--format=%H%x1f%ct%x1f%s",
+        *shas,
+        "--",
+        stage=stage,
+        check=False,
+    )
+    return [record.strip("\n").split("\x1f") for record in done.output.split("\x00")]
+
+
 # --- what moved live's HEAD (the live guard, liveguard.py) -------------------------------------
 
 

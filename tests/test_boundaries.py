@@ -211,7 +211,6 @@ GIT_RUN_LEFT = {
     "tasks/demo.py": 4,
     "tasks/gates.py": 3,
     "tasks/init.py": 1,
-    "tasks/ui/records.py": 2,
     "tasks/workspace.py": 3,
 }
 

@@ -124,3 +124,15 @@ def test_index_entries_set_and_reset(tmp_path: Path) -> None:
     assert staged.splitlines() == ["M\ta.py", "D\tb.py"]
     pgit.reset_paths(str(repo), ["a.py", "b.py"])
     assert git(repo, "diff", "--cached", "--name-status") == ""
+
+
+def test_diff_text_and_commit_summaries(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "live", {"a.py": "a\n"})
+    first = git(repo, "rev-parse", "HEAD")
+    second = commit(repo, {"a.py": "A\n"}, "edit a")
+    text = pgit.diff_text(str(repo), first, second)
+    assert text is not None and "-a\n+A\n" in text and "\x1b[" not in text
+    assert pgit.diff_text(str(repo), first, "0" * 40) is None
+    rows = [r for r in pgit.commit_summaries(str(repo), [second, first]) if len(r) == 3]
+    assert [(r[0], r[2]) for r in rows] == [(second, "edit a"), (first, "first")]
+    assert all(r[1].isdigit() for r in rows)
