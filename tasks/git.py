@@ -514,6 +514,33 @@ def commit_summaries(repo: str, shas: Sequence[str], stage: str = "GIT") -> list
     return [record.strip("\n").split("\x1f") for record in done.output.split("\x00")]
 
 
+# --- a new repository (the demo project, demo.py) ---------------------------------------------
+
+
+def init_bare(path: str, branch: str) -> None:
+    """A new bare repository at ``path`` whose HEAD is ``branch``."""
+    run(os.path.dirname(path) or ".", "init", "-q", "--bare", "-b", branch, path)
+
+
+def publish_first_commit(
+    repo: str, remote: str, branch: str, author: tuple[str, str], message: str, stage: str
+) -> None:
+    """Make the folder ``repo`` a repository holding all its files as one commit on ``branch``
+    by ``author`` (name, email), no automatic gc, pushed to ``remote`` as origin."""
+    name, email = author
+    for args in (
+        ("init", "-q", "-b", branch),
+        ("config", "user.name", name),
+        ("config", "user.email", email),
+        ("config", "gc.auto", "0"),
+        ("add", "-A"),
+        ("commit", "-q", "-m", message),
+        ("remote", "add", "origin", remote),
+        ("push", "-q", "origin", branch),
+    ):
+        run(repo, *args, stage=stage)
+
+
 # --- what moved live's HEAD (the live guard, liveguard.py) -------------------------------------
 
 

@@ -208,7 +208,6 @@ def test_git_commands_are_started_by_git_py_only() -> None:
 # never raise one: a new git command is a named function in git.py.
 GIT_RUN_LEFT = {
     "tasks/audit.py": 7,
-    "tasks/demo.py": 4,
     "tasks/gates.py": 3,
     "tasks/init.py": 1,
     "tasks/workspace.py": 3,

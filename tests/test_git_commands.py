@@ -136,3 +136,15 @@ def test_diff_text_and_commit_summaries(tmp_path: Path) -> None:
     rows = [r for r in pgit.commit_summaries(str(repo), [second, first]) if len(r) == 3]
     assert [(r[0], r[2]) for r in rows] == [(second, "edit a"), (first, "first")]
     assert all(r[1].isdigit() for r in rows)
+
+
+def test_publish_first_commit_to_a_new_bare_remote(tmp_path: Path) -> None:
+    remote = str(tmp_path / "remote.git")
+    pgit.init_bare(remote, "main")
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "a.py").write_text("a\n")
+    pgit.publish_first_commit(str(live), remote, "main", ("M", "m@x.invalid"), "one", "DEMO")
+    assert git(live, "log", "--format=%an <%ae> %s") == "M <m@x.invalid> one"
+    assert git(remote, "rev-parse", "main") == git(live, "rev-parse", "HEAD")
+    assert git(remote, "symbolic-ref", "HEAD") == "refs/heads/main"
