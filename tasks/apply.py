@@ -15,8 +15,9 @@ from typing import Any, BinaryIO
 
 from . import faults, git, jail, live_changed, proc, report
 from .errors import PatchgateError
+from .liveguard import wait_live_capture
 from .steps import write_json
-from .workspace import Workspace, attempt, mark_tree, wait_live_capture
+from .workspace import Workspace, attempt, mark_tree
 
 PATCHES_DIR = "patches"
 KINDS = {".py": "script", ".diff": "diff", ".patch": "diff", ".zip": "zip"}
@@ -209,7 +210,7 @@ def _git_apply(settings: dict[str, Any], ws: Workspace, diff: str, *flags: str) 
     return run_jailed(
         settings,
         ws,
-        ("git", "apply", "--whitespace=nowarn", *flags, diff),
+        git.apply_argv(diff, *flags),
         timeout=settings["patch_timeout"],
         readonly=(diff,),
     )

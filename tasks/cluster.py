@@ -351,13 +351,8 @@ def bundle_for(root: str, live: str, base: str) -> tuple[str, str]:
     os.makedirs(folder, exist_ok=True)
     shadow = tempfile.mkdtemp(prefix=".shadow-", dir=folder)
     try:
-        git.run(shadow, "init", "-q", "--bare", stage="WORKER")
-        objects = os.path.join(live, git.out(live, "rev-parse", "--git-common-dir"), "objects")
-        with open(os.path.join(shadow, "objects", "info", "alternates"), "w") as fh:
-            fh.write(os.path.abspath(objects) + "\n")
-        git.run(shadow, "update-ref", "refs/patchgate/base", base, stage="WORKER")
         tmp = os.path.join(shadow, "base.bundle")
-        git.run(shadow, "bundle", "create", "-q", tmp, "refs/patchgate/base", stage="WORKER")
+        git.bundle_commit(live, shadow, base, "refs/patchgate/base", tmp, "WORKER")
         digest = sha256_file(tmp)
         path = os.path.join(folder, f"{digest}.bundle")
         os.replace(tmp, path)
@@ -639,9 +634,7 @@ def mirror_of(cache: str, bundle: str, base: str) -> str:
         return mirror
     tmp = f"{mirror}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     os.makedirs(tmp)
-    git.run(tmp, "init", "-q", "--bare", stage="WORKER")
-    git.run(tmp, "fetch", "-q", bundle, "+refs/patchgate/*:refs/patchgate/*", stage="WORKER")
-    git.run(tmp, "rev-parse", "--verify", "-q", f"{base}^{{commit}}", stage="WORKER")
+    git.mirror_bundle(tmp, bundle, "+refs/patchgate/*:refs/patchgate/*", base, "WORKER")
     try:
         os.rename(tmp, mirror)
     except OSError:  # another task made it meanwhile
@@ -693,9 +686,7 @@ def project(cache: str, task: WorkerTask, bundle: str) -> Iterator[str]:
         with open(os.path.join(folder, "worker.pid"), "w", encoding="ascii") as fh:
             fh.write(f"{os.getpid()}\n")
         repo = os.path.join(folder, "repo")
-        git.run(folder, "clone", "-q", "--shared", "--no-checkout", mirror, repo, stage="WORKER")
-        git.run(repo, "config", "gc.auto", "0", stage="WORKER")
-        git.run(repo, "checkout", "-q", "--detach", task.base, stage="WORKER")
+        git.shared_checkout(folder, mirror, repo, task.base, "WORKER")
         with open(os.path.join(folder, config.CONFIG_FILE), "w", encoding="utf-8") as fh:
             json.dump(task.settings, fh, indent=1)  # JSON is YAML
         with open(os.path.join(folder, "dodo.py"), "w", encoding="utf-8") as fh:

@@ -39,18 +39,9 @@ def build_demo(target: str) -> None:
     shutil.copytree(os.path.join(DEMO_SOURCE, "patches"), os.path.join(target, "patches"))
     shutil.copy(os.path.join(DEMO_SOURCE, "patchgate.yaml"), target)
     remote = os.path.join(target, "remote.git")
-    git.run(target, "init", "-q", "--bare", "-b", "main", remote)
-    for args in (
-        ("init", "-q", "-b", "main"),
-        ("config", "user.name", "Demo Maintainer"),
-        ("config", "user.email", "maintainer@demo.invalid"),
-        ("config", "gc.auto", "0"),
-        ("add", "-A"),
-        ("commit", "-q", "-m", "calc: first version"),
-        ("remote", "add", "origin", remote),
-        ("push", "-q", "origin", "main"),
-    ):
-        git.run(live, *args, stage="DEMO")
+    git.init_bare(remote, "main")
+    maintainer = ("Demo Maintainer", "maintainer@demo.invalid")
+    git.publish_first_commit(live, remote, "main", maintainer, "calc: first version", "DEMO")
 
 
 def command() -> list[str]:
@@ -118,7 +109,7 @@ def run_demo(root: str, log: str) -> dict[str, Any]:
     with DemoForge(project) as fake:
         promote = ("promote", "issue=good_mean_empty", "message=calc: mean() of nothing is 0.0")
         run_expecting(project, (*promote, TRIGGER), 0, log)
-        landed, pushed = git.head(live), git.out(remote, "rev-parse", "main")
+        landed, pushed = git.head(live), git.rev_parse(remote, "main")
         if landed != pushed:
             raise PatchgateError(
                 "DEMO",
@@ -127,7 +118,7 @@ def run_demo(root: str, log: str) -> dict[str, Any]:
             )
         report.log(log, f"demo: promoted and pushed {landed}")
         reverted = watch_and_rollback(project, fake, landed, parent, log)
-    if git.out(remote, "rev-parse", "main") != reverted:
+    if git.rev_parse(remote, "main") != reverted:
         raise PatchgateError(
             "DEMO", f"the rollback {reverted[:12]} was not pushed; see the output above"
         )

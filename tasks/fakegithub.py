@@ -25,7 +25,6 @@ import hashlib
 import itertools
 import json
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Mapping
@@ -35,6 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from . import git
 
 
 def load_spec(path: Path) -> dict[str, Any]:
@@ -414,21 +415,7 @@ class FakeGitHub:
     def branch_sha(self, branch: str) -> str | None:
         if self.remote is None:
             return None
-        done = subprocess.run(
-            (
-                "git",
-                "--git-dir",
-                str(self.remote),
-                "rev-parse",
-                "-q",
-                "--verify",
-                f"refs/heads/{branch}",
-            ),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return done.stdout.strip() if done.returncode == 0 else None
+        return git.commit_of(str(self.remote), f"refs/heads/{branch}")
 
     def posted(self, method: str, pattern: str) -> list[dict[str, Any] | None]:
         rx = re.compile(pattern)

@@ -950,8 +950,7 @@ def after_rollback(ctx: LandingContext, commit: str, log: str) -> None:
 
 
 def parent_of(live: str, sha: str) -> str | None:
-    done = git.run(live, "rev-parse", "--verify", "-q", f"{sha}^", check=False)
-    return done.output.strip() if done.returncode == 0 else None
+    return git.first_parent(live, sha)
 
 
 MAX_ETAGS = 400

@@ -14,8 +14,9 @@ from typing import Any
 from . import claims, config, faults, git, proc, report, verdicts
 from .apply import run_jailed
 from .errors import PatchgateError
+from .liveguard import wait_live_capture
 from .steps import NotReadable, TooBig, read_json, read_untrusted, write_json
-from .workspace import Workspace, ensure_tree, forget_tree, mark_tree, wait_live_capture
+from .workspace import Workspace, ensure_tree, forget_tree, mark_tree
 
 # Exit code 5 is pytest's "no tests were collected": never a pass.
 PYTEST_NO_TESTS = 5

@@ -442,6 +442,12 @@ def parents(repo: str, sha: str) -> list[str]:
     return out(repo, "rev-list", "--parents", "-n", "1", sha).split()[1:]
 
 
+def first_parent(repo: str, sha: str) -> str | None:
+    """The first parent of commit ``sha``; None for a root commit (or no such commit)."""
+    done = run(repo, "rev-parse", "--verify", "-q", f"{sha}^", check=False)
+    return done.output.strip() if done.returncode == 0 else None
+
+
 def count_between(repo: str, older: str, newer: str) -> int:
     """How many commits ``newer`` has that ``older`` has not."""
     return int(out(repo, "rev-list", "--count", f"{older}..{newer}"))
@@ -455,6 +461,289 @@ def subject_and_message(repo: str, sha: str) -> tuple[str, str]:
 def objects_dir(repo: str) -> str:
     """The absolute path of the repository's object database."""
     return out(repo, "rev-parse", "--path-format=absolute", "--git-path", "objects")
+
+
+def tracked_paths(repo: str, rev: str) -> set[str]:
+    """Every file path in commit ``rev``'s tree."""
+    return set(out(repo, "ls-tree", "-r", "--name-only", "-z", rev).split("\0")) - {""}
+
+
+def show_file(repo: str, rev: str, path: str, stage: str = "GIT") -> str:
+    """The content of ``path`` in commit ``rev``, as text."""
+    return run(repo, "show", f"{rev}:{path}", stage=stage).output
+
+
+def git_path(repo: str, name: str) -> str | None:
+    """``git rev-parse --git-path NAME`` (relative to ``repo``, or absolute); None on failure."""
+    done = run(repo, "rev-parse", "--git-path", name, check=False)
+    return done.output.strip() if done.returncode == 0 else None
+
+
+def short_log(repo: str, revs: str, paths: Sequence[str], limit: int) -> list[str]:
+    """``abbreviated-sha subject`` of the commits of ``revs`` that changed ``paths``, newest
+    first, at most ``limit``."""
+    return out(
+        repo, "log", f"--max-count={limit}", "--format=%h %s", revs, "--", *paths
+    ).splitlines()
+
+
+# --- live's index and objects around a landing (journal.py) -----------------------------------
+
+
+def hash_blob(repo: str, data: bytes, write: bool, stage: str = "GIT") -> str:
+    """The blob id of ``data``; ``write``: stored in ``repo``'s object database too."""
+    args = ("hash-object", "-w", "--stdin") if write else ("hash-object", "--stdin")
+    return run(repo, *args, input_bytes=data, stage=stage).output.strip().splitlines()[-1]
+
+
+def reset_paths(repo: str, paths: Sequence[str], stage: str = "GIT") -> None:
+    """The index entries of ``paths`` (taken literally) back to HEAD's."""
+    run(repo, "--literal-pathspecs", "reset", "-q", "--", *paths, stage=stage)
+
+
+def set_index_entries(repo: str, lines: Sequence[str], stage: str = "GIT") -> None:
+    """``git update-index -z --index-info`` of ``lines`` (``MODE BLOB\tPATH``; mode 0 removes)."""
+    data = ("\0".join(lines) + "\0").encode()
+    run(repo, "update-index", "-z", "--index-info", input_bytes=data, stage=stage)
+
+
+# --- read by the operator console (ui/records.py) ---------------------------------------------
+
+
+def diff_text(repo: str, old: str, new: str) -> str | None:
+    """``git diff`` of ``old`` -> ``new`` as a reader sees it (no color, no external diff);
+    None when git cannot make it."""
+    done = run(repo, "diff", "--no-color", "--no-ext-diff", old, new, check=False)
+    return done.output if done.returncode == 0 else None
+
+
+def commit_summaries(repo: str, shas: Sequence[str], stage: str = "GIT") -> list[list[str]]:
+    """[sha, commit time (Unix seconds), subject] of each of ``shas``, in one call: git's -z
+    records split at their field separator, as they come (keep those with three fields)."""
+    done = run(
+        repo,
+        "log",
+        "--no-walk=unsorted",
+        "-z",
+        "--format=%H%x1f%ct%x1f%s",
+        *shas,
+        "--",
+        stage=stage,
+        check=False,
+    )
+    return [record.strip("\n").split("\x1f") for record in done.output.split("\x00")]
+
+
+# --- a new repository (the demo project, demo.py) ---------------------------------------------
+
+
+def init_bare(path: str, branch: str) -> None:
+    """A new bare repository at ``path`` whose HEAD is ``branch``."""
+    run(os.path.dirname(path) or ".", "init", "-q", "--bare", "-b", branch, path)
+
+
+def publish_first_commit(
+    repo: str, remote: str, branch: str, author: tuple[str, str], message: str, stage: str
+) -> None:
+    """Make the folder ``repo`` a repository holding all its files as one commit on ``branch``
+    by ``author`` (name, email), no automatic gc, pushed to ``remote`` as origin."""
+    name, email = author
+    for args in (
+        ("init", "-q", "-b", branch),
+        ("config", "user.name", name),
+        ("config", "user.email", email),
+        ("config", "gc.auto", "0"),
+        ("add", "-A"),
+        ("commit", "-q", "-m", message),
+        ("remote", "add", "origin", remote),
+        ("push", "-q", "origin", branch),
+    ):
+        run(repo, *args, stage=stage)
+
+
+# --- what moved live's HEAD (the live guard, liveguard.py) -------------------------------------
+
+
+def head_moves(repo: str, depth: int) -> list[tuple[str, str]] | None:
+    """HEAD's reflog, newest first, at most ``depth`` entries: (commit, what moved HEAD there).
+    None when git cannot read it."""
+    done = run(repo, "log", "-g", f"-n{depth}", "--format=%H %gs", "HEAD", "--", check=False)
+    if done.returncode != 0:
+        return None
+    pairs = (ln.split(" ", 1) for ln in done.output.splitlines() if " " in ln)
+    return [(sha, message) for sha, message in pairs]
+
+
+def changed_paths(repo: str, old: str, new: str) -> set[str]:
+    """The paths that differ between commits (or trees) ``old`` and ``new``; renames as two."""
+    moved = out(repo, "diff", "--name-only", "-z", "--no-renames", old, new)
+    return set(moved.split("\0")) - {""}
+
+
+def on_remote_branch(repo: str, sha: str) -> bool:
+    """Whether ``sha`` is on a remote-tracking branch (fetched, not made here)."""
+    done = run(repo, "branch", "-r", "--contains", sha, "--format=%(refname)", check=False)
+    return done.returncode == 0 and bool(done.output.strip())
+
+
+# --- a revert computed in a scratch index and object directory (revertplan.py) -----------------
+# ``env`` points GIT_INDEX_FILE and GIT_OBJECT_DIRECTORY at the scratch: live's are only read.
+
+
+def diff_tree_to_file(
+    repo: str, old: str, new: str, output: str, flags: Sequence[str], env: dict[str, str]
+) -> None:
+    """``git diff-tree`` ``old`` -> ``new`` with ``flags``, written to the file ``output``."""
+    run(repo, "diff-tree", *flags, f"--output={output}", old, new, env=env)
+
+
+def read_tree(repo: str, tree: str, env: dict[str, str]) -> None:
+    run(repo, "read-tree", tree, env=env)
+
+
+def apply_cached_3way(repo: str, diff: str, env: dict[str, str]) -> proc.Completed:
+    """``git apply --cached --3way`` of the file ``diff`` to the index; the caller reads it."""
+    return run(
+        repo, "apply", "--cached", "--3way", "--whitespace=nowarn", diff, check=False, env=env
+    )
+
+
+def write_tree(repo: str, env: dict[str, str] | None = None) -> str:
+    return out(repo, "write-tree", env=env)
+
+
+def tree_diff_names(repo: str, old: str, new: str, env: dict[str, str] | None = None) -> list[str]:
+    """The paths that differ between ``old`` and ``new`` (no renames), sorted."""
+    names = run(
+        repo, "diff-tree", "-r", "-z", "--name-only", "--no-renames", old, new, env=env
+    ).output
+    return sorted(n for n in names.split("\0") if n)
+
+
+def tree_diff_stat(repo: str, old: str, new: str, env: dict[str, str]) -> list[str]:
+    """``git diff-tree --stat`` of ``old`` -> ``new``, its non-empty lines."""
+    stat = run(
+        repo, "diff-tree", "-r", "--stat=100", "--no-renames", "--no-color", old, new, env=env
+    ).output
+    return [ln.rstrip() for ln in stat.splitlines() if ln.strip()]
+
+
+def log_touching(repo: str, revs: str, paths: Sequence[str], limit: int) -> str:
+    """``git log`` of ``revs`` limited to ``paths`` (literally): per commit, a NUL, ``SHA
+    subject`` and the paths it changed (no renames), one a line; at most ``limit`` commits."""
+    return run(
+        repo,
+        "--literal-pathspecs",
+        "log",
+        "--no-renames",
+        "--name-only",
+        f"--max-count={limit}",
+        "--format=%x00%H %s",
+        revs,
+        "--",
+        *paths,
+    ).output
+
+
+# --- moving a base commit to a cluster worker (cluster.py) ------------------------------------
+
+
+def bundle_commit(live: str, shadow: str, commit: str, ref: str, bundle: str, stage: str) -> None:
+    """Write the git bundle file ``bundle`` holding ``commit`` as ``ref``.
+
+    Made in ``shadow`` (an empty folder) as a bare repository that borrows live's objects
+    (alternates), so live gets no ref and no lock of ours.
+    """
+    run(shadow, "init", "-q", "--bare", stage=stage)
+    objects = os.path.join(live, out(live, "rev-parse", "--git-common-dir"), "objects")
+    with open(os.path.join(shadow, "objects", "info", "alternates"), "w") as fh:
+        fh.write(os.path.abspath(objects) + "\n")
+    run(shadow, "update-ref", ref, commit, stage=stage)
+    run(shadow, "bundle", "create", "-q", bundle, ref, stage=stage)
+
+
+def mirror_bundle(path: str, bundle: str, refspec: str, commit: str, stage: str) -> None:
+    """Make the existing empty folder ``path`` a bare repository with ``bundle``'s refs
+    (``refspec``); an error unless that gave it ``commit``."""
+    run(path, "init", "-q", "--bare", stage=stage)
+    run(path, "fetch", "-q", bundle, refspec, stage=stage)
+    run(path, "rev-parse", "--verify", "-q", f"{commit}^{{commit}}", stage=stage)
+
+
+def shared_checkout(folder: str, mirror: str, repo: str, commit: str, stage: str) -> None:
+    """Clone ``mirror`` to ``repo`` (in ``folder``) sharing its objects, no automatic gc,
+    with ``commit`` checked out on a detached HEAD."""
+    run(folder, "clone", "-q", "--shared", "--no-checkout", mirror, repo, stage=stage)
+    run(repo, "config", "gc.auto", "0", stage=stage)
+    run(repo, "checkout", "-q", "--detach", commit, stage=stage)
+
+
+# --- commit trailers (read and checked by trailers.py) ----------------------------------------
+# Pinned so a user's trailer.* configuration cannot change what is written or read; hooks and
+# fsmonitor off like every git command patchgate runs (issue 12). These return the completed
+# process whole: trailers.py turns a timeout, a truncation or a failure into its TRAILERS error.
+TRAILER_CONFIG = (*NO_HOOKS, "-c", "trailer.separators=:")
+# One -z record a commit: sha NUL subject NUL its trailers (unfolded, one per line).
+TRAILER_LOG_FORMAT = "--format=%H%x00%s%x00%(trailers:only,unfold)"
+
+
+def _trailer_git(
+    argv: Sequence[str],
+    cwd: str | None,
+    input_bytes: bytes | None = None,
+    output_cap: int = proc.DEFAULT_OUTPUT_CAP,
+) -> proc.Completed:
+    return proc.run(
+        ["git", *TRAILER_CONFIG, *argv],
+        cwd=cwd,
+        timeout=GIT_TIMEOUT,
+        input_bytes=input_bytes,
+        output_cap=output_cap,
+    )
+
+
+def interpret_trailers(message: str) -> proc.Completed:
+    """``git interpret-trailers --parse`` of a commit message (``--no-divider``: like ``git
+    log``'s ``%(trailers)``, a "---" line in the body does not hide the trailers after it)."""
+    argv = ["interpret-trailers", "--parse", "--no-divider"]
+    return _trailer_git(argv, None, input_bytes=message.encode("utf-8"))
+
+
+def commit_message(repo: str, sha: str) -> proc.Completed:
+    """The raw message (``%B``) of commit ``sha``."""
+    return _trailer_git(["log", "-1", "--format=%B", "--end-of-options", sha, "--"], repo)
+
+
+def trailer_log(
+    repo: str, rev: str, markers: Sequence[str], limit: int | None, output_cap: int
+) -> proc.Completed:
+    """``git log -z`` of ``rev`` (TRAILER_LOG_FORMAT records), only the commits whose message
+    has a line starting with one of the trailer keys ``markers`` (case-insensitive)."""
+    argv = ["log", "-z", TRAILER_LOG_FORMAT]
+    argv += ["--regexp-ignore-case", *(f"--grep=^{key}:" for key in markers)]
+    if limit is not None:
+        argv.append(f"--max-count={limit}")
+    argv += ["--end-of-options", rev, "--"]
+    return _trailer_git(argv, repo, output_cap=output_cap)
+
+
+def git_dir_probe(repo: str) -> proc.Completed:
+    """``git rev-parse --git-dir``: exit 0 when ``repo`` is a git repository."""
+    return _trailer_git(["rev-parse", "--git-dir"], repo)
+
+
+def head_probe(repo: str) -> proc.Completed:
+    """``git rev-parse -q --verify HEAD``: exit 0 when HEAD names a commit (not unborn)."""
+    return _trailer_git(["rev-parse", "-q", "--verify", "HEAD"], repo)
+
+
+# --- git inside the jail -----------------------------------------------------------------------
+
+
+def apply_argv(diff: str, *flags: str) -> tuple[str, ...]:
+    """The ``git apply`` of a patch's diff in its workspace: run by the jail (the diff is
+    untrusted), not by ``run``; ``flags`` before the diff (``--numstat``, ``-pN``, …)."""
+    return ("git", "apply", "--whitespace=nowarn", *flags, diff)
 
 
 def fetch(

@@ -93,8 +93,7 @@ def image_of(live: str, rel: str, write: bool = True) -> Any:
         raise PatchgateError(
             "PROMOTE", f"{rel} in live is a directory or a special file; move it away and retry"
         )
-    args = ("hash-object", "-w", "--stdin") if write else ("hash-object", "--stdin")
-    blob = git.run(live, *args, input_bytes=data, stage="PROMOTE").output.strip().splitlines()[-1]
+    blob = git.hash_blob(live, data, write, stage="PROMOTE")
     return {"mode": mode, "blob": blob, "perm": stat.S_IMODE(st.st_mode)}
 
 
@@ -240,7 +239,7 @@ def complete(root: str, live: str, journal: dict[str, Any], recovering: bool = F
     """
     paths = [e["path"] for e in journal["paths"]]
     if recovering:
-        git.run(live, "--literal-pathspecs", "reset", "-q", "--", *paths, stage="PROMOTE")
+        git.reset_paths(live, paths, stage="PROMOTE")
     else:
         lines = [
             f"0 {'0' * 40}\t{e['path']}"
@@ -248,14 +247,7 @@ def complete(root: str, live: str, journal: dict[str, Any], recovering: bool = F
             else f"{e['post']['mode']} {e['post']['blob']}\t{e['path']}"
             for e in journal["paths"]
         ]
-        git.run(
-            live,
-            "update-index",
-            "-z",
-            "--index-info",
-            input_bytes=("\0".join(lines) + "\0").encode(),
-            stage="PROMOTE",
-        )
+        git.set_index_entries(live, lines, stage="PROMOTE")
     for entry in journal["paths"]:
         if entry["post"] == ABSENT:  # git leaves no empty directory behind; neither do we
             for directory in reversed(parents_of(entry["path"])):
@@ -346,10 +338,8 @@ def _resolve(root: str, journal: dict[str, Any]) -> str:
             f"({count} path(s) restored)"
         )
     commit = journal.get("commit")
-    if commit is None:
-        parent = git.run(live, "rev-parse", "-q", "--verify", f"{head}^", check=False)
-        if parent.output.strip() == old:
-            commit = head
+    if commit is None and git.first_parent(live, head) == old:
+        commit = head
     if (
         commit
         and git.is_ancestor(live, commit, head)

@@ -24,6 +24,8 @@ from typing import Any
 
 from . import git, report
 from .errors import PatchgateError
+from .steps import read_json
+from .workspace import Workspace
 
 DOC = "docs/live-changed.md"
 SHOWN = 3  # commits named in a message
@@ -31,15 +33,12 @@ REGULAR = {"100644": 0o644, "100755": 0o755}
 
 
 def moved_paths(repo: str, old: str, new: str) -> set[str]:
-    listing = git.out(repo, "diff", "--name-only", "-z", "--no-renames", old, new)
-    return set(listing.split("\0")) - {""}
+    return git.changed_paths(repo, old, new)
 
 
 def landed(repo: str, old: str, new: str, paths: list[str]) -> str:
     """The commits between ``old`` and ``new`` that changed ``paths``: "abc1234 subject, …"."""
-    lines = git.out(
-        repo, "log", f"--max-count={SHOWN + 1}", "--format=%h %s", f"{old}..{new}", "--", *paths
-    ).splitlines()
+    lines = git.short_log(repo, f"{old}..{new}", paths, SHOWN + 1)
     shown = ", ".join(f"{ln[:60]}" for ln in lines[:SHOWN])
     return shown + (", …" if len(lines) > SHOWN else "") if shown else "no commit named"
 
@@ -185,3 +184,12 @@ def log_note(log: str, carry: dict[str, Any]) -> str:
     text = note(carry)
     report.log(log, f"apply: {text}")
     return text
+
+
+def applied_note(ws: Workspace) -> str | None:
+    """The apply step's line on live moving since the last verification, if it has one."""
+    try:
+        note = read_json(ws.step_file("apply")).get("live_changed")
+    except (OSError, ValueError):
+        return None
+    return str(note) if note else None

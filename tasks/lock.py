@@ -189,8 +189,8 @@ def index_lock_of(live: str) -> str | None:
     """The path of live's ``index.lock`` if it exists (git is writing live's index)."""
     dot_git = os.path.join(live, ".git")
     if os.path.isfile(dot_git):  # live is itself a worktree: ask git where its index is
-        done = git.run(live, "rev-parse", "--git-path", "index.lock", check=False)
-        path = os.path.join(live, done.output.strip()) if done.returncode == 0 else ""
+        found = git.git_path(live, "index.lock")
+        path = os.path.join(live, found) if found is not None else ""
     else:
         path = os.path.join(dot_git, "index.lock")
     return path if path and os.path.exists(path) else None

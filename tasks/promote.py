@@ -38,10 +38,11 @@ from . import (
     git,
     jail,
     landing,
+    live_changed,
     lock,
     post_audit,
     prepare,
-    propose,
+    proposal,
     provenance,
     redact,
     report,
@@ -172,7 +173,7 @@ def commit_message(ws: Workspace, ctx: LandingContext, pre: dict[str, Any]) -> s
         (trailers.OPERATOR, ctx.operator or ""),
         (trailers.CO_AUTHORED_BY, ctx.co_authored_by or ""),
         # issue 14: Proposed-by, Confidence, Triggered-by when a model wrote the verified patch
-        *propose.trailer_pairs(ws.dir),
+        *proposal.trailer_pairs(ws.dir),
     ]
     body = f"Landed by patchgate: the tree {pre['tree'][:12]} verified in workspace issue_{issue}."
     return trailers.format_message(subject, body, pairs)
@@ -286,7 +287,7 @@ def finish(ws_dir: str, ctx: LandingContext, log: str) -> dict[str, Any]:
     faults.point("promote-filed")
     record_apply(root, ctx, landed, pushed, TRIGGER, issue)
     faults.point("promote-recorded")
-    live_note = verify.applied_note(ws)  # what live_changed did, read before the cleanup
+    live_note = live_changed.applied_note(ws)  # what live_changed did, read before the cleanup
     started = time.monotonic()
     if not ctx.keep:
         remove_workspace(live, ws, log)

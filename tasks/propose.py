@@ -38,11 +38,11 @@ from .errors import PatchgateError
 from .gates import parse_findings, read_junit
 from .issue import check_issue
 from .llm import ContextTooLong, Endpoint, LlmSettings, Reply
+from .proposal import read_state, state_path
 from .schema import SCHEMA_DIR, validate
 from .steps import failed_creator, read_json, sha256_file, step, write_json
 from .workspace import Workspace
 
-STATE_FILE = "propose.json"
 NEEDS = "propose needs issue=ID and request=TEXT (or request=patches/FILE holding it); pass both"
 REPLY_SCHEMA = "proposal-reply.schema.json"
 # The most of a request file or a context file read (characters).
@@ -162,7 +162,7 @@ PATH_TOKEN = re.compile(r"[A-Za-z0-9_./-]+\.[A-Za-z0-9]+")
 
 def context_files(live: str, base: str, request: str, named: str | None) -> list[str]:
     """The files shown to the model: files=a,b, else the repository paths the request names."""
-    tracked = set(git.out(live, "ls-tree", "-r", "--name-only", "-z", base).split("\0")) - {""}
+    tracked = git.tracked_paths(live, base)
     if named:
         wanted = check_declared([f.strip() for f in named.split(",") if f.strip()], "files=")
         missing = [f for f in wanted if f not in tracked]
@@ -177,7 +177,7 @@ def context_files(live: str, base: str, request: str, named: str | None) -> list
 
 
 def file_at(live: str, base: str, path: str) -> str:
-    return git.run(live, "show", f"{base}:{path}", stage="PROPOSE").output
+    return git.show_file(live, base, path, stage="PROPOSE")
 
 
 # --- the conversation --------------------------------------------------------------------------
@@ -444,10 +444,6 @@ def build_feedback(job: Job, n: int, outcome: Outcome, budget: int) -> str:
 # --- state -------------------------------------------------------------------------------------
 
 
-def state_path(root: str, issue: str) -> str:
-    return Workspace(root, issue).path(STATE_FILE)
-
-
 def write_state(job: Job, request_sha: str, state: str, attempts: Sequence[Attempt]) -> None:
     settings = LlmSettings.from_config(job.llm, config.DEFAULTS["llm"][0])
     write_json(
@@ -465,14 +461,6 @@ def write_state(job: Job, request_sha: str, state: str, attempts: Sequence[Attem
         },
         "propose-state.schema.json",
     )
-
-
-def read_state(root: str, issue: str) -> dict[str, Any] | None:
-    try:
-        data = read_json(state_path(root, issue))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def attempt_table(attempts: Sequence[Attempt]) -> list[str]:
@@ -734,26 +722,6 @@ def proposals_without_workspace(root: str, listed: set[str]) -> list[str]:
             continue
         out.append(f"{issue:<24} -      no workspace{status_note(root, issue)}")
     return out
-
-
-def trailer_pairs(ws_dir: str) -> list[tuple[str, str]]:
-    """Proposed-by, Confidence, Triggered-by for a workspace whose verified patch a model wrote.
-
-    Triggered-by: promote's own ``trigger=`` if given, else the one propose recorded."""
-    trigger = config.variable("trigger")
-    ws = Workspace.at(ws_dir)
-    state = read_state(ws.root, ws.issue)
-    if not state or state.get("state") != "passed" or not os.path.exists(ws.result):
-        return []
-    passed = [a for a in state.get("attempts", []) if a.get("verdict") == "pass"]
-    if not passed or read_json(ws.result).get("patch_id") != passed[-1].get("patch_id"):
-        return []  # the workspace verified something else since
-    score = passed[-1].get("confidence_score")
-    return [
-        ("Proposed-by", f"{state.get('model')} via {state.get('llm_endpoint')}"),
-        ("Confidence", f"{score:g}" if isinstance(score, int | float) else "unknown"),
-        ("Triggered-by", trigger or state.get("trigger") or f"doit propose issue={ws.issue}"),
-    ]
 
 
 # --- the task creator --------------------------------------------------------------------------

@@ -11,8 +11,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from . import git
 from .errors import PatchgateError
-from .proc import DEFAULT_OUTPUT_CAP, Completed, run
+from .proc import Completed
 
 STAGE = "TRAILERS"
 
@@ -31,14 +32,9 @@ CO_AUTHORED_BY = "Co-authored-by"
 # A commit carrying either of these was made by patchgate.
 MARKER_KEYS = (PATCH_ID, ROLLBACK_ID)
 
-# Pinned so a user's trailer.* configuration cannot change what is written or read; hooks and
-# fsmonitor off like every git command patchgate runs (issue 12, see git.NO_HOOKS).
-_GIT = (
-    "git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
-    "-c", "trailer.separators=:",
-)  # fmt: skip
+# git's own trailer code reads and writes them (git.interpret_trailers, git.trailer_log, …),
+# with the user's trailer.* configuration pinned (git.TRAILER_CONFIG).
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
-_GIT_TIMEOUT = 120.0
 _LOG_CAP = 512 * 1024 * 1024
 _ROLLBACK_ISSUE = re.compile(r"^rollback-([0-9a-f]{12})$")
 
@@ -138,20 +134,8 @@ def _parse_lines(text: str) -> dict[str, list[str]]:
     return found
 
 
-def _git(
-    argv: Sequence[str],
-    cwd: str | None,
-    what: str,
-    input_bytes: bytes | None = None,
-    output_cap: int = DEFAULT_OUTPUT_CAP,
-) -> Completed:
-    done = run(
-        [*_GIT, *argv],
-        cwd=cwd,
-        timeout=_GIT_TIMEOUT,
-        input_bytes=input_bytes,
-        output_cap=output_cap,
-    )
+def _git(done: Completed, what: str) -> Completed:
+    """``done``, a git command of git.py's trailer functions, unless it did not finish."""
     if done.timed_out or done.truncated:
         raise PatchgateError(STAGE, f"{what} did not finish or printed too much; retry")
     return done
@@ -170,8 +154,7 @@ def parse_trailers(message: str) -> dict[str, list[str]]:
     ``%(trailers)``, a "---" line in the body does not hide the trailers after it.
     """
     what = "git interpret-trailers"
-    argv = ["interpret-trailers", "--parse", "--no-divider"]
-    done = _git(argv, None, what, input_bytes=message.encode("utf-8"))
+    done = _git(git.interpret_trailers(message), what)
     if done.returncode != 0:
         raise _failed(done, what)
     return _parse_lines(done.output)
@@ -181,7 +164,7 @@ def commit_trailers(repo: str, sha: str) -> dict[str, list[str]]:
     """The trailers of commit ``sha`` in ``repo``."""
     _check_rev(sha)
     what = f"git log {sha}"
-    done = _git(["log", "-1", "--format=%B", "--end-of-options", sha, "--"], repo, what)
+    done = _git(git.commit_message(repo, sha), what)
     if done.returncode != 0:
         raise _failed(done, what)
     return parse_trailers(done.output)
@@ -220,12 +203,7 @@ def patchgate_commits(
     An unborn branch has no commits: [].
     """
     _check_rev(rev)
-    argv = ["log", "-z", "--format=%H%x00%s%x00%(trailers:only,unfold)"]
-    argv += ["--regexp-ignore-case", *(f"--grep=^{key}:" for key in markers)]
-    if limit is not None:
-        argv.append(f"--max-count={limit}")
-    argv += ["--end-of-options", rev, "--"]
-    done = _git(argv, repo, f"git log {rev}", output_cap=_LOG_CAP)
+    done = _git(git.trailer_log(repo, rev, markers, limit, _LOG_CAP), f"git log {rev}")
     if done.returncode != 0:
         if rev == "HEAD" and _unborn(repo):
             return []
@@ -235,6 +213,6 @@ def patchgate_commits(
 
 def _unborn(repo: str) -> bool:
     """True when ``repo`` is a repository whose HEAD has no commit yet (failure path only)."""
-    is_repo = _git(["rev-parse", "--git-dir"], repo, "git rev-parse").returncode == 0
-    has_head = _git(["rev-parse", "-q", "--verify", "HEAD"], repo, "git rev-parse")
+    is_repo = _git(git.git_dir_probe(repo), "git rev-parse").returncode == 0
+    has_head = _git(git.head_probe(repo), "git rev-parse")
     return is_repo and has_head.returncode != 0

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import glob
-import itertools
 import os
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,11 +41,12 @@ from .apply import (
 from .errors import PatchgateError
 from .gates import GateInputs, run_gate
 from .issue import check_issue
+from .live_changed import applied_note
+from .liveguard import capture_live, check_live_guard
 from .scope import check_scope, judge
 from .settings import RULES, settings_of
 from .steps import failed_creator, read_json, sha256_file, step, write_json
-from .workspace import LIVE_GUARD, Workspace, ensure, is_intact, wait_live_capture
-from .workspace import capture_live as capture_live  # the chains' before_first_step
+from .workspace import Workspace, ensure, is_intact
 
 NEEDS_PATCH = (
     "verify needs patch=PATH (a file under patches/, a glob or a comma-separated list) or issue=ID"
@@ -85,99 +84,6 @@ def declared_files(patch: str) -> list[str]:
         # Checked now so an empty zip is refused before any work starts.
         unpack_zip(patch, None)
     return []
-
-
-def check_live_guard(ws: Workspace, live_repo: str) -> None:
-    """Live must be as it was when this verification started, but for patchgate's own landings.
-
-    The guard is a tripwire for a patch or a gate that reached live (jail: none, or a jail
-    escape). A promotion (or finalize, or rollback) landing another patch on live meanwhile is
-    no such thing: HEAD moves that live's reflog records as patchgate landings ("patchgate
-    KIND: …", made under the promotion lock), or as the fast-forward to the remote that a
-    promotion makes, are explained; so are the working-tree entries of the paths they changed.
-    Everything else — another HEAD move, any other change to live's status — fails the run.
-    """
-    guard = ws.path(LIVE_GUARD)
-    before = wait_live_capture(ws.dir)
-    if before is None:
-        return
-    os.unlink(guard)
-    if before.get("error"):
-        raise PatchgateError(
-            "VERIFY",
-            f"live's state could not be read before this verification ({before['error']}); "
-            "fix the live repository and verify again",
-        )
-    now_head, now_status = git.head(live_repo), git.status(live_repo)
-    if (before["head"], before["status"]) == (now_head, now_status):
-        return
-    landed = landings_between(live_repo, before["head"], now_head)
-    if landed is not None and (
-        status_entries(before["status"], landed) == status_entries(now_status, landed)
-    ):
-        return
-    tree = "changed" if before["status"] != now_status else "same"
-    raise PatchgateError(
-        "VERIFY",
-        f"the live repository changed during verification (HEAD {before['head'][:12]} -> "
-        f"{now_head[:12]}, working tree {tree}); find out what touched it before trusting "
-        "this run",
-    )
-
-
-REFLOG_DEPTH = 200
-FAST_FORWARD = re.compile(r"^merge [0-9a-f]{7,64}: Fast-forward$")
-
-
-def landings_between(live: str, old: str, new: str) -> set[str] | None:
-    """Paths changed by the patchgate landings that moved live's HEAD from ``old`` to ``new``.
-
-    None when some move on the way is not a landing (or the reflog does not reach ``old``).
-    """
-    if old == new:
-        return set()
-    done = git.run(
-        live, "log", "-g", f"-n{REFLOG_DEPTH}", "--format=%H %gs", "HEAD", "--", check=False
-    )
-    entries = [ln.split(" ", 1) for ln in done.output.splitlines() if " " in ln]
-    if done.returncode != 0 or not entries or entries[0][0] != new:
-        return None
-    for (sha, message), (older, _) in itertools.pairwise(entries):
-        if sha == older:
-            continue
-        explained = message.startswith("patchgate ") or (
-            FAST_FORWARD.match(message) is not None and from_remote(live, sha)
-        )
-        if not explained:
-            return None
-        if older == old:
-            moved = git.out(live, "diff", "--name-only", "-z", "--no-renames", old, new)
-            return set(moved.split("\0")) - {""}
-    return None
-
-
-def from_remote(live: str, sha: str) -> bool:
-    """Whether ``sha`` is on a remote-tracking branch: fetched, not made here."""
-    done = git.run(live, "branch", "-r", "--contains", sha, "--format=%(refname)", check=False)
-    return done.returncode == 0 and bool(done.output.strip())
-
-
-def status_entries(status: str, skip: set[str]) -> list[str]:
-    """``git status --porcelain -z`` entries, but those of the paths in ``skip``."""
-    fields = status.split("\0")
-    out, i = [], 0
-    while i < len(fields):
-        entry = fields[i]
-        i += 1
-        if len(entry) < 4:
-            continue
-        paths = [entry[3:]]
-        if entry[0] in "RC" and i < len(fields):  # a rename: the old path follows
-            paths.append(fields[i])
-            i += 1
-        if not any(p in skip for p in paths):
-            out.append(entry)
-    return sorted(out)
 
 
 def final_changes(ws: Workspace, gates: list[dict[str, Any]]) -> dict[str, Any]:
@@ -243,15 +149,6 @@ def build_result(
         "changes": changes["changes"] if changes else [],
         "summary": summary,
     }
-
-
-def applied_note(ws: Workspace) -> str | None:
-    """The apply step's line on live moving since the last verification, if it has one."""
-    try:
-        note = read_json(ws.step_file("apply")).get("live_changed")
-    except (OSError, ValueError):
-        return None
-    return str(note) if note else None
 
 
 def patch_id(issue: str, patch_sha256: str) -> str:

@@ -13,7 +13,7 @@ commit and of its parent (``tasks/forge.py``), and judges each check of the comm
   a check that flips red/green never proposes.
 
 A confirmed red becomes a rollback *proposal*: the plan ``doit rollback sha=S`` would print
-(``rollback.make_plan``), its token and exact CONFIRM line, and the failure context (check,
+(``revertplan.make_plan``), its token and exact CONFIRM line, and the failure context (check,
 conclusion, details URL, first failing test from the check's annotations). It is recorded once
 as a provenance event ``rollback_proposed`` (deduplicated through the log: a rerun after a crash
 finds it), shown by ``doit status``, and commented on the commit's pull requests and the
@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import config, forge, git, monitor, provenance, redact, report, rollback
+from . import config, forge, git, monitor, provenance, redact, report, revertplan
 from .errors import PatchgateError
 from .live import current_branch
 from .steps import failed_creator, read_json, step, write_json
@@ -312,11 +312,11 @@ def propose(
     live = cfg.live_repo
     head = git.live_head(live)
     branch = current_branch(live, cfg["branch"])
-    commit = rollback.inspect_commit(live, landing.sha, head, branch)
-    plan, _ = rollback.make_plan(root, live, commit, head, branch)
+    commit = revertplan.inspect_commit(live, landing.sha, head, branch)
+    plan, _ = revertplan.make_plan(root, live, commit, head, branch)
     token = plan["token"] or "-"
     confirm = (
-        rollback.confirm_line(landing.sha, plan["token"])
+        revertplan.confirm_line(landing.sha, plan["token"])
         if plan["token"]
         else f"doit rollback sha={landing.sha}"
     )
@@ -341,7 +341,7 @@ def propose(
     written = provenance.append_event(root, event)
     mode = " (shadow: recorded only)" if shadow else ""
     say(log, f"watch: {landing.sha[:12]}: ROLLBACK PROPOSED{mode}: {failure.context()}")
-    for line in rollback.plan_lines(plan):
+    for line in revertplan.plan_lines(plan):
         say(log, f"  {line}")
     if not shadow:
         for done in forge.annotate_proposal(root, written, log):

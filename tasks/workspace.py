@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -190,57 +187,3 @@ def require(ws: Workspace) -> None:
         raise PatchgateError(
             "PREFLIGHT", f"no workspace for issue {ws.issue}; run doit verify patch=... first"
         )
-
-
-# --- the live guard's "before": live's HEAD and status when the verification started ---------
-
-LIVE_GUARD = "live_guard.json"
-_capturing: dict[str, threading.Thread] = {}
-
-
-def capture_live(ws_dir: str, live_repo: str) -> None:
-    """Before an issue's first step runs (the reporter calls it): live's HEAD and status.
-
-    HEAD is read now; ``git status`` of live (an O(files) walk) runs on a thread while the
-    first step starts, and lands in live_guard.json. Untrusted code (the patch, a gate) runs
-    only after ``wait_live_capture``: the "before" never includes what the patch did.
-    """
-    path = os.path.join(ws_dir, LIVE_GUARD)
-    head = git.head(live_repo)
-    write_json(path, {"head": head, "status": None})
-
-    def finish() -> None:
-        data: dict[str, Any] = {"head": head}
-        try:
-            data["status"] = git.status(live_repo)
-        except PatchgateError as exc:
-            data.update(status=None, error=exc.message)
-        with contextlib.suppress(OSError):
-            write_json(path, data)
-
-    thread = threading.Thread(target=finish, name=f"live-guard-{ws_dir}", daemon=True)
-    _capturing[path] = thread
-    thread.start()
-
-
-def wait_live_capture(ws_dir: str, timeout: float = git.GIT_TIMEOUT) -> dict[str, Any] | None:
-    """The captured "before" once complete; None if nothing was captured for this run."""
-    path = os.path.join(ws_dir, LIVE_GUARD)
-    thread = _capturing.pop(path, None)
-    if thread is not None:  # captured by this very process
-        thread.join(timeout)
-    deadline = time.monotonic() + timeout
-    while True:  # captured by doit's main process, this is a worker (-P process)
-        try:
-            data: dict[str, Any] = read_json(path)
-        except (OSError, ValueError):
-            return None
-        if data.get("status") is not None or data.get("error"):
-            return data
-        if time.monotonic() > deadline:
-            raise PatchgateError(
-                "VERIFY",
-                f"live's state before this verification was not captured within {timeout:.0f}s "
-                f"({path}); run the same command again",
-            )
-        time.sleep(0.005)

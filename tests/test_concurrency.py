@@ -4,7 +4,7 @@ Promotion is single-writer (tasks/lock.py); so is each issue's workspace (one co
 verifies or promotes an issue), while different issues verify in parallel: each has its own
 workspace, doit's state is sqlite (concurrent writers lose nothing), provenance appends take
 their own lock. The live guard of a verification explains HEAD moves that live's reflog
-records as patchgate landings, and nothing else (tasks/verify.py, ``check_live_guard``).
+records as patchgate landings, and nothing else (tasks/liveguard.py, ``check_live_guard``).
 """
 
 from __future__ import annotations

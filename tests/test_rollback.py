@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import ADD_MUL, DODO, Project, ProjectFactory, Result, git, parsed_trailers
-from patchgate import provenance, rollback, trailers
+from patchgate import provenance, revertplan, trailers
 from patchgate.config import DEFAULT_GATES
 
 OPERATOR = ("operator=alice", "reason=tests fail after it")
@@ -350,9 +350,9 @@ def test_conflicting_files_are_read_from_git_apply_messages() -> None:
         "error: gone.txt: does not exist in index\nApplied patch to 'b.txt' with conflicts.\n"
         "U b.txt\nerror: new.txt: already exists in index\n"
     )
-    assert rollback.conflicting_files(output) == ["b.txt", "calc/ops.py", "gone.txt", "new.txt"]
+    assert revertplan.conflicting_files(output) == ["b.txt", "calc/ops.py", "gone.txt", "new.txt"]
 
 
 def test_revert_subject_reapplies_a_revert() -> None:
-    assert rollback.revert_subject("calc: multiply") == 'Revert "calc: multiply"'
-    assert rollback.revert_subject('Revert "calc: multiply"') == 'Reapply "calc: multiply"'
+    assert revertplan.revert_subject("calc: multiply") == 'Revert "calc: multiply"'
+    assert revertplan.revert_subject('Revert "calc: multiply"') == 'Reapply "calc: multiply"'

@@ -7,7 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from patchgate import apply, config, landing, prepare, redact, report, rollback, scope, verify
+from patchgate import (
+    apply,
+    config,
+    landing,
+    liveguard,
+    prepare,
+    redact,
+    report,
+    revertplan,
+    rollback,
+    scope,
+)
 from patchgate.errors import PatchgateError
 from patchgate.workspace import Workspace
 
@@ -143,8 +154,8 @@ def test_unknown_variable_is_refused_listing_the_known_ones(tmp_path: Path) -> N
 
 def test_status_entries_skip_the_landed_paths_and_renames() -> None:
     status = " M a.py\0?? b.txt\0R  new.py\0old.py\0"
-    assert verify.status_entries(status, {"a.py"}) == ["?? b.txt", "R  new.py"]
-    assert verify.status_entries(status, {"old.py"}) == [" M a.py", "?? b.txt"]
+    assert liveguard.status_entries(status, {"a.py"}) == ["?? b.txt", "R  new.py"]
+    assert liveguard.status_entries(status, {"old.py"}) == [" M a.py", "?? b.txt"]
 
 
 # --- rollback's plan as the operator reads it ----------------------------------------------------
@@ -174,7 +185,7 @@ def plan(**extra: Any) -> dict[str, Any]:
 
 
 def test_plan_ends_with_the_exact_confirm_line() -> None:
-    lines = rollback.plan_lines(plan())
+    lines = revertplan.plan_lines(plan())
     assert lines[-1] == (
         f'CONFIRM: doit rollback sha={"a" * 40} confirm=0123456789ab operator=NAME reason="…"'
     )
@@ -182,7 +193,7 @@ def test_plan_ends_with_the_exact_confirm_line() -> None:
 
 
 def test_plan_of_a_foreign_commit_says_so_and_a_conflict_has_no_token() -> None:
-    lines = rollback.plan_lines(plan(patch_id=None, conflicts=["x.py"], detail="error: x"))
+    lines = revertplan.plan_lines(plan(patch_id=None, conflicts=["x.py"], detail="error: x"))
     assert any("NOT a patchgate commit" in line for line in lines)
     assert not any(line.startswith("CONFIRM:") for line in lines)
     with pytest.raises(PatchgateError, match=r"conflicts with later commits in x\.py"):
@@ -190,22 +201,22 @@ def test_plan_of_a_foreign_commit_says_so_and_a_conflict_has_no_token() -> None:
 
 
 def test_revert_of_a_revert_is_a_reapply() -> None:
-    assert rollback.revert_subject("fix") == 'Revert "fix"'
-    assert rollback.revert_subject('Revert "fix"') == 'Reapply "fix"'
+    assert revertplan.revert_subject("fix") == 'Revert "fix"'
+    assert revertplan.revert_subject('Revert "fix"') == 'Reapply "fix"'
 
 
 def test_conflicting_files_reads_gits_complaints() -> None:
     output = "error: patch failed: a.py:3\nerror: b.py: does not match index\nU c.py\nok\n"
-    assert rollback.conflicting_files(output) == ["a.py", "b.py", "c.py"]
+    assert revertplan.conflicting_files(output) == ["a.py", "b.py", "c.py"]
 
 
 def test_token_binds_head_commit_and_diff() -> None:
-    token = rollback.token_of("h", "s", b"d")
+    token = revertplan.token_of("h", "s", b"d")
     assert len(token) == 12
     assert token not in {
-        rollback.token_of("H", "s", b"d"),
-        rollback.token_of("h", "S", b"d"),
-        rollback.token_of("h", "s", b"D"),
+        revertplan.token_of("H", "s", b"d"),
+        revertplan.token_of("h", "S", b"d"),
+        revertplan.token_of("h", "s", b"D"),
     }
 
 

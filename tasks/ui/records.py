@@ -280,17 +280,11 @@ def gate_sections(text: str) -> dict[str, list[str]]:
 def _diff(root: str, ws: Workspace, meta: Mapping[str, Any], tree: str | None) -> tuple[str, str]:
     base = meta.get("base_sha")
     if tree and isinstance(base, str):
-        done = git.run(
-            ws.repo if os.path.isdir(ws.repo) else meta.get("live_repo", root),
-            "diff",
-            "--no-color",
-            "--no-ext-diff",
-            base,
-            tree,
-            check=False,
+        text = git.diff_text(
+            ws.repo if os.path.isdir(ws.repo) else meta.get("live_repo", root), base, tree
         )
-        if done.returncode == 0:
-            return done.output, f"git diff {base[:12]} {tree[:12]} (base to the verified tree)"
+        if text is not None:
+            return text, f"git diff {base[:12]} {tree[:12]} (base to the verified tree)"
     patch = meta.get("patch")
     if isinstance(patch, str) and os.path.isfile(patch):
         with open(patch, encoding="utf-8", errors="replace") as fh:
@@ -410,20 +404,8 @@ def _commit_lines(live: str, shas: Sequence[str]) -> dict[str, tuple[str, str]]:
     """Commit time (ISO) and subject of each of ``shas``, in one git call."""
     if not shas:
         return {}
-    done = git.run(
-        live,
-        "log",
-        "--no-walk=unsorted",
-        "-z",
-        "--format=%H%x1f%ct%x1f%s",
-        *shas,
-        "--",
-        stage=STAGE,
-        check=False,
-    )
     found = {}
-    for record in done.output.split("\x00"):
-        parts = record.strip("\n").split("\x1f")
+    for parts in git.commit_summaries(live, shas, stage=STAGE):
         if len(parts) == 3 and parts[1].isdigit():
             when = datetime.fromtimestamp(int(parts[1]), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
             found[parts[0]] = (when, parts[2])
