@@ -45,7 +45,7 @@ from doit.tools import config_changed
 from . import config, git, jail, lock, proc, report
 from .errors import PatchgateError
 from .steps import read_json, sha256_file, step, write_json
-from .workspace import Workspace, forget_tree
+from .workspace import META_SCHEMA, Meta, Workspace, forget_tree
 
 EXECUTORS = ("local", "dask")
 BUNDLES_DIR = os.path.join("patches", ".state", "bundles")
@@ -204,7 +204,7 @@ def verify_timeout(cfg: config.Config) -> float:
     """How long one verification may take on a worker: every step's own timeout, plus git."""
     gates = config.effective_gates(cfg)
     return float(
-        cfg["patch_timeout"] + sum(g["timeout"] for g in gates) + 4 * cfg["git_timeout"] + 120
+        cfg["patch_timeout"] + sum(g.timeout for g in gates) + 4 * cfg["git_timeout"] + 120
     )
 
 
@@ -522,21 +522,20 @@ def land_records(ws_dir: str, job: Job, outcome: Outcome) -> None:
             os.unlink(name)
     os.makedirs(ws.dir, exist_ok=True)
     forget_tree(ws)
-    previous = read_json(ws.meta) if os.path.exists(ws.meta) else {}
-    write_json(
-        ws.meta,
-        {
-            "issue": job.issue,
-            "live_repo": job.live,
-            "base_sha": job.base,
-            "base_tree": git.tree_of(job.live, job.base),
-            "attempt": int(previous.get("attempt", 0)) + 1,
-            "patch": job.patch,
-            "patch_sha256": job.patch_sha256,
-            "created": previous.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
-        },
-        "workspace-meta.schema.json",
+    previous = None  # an earlier attempt's; one no longer readable is rewritten
+    with contextlib.suppress(OSError, ValueError, PatchgateError):
+        previous = ws.read_meta()
+    meta = Meta(
+        issue=job.issue,
+        live_repo=job.live,
+        base_sha=job.base,
+        base_tree=git.tree_of(job.live, job.base),
+        attempt=previous.attempt + 1 if previous else 1,
+        patch=job.patch,
+        patch_sha256=job.patch_sha256,
+        created=previous.created if previous else time.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
     )
+    write_json(ws.meta, meta.to_json(), META_SCHEMA)
     by = {"executor": "dask", "worker": outcome.worker, "key": job.key}
     odd = sorted(rel for rel in outcome.files if not RECORD_NAME.match(rel))
     if odd:  # a worker names only the workspace's own records: nothing lands elsewhere
@@ -763,7 +762,7 @@ def recheck(ws_dir: str, log: str) -> None:
     from .workspace import ensure
 
     meta = ws.read_meta()
-    patch, live = meta["patch"], meta["live_repo"]
+    patch, live = meta.patch, meta.live_repo
     worker = by.get("worker", "?")
     if not os.path.exists(patch) or sha256_file(patch) != result["patch_sha256"]:
         raise PatchgateError(
@@ -782,10 +781,10 @@ def recheck(ws_dir: str, log: str) -> None:
         ensure(scratch.dir, live, result["base_sha"], patch, result["patch_sha256"], log)
         apply_patch(scratch.dir, patch, declared_files(patch), settings, log)
         source = scratch.step_file("apply")
-        fixers = [g for g in config.effective_gates(cfg) if g["fixes"]]
+        fixers = [g for g in config.effective_gates(cfg) if g.fixes]
         for gate in fixers:
             run_gate(scratch.dir, gate, source, settings, log)
-            source = scratch.gate_file(gate["name"])
+            source = scratch.gate_file(gate.name)
         mine = final_changes(scratch, fixers)
     except PatchgateError as err:
         raise PatchgateError(

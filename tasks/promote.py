@@ -141,7 +141,7 @@ def preflight(ws_dir: str, ctx: LandingContext, log: str) -> None:
             "changes": result["changes"],
             "files": sorted(paths),
             "patch_id": result["patch_id"],
-            "patch": ws.read_meta()["patch"],
+            "patch": ws.read_meta().patch,
             "verification": result["verification_status"],
             "gates": {g: r.get("verdict", "") for g, r in result["gates"].items()},
             "protected": protected,
@@ -152,7 +152,7 @@ def preflight(ws_dir: str, ctx: LandingContext, log: str) -> None:
 
 def commit_message(ws: Workspace, ctx: LandingContext, pre: dict[str, Any]) -> str:
     issue = ctx.issue
-    meta_message = ws.read_meta().get("message") if os.path.exists(ws.meta) else None
+    meta_message = ws.read_meta().message if os.path.exists(ws.meta) else None
     subject = ctx.message or meta_message or str(ctx.commit_message).replace("{issue}", issue)
     pairs = [
         (trailers.PATCH_ID, pre["patch_id"]),
@@ -320,7 +320,7 @@ def promote_failed(ws_dir: str, stage: str, message: str) -> None:
     ws = Workspace.at(ws_dir)
     try:
         result = read_json(ws.result) if os.path.exists(ws.result) else {}
-        patch = ws.read_meta().get("patch") if os.path.exists(ws.meta) else None
+        patch = ws.read_meta().patch if os.path.exists(ws.meta) else None
         copy_patch(ws.root, patch, "unsuccessful")
         event: dict[str, Any] = {
             "event": "promote_fail",

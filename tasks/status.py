@@ -47,11 +47,11 @@ def workspace_rows(root: str) -> list[dict[str, str]]:
         meta = ws.read_meta()
         verdict = read_json(ws.result)["verification_status"] if os.path.exists(ws.result) else "-"
         why = []
-        if meta["base_sha"] != head:
+        if meta.base_sha != head:
             why.append("live moved")
-        if not os.path.exists(meta["patch"]):
+        if not os.path.exists(meta.patch):
             why.append("patch gone")
-        elif sha256_file(meta["patch"]) != meta["patch_sha256"]:
+        elif sha256_file(meta.patch) != meta.patch_sha256:
             why.append("patch edited")
         if not is_intact(ws) and not cluster.verified_elsewhere(ws.result):  # issue 17
             why.append("worktree damaged")
@@ -59,9 +59,9 @@ def workspace_rows(root: str) -> list[dict[str, str]]:
             {
                 "issue": ws.issue,
                 "verdict": verdict,
-                "base": meta["base_sha"][:12],
+                "base": meta.base_sha[:12],
                 "state": "stale: " + ", ".join(why) if why else "current",
-                "patch": os.path.relpath(meta["patch"], root),
+                "patch": os.path.relpath(meta.patch, root),
             }
         )
     return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import itertools
 import os
@@ -39,6 +40,7 @@ from .apply import (
     script_files,
     unpack_zip,
 )
+from .config import Gate
 from .errors import PatchgateError
 from .gates import GateInputs, run_gate
 from .issue import check_issue
@@ -178,38 +180,38 @@ def status_entries(status: str, skip: set[str]) -> list[str]:
     return sorted(out)
 
 
-def final_changes(ws: Workspace, gates: list[dict[str, Any]]) -> dict[str, Any]:
+def final_changes(ws: Workspace, gates: list[Gate]) -> dict[str, Any]:
     """The last source of truth for the workspace content: the last fixer that ran, else apply."""
     source: dict[str, Any] = read_json(ws.step_file("apply"))
     for gate in gates:
-        path = ws.gate_file(gate["name"])
-        if gate["fixes"] and os.path.exists(path):
+        path = ws.gate_file(gate.name)
+        if gate.fixes and os.path.exists(path):
             source = read_json(path)
     return source
 
 
 def build_result(
-    ws: Workspace, gates: list[dict[str, Any]], stage: str = "", reason: str = ""
+    ws: Workspace, gates: list[Gate], stage: str = "", reason: str = ""
 ) -> dict[str, Any]:
     meta = ws.read_meta()
     gate_results: dict[str, Any] = {}
     for gate in gates:
-        path = ws.gate_file(gate["name"])
+        path = ws.gate_file(gate.name)
         if os.path.exists(path):
             rec = read_json(path)
-            gate_results[gate["name"]] = {
+            gate_results[gate.name] = {
                 k: rec.get(k)
                 for k in ("verdict", "reason", "exit_code", "duration_seconds", "checked")
             }
     build = gate_results.get("build", {}).get("verdict")
     tests = [
         {
-            "command": " ".join(g["command"]),
-            "exit_code": gate_results[g["name"]]["exit_code"],
-            "duration_seconds": gate_results[g["name"]]["duration_seconds"],
+            "command": " ".join(g.command),
+            "exit_code": gate_results[g.name]["exit_code"],
+            "duration_seconds": gate_results[g.name]["duration_seconds"],
         }
         for g in gates
-        if g.get("atlas") == "test" and gate_results.get(g["name"], {}).get("exit_code") is not None
+        if g.atlas == "test" and gate_results.get(g.name, {}).get("exit_code") is not None
     ]
     changes = final_changes(ws, gates) if os.path.exists(ws.step_file("apply")) else None
     status = "fail" if stage else "pass"
@@ -223,13 +225,13 @@ def build_result(
     if moved:
         summary["NOTE"] = moved
     if not stage:  # issue 11: what a fixer changed, what the baseline excused
-        summary.update(verdicts.summary_lines(gates, ws.gate_file))
+        summary.update(verdicts.summary_lines([g.name for g in gates], ws.gate_file))
     return {
-        "patch_id": patch_id(ws.issue, meta["patch_sha256"]),
+        "patch_id": patch_id(ws.issue, meta.patch_sha256),
         "issue": ws.issue,
-        "patch": meta["patch"],
-        "base_sha": meta["base_sha"],
-        "patch_sha256": meta["patch_sha256"],
+        "patch": meta.patch,
+        "base_sha": meta.base_sha,
+        "patch_sha256": meta.patch_sha256,
         "build_status": "not_run" if build in (None, "skipped") else build,
         "test_results": tests,
         "gates": gate_results,
@@ -283,20 +285,20 @@ def conclude_failure(ws_dir: str, stage: str, reason: str) -> None:
     ws = Workspace.at(ws_dir)
     if not os.path.exists(ws.meta):
         return
-    live = ws.read_meta()["live_repo"]
+    live = ws.read_meta().live_repo
     try:
         check_live_guard(ws, live)
     except PatchgateError as err:
         stage, reason = err.stage, err.message
-    filing.file_failed(ws.root, ws.read_meta()["patch"])  # a copy in patches/unsuccessful/
-    gates = claims.gates_of(config.load(ws.root, {}), ws.read_meta()["patch"])
+    filing.file_failed(ws.root, ws.read_meta().patch)  # a copy in patches/unsuccessful/
+    gates = claims.gates_of(config.load(ws.root, {}), ws.read_meta().patch)
     record_verdict(ws, build_result(ws, gates, stage, reason))
 
 
-def conclude(ws_dir: str, gates: list[dict[str, Any]], rules: dict[str, bool], log: str) -> None:
+def conclude(ws_dir: str, gates: list[Gate], rules: dict[str, bool], log: str) -> None:
     """Action of the final step: the live guard, the scope of fixer edits, result.json."""
     ws = Workspace.at(ws_dir)
-    check_live_guard(ws, ws.read_meta()["live_repo"])
+    check_live_guard(ws, ws.read_meta().live_repo)
     final = final_changes(ws, gates)
     problems = judge(final["files"], final["changes"], rules)
     if problems:
@@ -384,8 +386,8 @@ def chain(
         yield cluster.cluster_step(cfg, patch, issue, base, patch_sha, log, warning)
         return
     settings = settings_of(cfg)
-    if settings["strip"] is None:  # promote issue=ID after verify ... strip=N: the same N
-        settings["strip"] = remembered_strip(ws, patch_sha)
+    if settings.strip is None:  # promote issue=ID after verify ... strip=N: the same N
+        settings = dataclasses.replace(settings, strip=remembered_strip(ws, patch_sha))
     rules = {k: cfg[k] for k in RULES}
     gates = claims.gates_of(cfg, patch)  # + a diff's claimed model tests (issue 14)
     sidecar = [claims.sidecar_of(patch)] if os.path.isfile(claims.sidecar_of(patch)) else []
@@ -405,7 +407,7 @@ def chain(
             message is None or kept_message(ws) == message,  # verify … message=M: into meta
         ],
     )
-    apply_cfg = {k: settings[k] for k in ("strip", "jail", "tool_env", "jail_binds")}
+    apply_cfg = {k: settings.to_json()[k] for k in ("strip", "jail", "tool_env", "jail_binds")}
     # A rebase plan is no apply input of its own (meta.json's new base is): dropping it on the
     # next run must not rerun apply.
     apply_cfg["carry"] = carry if carry and carry["mode"] != "rebase" else None
@@ -438,7 +440,7 @@ def chain(
     # basename: rollback verifies its revert with this same chain, under its own task names.
     source, previous = ws.step_file("apply"), f"{basename}:{issue}-scope"
     for gate in gates:
-        name = f"{issue}-gate-{gate['name']}"
+        name = f"{issue}-gate-{gate.name}"
         yield step(
             group,
             name,
@@ -446,21 +448,21 @@ def chain(
             [ws.dir, gate, source, settings, log],
             **common,
             stage="GATES",
-            doc=f"gate {gate['name']}: {' '.join(gate['command'])}",
-            targets=[ws.gate_file(gate["name"])],
+            doc=f"gate {gate.name}: {' '.join(gate.command)}",
+            targets=[ws.gate_file(gate.name)],
             task_dep=[previous],
             uptodate=[GateInputs(gate, source, ws.meta, settings)],
             on_failure=fail_hook,
         )
         previous = f"{basename}:{name}"
-        if gate["fixes"]:
-            source = ws.gate_file(gate["name"])
-    gate_files = [ws.gate_file(g["name"]) for g in gates]
+        if gate.fixes:
+            source = ws.gate_file(gate.name)
+    gate_files = [ws.gate_file(g.name) for g in gates]
     yield step(
         group,
         issue,
         conclude,
-        [ws.dir, gates, {**rules, "allow_gates_fail": settings["allow_gates_fail"]}, log],
+        [ws.dir, gates, {**rules, "allow_gates_fail": settings.allow_gates_fail}, log],
         **common,
         stage="VERIFY",
         doc="the verification result: result.json",
@@ -469,7 +471,7 @@ def chain(
         targets=[ws.result],
         task_dep=[previous],
         on_failure=fail_hook,
-        uptodate=[config_changed({"allow_gates_fail": settings["allow_gates_fail"]})],
+        uptodate=[config_changed({"allow_gates_fail": settings.allow_gates_fail})],
     )
     yield step(
         group,
@@ -496,7 +498,7 @@ def plan_rebase(cfg: config.Config, ws: Workspace, head: str) -> tuple[str, dict
     reverts what landed on live meanwhile (live_changed.check_kept; docs/live-changed.md).
     """
     meta = ws.read_meta()
-    if head == meta["base_sha"] or not os.path.exists(ws.result):
+    if head == meta.base_sha or not os.path.exists(ws.result):
         return head, None
     verified = read_json(ws.result)
     return head, live_changed.plan(cfg.live_repo, meta, head, verified, cfg["live_changed"])
@@ -505,10 +507,9 @@ def plan_rebase(cfg: config.Config, ws: Workspace, head: str) -> tuple[str, dict
 def kept_message(ws: Workspace) -> str | None:
     """The commit message ``doit verify … message=M`` kept in meta.json, if any."""
     try:
-        message = ws.read_meta().get("message")
-    except (OSError, ValueError):
+        return ws.read_meta().message
+    except (OSError, ValueError, PatchgateError):
         return None
-    return str(message) if message is not None else None
 
 
 def verify_message() -> str | None:
@@ -545,7 +546,7 @@ def requested_chains(
         if issue is None:
             raise PatchgateError("PREFLIGHT", NEEDS_PATCH)
         ws = existing_workspace(root, issue)
-        patch = ws.read_meta()["patch"]
+        patch = ws.read_meta().patch
         if not os.path.exists(patch):
             raise PatchgateError(
                 "PREFLIGHT",

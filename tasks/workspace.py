@@ -9,15 +9,50 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from . import faults, git, lock, report
 from .errors import PatchgateError
+from .schema import validate
 from .steps import read_json, write_json
 
 WORKSPACES_DIR = os.path.join("patches", "workspaces")
+META_SCHEMA = "workspace-meta.schema.json"
+
+
+@dataclass(frozen=True)
+class Meta:
+    """meta.json, the patch manifest of one workspace (schemas/workspace-meta.schema.json):
+    written by the workspace step (ensure) or for a cluster worker's verdict, read by the steps
+    after it. ``from_json`` checks the schema (a bad one: WORKSPACE, naming the key)."""
+
+    issue: str
+    live_repo: str
+    base_sha: str
+    base_tree: str
+    attempt: int
+    patch: str
+    patch_sha256: str
+    created: str
+    message: str | None = None  # verify … message=M, kept for a later promote
+
+    @classmethod
+    def from_json(cls, data: Any) -> Meta:
+        try:
+            validate(data, META_SCHEMA, "WORKSPACE", "meta.json")
+        except PatchgateError as err:
+            raise PatchgateError(
+                err.stage, f"{err.message}; verify the patch again to rewrite it"
+            ) from None
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.message is None:
+            del data["message"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -64,9 +99,8 @@ class Workspace:
     def gate_file(self, name: str) -> str:
         return self.path("gates", f"{name}.json")
 
-    def read_meta(self) -> dict[str, Any]:
-        meta: dict[str, Any] = read_json(self.meta)
-        return meta
+    def read_meta(self) -> Meta:
+        return Meta.from_json(read_json(self.meta))
 
 
 def is_intact(ws: Workspace) -> bool:
@@ -95,10 +129,12 @@ def ensure(
     """
     ws = Workspace.at(ws_dir)
     os.makedirs(ws.dir, exist_ok=True)
-    previous = ws.read_meta() if os.path.exists(ws.meta) else {}
+    previous = None  # an earlier attempt's; one no longer readable is rewritten
+    with contextlib.suppress(OSError, ValueError, PatchgateError):
+        previous = ws.read_meta()
     fresh = False  # the worktree is exactly at base: git just wrote it
     if is_intact(ws):
-        if previous.get("base_sha") != base:
+        if previous is None or previous.base_sha != base:
             report.log(log, f"workspace: base moved to {base[:12]}; checking it out in place")
             git.restore(ws.repo, "HEAD")
             git.run(ws.repo, "checkout", "-q", "--detach", base, stage="WORKSPACE")
@@ -121,28 +157,26 @@ def ensure(
     forget_tree(ws)
     if fresh:  # apply need not reset and clean a tree git has just checked out
         mark_tree(ws, base_tree)
-    meta = {
-        "issue": ws.issue,
-        "live_repo": live_repo,
-        "base_sha": base,
-        "base_tree": base_tree,
-        "attempt": int(previous.get("attempt", 0)) + 1,
-        "patch": patch,
-        "patch_sha256": patch_sha256,
-        "created": previous.get("created") or datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    kept = message if message is not None else previous.get("message")
-    if kept is not None:
-        meta["message"] = kept
-    write_json(ws.meta, meta, "workspace-meta.schema.json")
+    meta = Meta(
+        issue=ws.issue,
+        live_repo=live_repo,
+        base_sha=base,
+        base_tree=base_tree,
+        attempt=previous.attempt + 1 if previous else 1,
+        patch=patch,
+        patch_sha256=patch_sha256,
+        created=previous.created if previous else datetime.now(UTC).isoformat(timespec="seconds"),
+        message=message if message is not None or previous is None else previous.message,
+    )
+    write_json(ws.meta, meta.to_json(), META_SCHEMA)
 
 
 @contextmanager
 def attempt(ws: Workspace) -> Iterator[str]:
     """Start from the base exactly; if anything goes wrong, put the base back (pre-commit style)."""
     meta = ws.read_meta()
-    base = meta["base_sha"]
-    if known_tree(ws) != meta["base_tree"]:  # within one run only: see known_tree
+    base = meta.base_sha
+    if known_tree(ws) != meta.base_tree:  # within one run only: see known_tree
         git.restore(ws.repo, base)
     forget_tree(ws)
     try:
@@ -157,7 +191,7 @@ def ensure_tree(ws: Workspace, tree: str) -> None:
     if known_tree(ws) == tree:
         return
     if git.snapshot(ws.repo, ws.index) != tree:
-        git.restore(ws.repo, ws.read_meta()["base_sha"], tree)
+        git.restore(ws.repo, ws.read_meta().base_sha, tree)
     mark_tree(ws, tree)
 
 

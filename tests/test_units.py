@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +12,9 @@ import pytest
 from patchgate import apply, config, landing, redact, report, rollback, scope, verify
 from patchgate.doitapi import requested
 from patchgate.errors import PatchgateError
+from patchgate.jail import JailSpec, jail_spec, step_env
+from patchgate.settings import RULES as SETTINGS_RULES
+from patchgate.settings import Settings, settings_of
 from patchgate.workspace import Workspace
 
 # --- scope.judge: what the patch changed against what it declared -------------------------------
@@ -271,3 +277,84 @@ def test_a_live_gate_must_be_a_configured_checking_gate(tmp_path: Path) -> None:
 
 def test_outside_doit_nothing_is_requested() -> None:
     assert requested("promote") is False
+
+
+# --- typed records: the gate and the settings, built once from the configuration ----------------
+
+
+def test_a_gate_record_fills_the_defaults_and_gives_back_the_same_json(tmp_path: Path) -> None:
+    (tmp_path / "patchgate.yaml").write_text(
+        "gate_timeout: 50\nbuild_command: make\n"
+        "gates: [{name: lint, command: [ruff, '{files}'], env: {A: b}}]\n"
+    )
+    lint, build = config.effective_gates(config.load(str(tmp_path), {}))
+    assert lint == config.Gate("lint", ("ruff", "{files}"), timeout=50, env={"A": "b"})
+    # The digests of the up-to-date check and of the baseline cache hash this very dict.
+    assert lint.to_json() == {
+        "name": "lint",
+        "command": ["ruff", "{files}"],
+        "files": ["*"],
+        "fixes": False,
+        "junit": False,
+        "build": False,
+        "env": {"A": "b"},
+        "timeout": 50,
+    }
+    assert build.to_json()["atlas"] == "build" and build.build
+    for gate in (lint, build):
+        assert config.Gate.from_json(gate.to_json(), 1) == gate
+        assert pickle.loads(pickle.dumps(gate)) == gate  # doit -P process
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ({"command": ["x"]}, "a gate has no name"),
+        ({"name": "g", "command": ["x"], "shell": True}, "unknown key 'shell'"),
+        ({"name": "g"}, "command must be a non-empty list of strings"),
+        ({"name": "g", "command": []}, "command must be a non-empty list of strings"),
+        ({"name": "g", "command": "make"}, "command must be a non-empty list of strings"),
+        ({"name": "g", "command": ["x"], "files": "*.py"}, "files must be a list of strings"),
+        ({"name": "g", "command": ["x"], "timeout": 0}, "timeout must be a number above 0"),
+        ({"name": "g", "command": ["x"], "timeout": True}, "timeout must be a number above 0"),
+        ({"name": "g", "command": ["x"], "env": {"A": 1}}, "env must map names to strings"),
+        ({"name": "g", "command": ["x"], "fixes": "yes"}, "fixes must be true or false"),
+        ({"name": "g", "command": ["x"], "atlas": "lint"}, "atlas must be build or test"),
+    ],
+)
+def test_a_bad_gate_is_one_config_error_naming_it(raw: dict[str, Any], problem: str) -> None:
+    with pytest.raises(PatchgateError) as err:
+        config.Gate.from_json(raw, 600)
+    assert err.value.stage == "CONFIG" and problem in err.value.message
+    assert "\n" not in err.value.message
+
+
+def test_settings_are_the_configured_values_with_the_tool_envs_folder(tmp_path: Path) -> None:
+    (tmp_path / "patchgate.yaml").write_text("jail_binds: [/opt/tc]\npatch_timeout: 9\n")
+    cfg = config.load(str(tmp_path), {"strip": "1"})
+    got = Settings.from_config(cfg)
+    assert (got.jail_binds, got.patch_timeout, got.strip) == (("/opt/tc",), 9, 1)
+    assert got.tool_env == os.path.dirname(cfg.tool_bin)
+    data = got.to_json()
+    assert data["jail_binds"] == ["/opt/tc"] and data["tool_env"] == got.tool_env
+    assert set(data) == {*SETTINGS_RULES, *(f.name for f in dataclasses.fields(got))}
+    assert pickle.loads(pickle.dumps(got)) == got
+
+
+def test_a_steps_jail_comes_from_the_settings(tmp_path: Path) -> None:
+    (tmp_path / "patchgate.yaml").write_text("jail_binds: [/opt/tc]\nmax_processes: 64\n")
+    got = settings_of(config.load(str(tmp_path), {}))
+    spec = jail_spec(got, "/w/repo", ("/p.diff",), writable=("/w/cache",), hidden=("/h",))
+    assert spec == JailSpec(
+        mode=got.jail,
+        workdir="/w/repo",
+        extra_writable=("/w/cache",),
+        readonly=(got.tool_env, "/opt/tc", "/p.diff"),
+        uid=got.jail_uid,
+        max_processes=64,
+        max_memory_mb=got.max_memory_mb,
+        hidden=("/h",),
+    )
+    env = step_env(got, {"COVERAGE_FILE": "/c"})
+    assert env["PATH"].startswith(f"{got.tool_env}/bin:") and env["COVERAGE_FILE"] == "/c"
+    assert env["HOME"] == "/tmp" and env["PYTHONDONTWRITEBYTECODE"] == "1"
