@@ -26,7 +26,7 @@ from . import git, report
 from .errors import PatchgateError
 
 if TYPE_CHECKING:
-    from .workspace import Meta
+    from .workspace import Meta, Result
 
 DOC = "docs/live-changed.md"
 SHOWN = 3  # commits named in a message
@@ -47,10 +47,10 @@ def landed(repo: str, old: str, new: str, paths: list[str]) -> str:
     return shown + (", …" if len(lines) > SHOWN else "") if shown else "no commit named"
 
 
-def plan(live: str, meta: Meta, head: str, verified: dict[str, Any], policy: str) -> dict[str, Any]:
+def plan(live: str, meta: Meta, head: str, verified: Result, policy: str) -> dict[str, Any]:
     """What re-verifying a workspace verified on ``meta``'s base does now that live is ``head``."""
     old = meta.base_sha
-    clash = sorted(moved_paths(live, old, head) & set(verified["files"]))
+    clash = sorted(moved_paths(live, old, head) & set(verified.files))
     record: dict[str, Any] = {
         "policy": policy,
         "old_base": old,
@@ -60,7 +60,7 @@ def plan(live: str, meta: Meta, head: str, verified: dict[str, Any], policy: str
         "landed": landed(live, old, head, clash),
         "mode": "rebase",
     }
-    if not clash or policy == "rebase" or (policy != "fail" and verified["tree"] is None):
+    if not clash or policy == "rebase" or (policy != "fail" and verified.tree is None):
         return record
     if policy == "fail":
         raise PatchgateError("PROMOTE", refusal(clash, record["landed"]))
@@ -68,9 +68,9 @@ def plan(live: str, meta: Meta, head: str, verified: dict[str, Any], policy: str
     return {
         **record,
         "mode": "keep_live" if drop else "merge",
-        "tree": verified["tree"],
+        "tree": verified.tree,
         "drop": drop,
-        "files": verified["files"],
+        "files": verified.files,
     }
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import cluster, config, git, propose, report, watch
-from .steps import read_json, sha256_file, step
+from .steps import sha256_file, step
 from .workspace import WORKSPACES_DIR, Workspace, is_intact
 
 
@@ -45,7 +45,7 @@ def workspace_rows(root: str) -> list[dict[str, str]]:
         if not os.path.exists(ws.meta) or ws.issue.startswith("."):
             continue  # ".finalize": finalize's scratch worktree, not an issue
         meta = ws.read_meta()
-        verdict = read_json(ws.result)["verification_status"] if os.path.exists(ws.result) else "-"
+        verdict = ws.read_result().verification_status if os.path.exists(ws.result) else "-"
         why = []
         if meta.base_sha != head:
             why.append("live moved")

@@ -47,7 +47,15 @@ from .issue import check_issue
 from .scope import check_scope, judge
 from .settings import RULES, settings_of
 from .steps import failed_creator, read_json, sha256_file, step, write_json
-from .workspace import LIVE_GUARD, Workspace, ensure, is_intact, wait_live_capture
+from .workspace import (
+    LIVE_GUARD,
+    RESULT_SCHEMA,
+    Result,
+    Workspace,
+    ensure,
+    is_intact,
+    wait_live_capture,
+)
 from .workspace import capture_live as capture_live  # the chains' before_first_step
 
 NEEDS_PATCH = (
@@ -190,9 +198,7 @@ def final_changes(ws: Workspace, gates: list[Gate]) -> dict[str, Any]:
     return source
 
 
-def build_result(
-    ws: Workspace, gates: list[Gate], stage: str = "", reason: str = ""
-) -> dict[str, Any]:
+def build_result(ws: Workspace, gates: list[Gate], stage: str = "", reason: str = "") -> Result:
     meta = ws.read_meta()
     gate_results: dict[str, Any] = {}
     for gate in gates:
@@ -226,23 +232,23 @@ def build_result(
         summary["NOTE"] = moved
     if not stage:  # issue 11: what a fixer changed, what the baseline excused
         summary.update(verdicts.summary_lines([g.name for g in gates], ws.gate_file))
-    return {
-        "patch_id": patch_id(ws.issue, meta.patch_sha256),
-        "issue": ws.issue,
-        "patch": meta.patch,
-        "base_sha": meta.base_sha,
-        "patch_sha256": meta.patch_sha256,
-        "build_status": "not_run" if build in (None, "skipped") else build,
-        "test_results": tests,
-        "gates": gate_results,
-        "verification_status": status,
-        "stage": stage or None,
-        "reason": reason or None,
-        "tree": changes["tree"] if changes else None,
-        "files": files,
-        "changes": changes["changes"] if changes else [],
-        "summary": summary,
-    }
+    return Result(
+        patch_id=patch_id(ws.issue, meta.patch_sha256),
+        issue=ws.issue,
+        patch=meta.patch,
+        base_sha=meta.base_sha,
+        patch_sha256=meta.patch_sha256,
+        build_status="not_run" if build in (None, "skipped") else build,
+        test_results=tests,
+        gates=gate_results,
+        verification_status=status,
+        stage=stage or None,
+        reason=reason or None,
+        tree=changes["tree"] if changes else None,
+        files=files,
+        changes=changes["changes"] if changes else [],
+        summary=summary,
+    )
 
 
 def applied_note(ws: Workspace) -> str | None:
@@ -258,24 +264,24 @@ def patch_id(issue: str, patch_sha256: str) -> str:
     return f"{issue}@{patch_sha256[:12]}"
 
 
-def record_verdict(ws: Workspace, result: dict[str, Any]) -> None:
+def record_verdict(ws: Workspace, result: Result) -> None:
     """result.json (sealed) and its verify event; a cluster's result names its worker."""
-    write_json(ws.result, result, "verification-result.schema.json")
+    write_json(ws.result, result.to_json(), RESULT_SCHEMA)
     seal.seal(ws.root, ws.result)  # issue 12: promote lands only what verify wrote
     faults.point("verify-result-written")
     event: dict[str, Any] = {
-        "event": "verify_pass" if result["verification_status"] == "pass" else "verify_fail",
-        "patch_id": result["patch_id"],
+        "event": "verify_pass" if result.verification_status == "pass" else "verify_fail",
+        "patch_id": result.patch_id,
         "issue": ws.issue,
-        "build_status": result["build_status"],
-        "test_results": result["test_results"],
-        "gates": {k: v["verdict"] for k, v in result["gates"].items()},
-        "affected_files": result["files"],
+        "build_status": result.build_status,
+        "test_results": result.test_results,
+        "gates": {k: v["verdict"] for k, v in result.gates.items()},
+        "affected_files": result.files,
     }
-    if result.get("verified_by"):  # issue 17: the worker that verified
-        event["verified_by"] = {k: result["verified_by"][k] for k in ("executor", "worker")}
-    if result["stage"]:
-        event.update(stage=result["stage"], reason=result["reason"])
+    if result.verified_by:  # issue 17: the worker that verified
+        event["verified_by"] = {k: result.verified_by[k] for k in ("executor", "worker")}
+    if result.stage:
+        event.update(stage=result.stage, reason=result.reason)
     provenance.append_event(ws.root, event)
     forge.after_verify(ws.root, ws.issue, event)  # issue 15: trigger=github:N; never fails
 
@@ -304,14 +310,14 @@ def conclude(ws_dir: str, gates: list[Gate], rules: dict[str, bool], log: str) -
     if problems:
         raise PatchgateError("SCOPE", f"after the fixing gates: {problems[0]}")
     result = build_result(ws, gates)
-    failed = [g for g, r in result["gates"].items() if r["verdict"] == "fail"]
+    failed = [g for g, r in result.gates.items() if r["verdict"] == "fail"]
     if failed:
-        first = result["gates"][failed[0]]["reason"]
+        first = result.gates[failed[0]]["reason"]
         if not result_allows_failures(rules):
             raise PatchgateError("GATES", first)
         report.log(log, f"verify: gates failed but allow_gates_fail=1: {', '.join(failed)}")
     record_verdict(ws, result)
-    report.log(log, f"verify: pass; tree {result['tree']}")
+    report.log(log, f"verify: pass; tree {result.tree}")
 
 
 def result_allows_failures(rules: dict[str, bool]) -> bool:
@@ -321,9 +327,9 @@ def result_allows_failures(rules: dict[str, bool]) -> bool:
 def build_archive(ws_dir: str, log: str) -> None:
     """patched.zip: the run log, result.json and the changed files of the verified tree."""
     ws = Workspace.at(ws_dir)
-    result = read_json(ws.result)
-    report.log(log, f"archive: {len(result['changes'])} changed path(s) of tree {result['tree']}")
-    entries = archive.tree_entries(ws.repo, result["changes"], "files/")
+    result = ws.read_result()
+    report.log(log, f"archive: {len(result.changes)} changed path(s) of tree {result.tree}")
+    entries = archive.tree_entries(ws.repo, result.changes, "files/")
     entries.append(archive.file_entry("result.json", ws.result))
     entries.append(archive.file_entry("verify.log", log))
     archive.write_zip(ws.archive, entries)
@@ -500,7 +506,7 @@ def plan_rebase(cfg: config.Config, ws: Workspace, head: str) -> tuple[str, dict
     meta = ws.read_meta()
     if head == meta.base_sha or not os.path.exists(ws.result):
         return head, None
-    verified = read_json(ws.result)
+    verified = ws.read_result()
     return head, live_changed.plan(cfg.live_repo, meta, head, verified, cfg["live_changed"])
 
 

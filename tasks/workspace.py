@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from .steps import read_json, write_json
 
 WORKSPACES_DIR = os.path.join("patches", "workspaces")
 META_SCHEMA = "workspace-meta.schema.json"
+RESULT_SCHEMA = "verification-result.schema.json"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,48 @@ class Meta:
         data = asdict(self)
         if self.message is None:
             del data["message"]
+        return data
+
+
+@dataclass(frozen=True)
+class Result:
+    """result.json, the verification result of one issue (schemas/verification-result.schema.json):
+    built by verify's build_result (or for a cluster worker's verdict), written and sealed by
+    record_verdict; read by promote (seal.read_sealed), rollback, status and the cluster.
+    ``from_json`` checks the schema; a bad one is a ``stage`` error naming the key."""
+
+    patch_id: str
+    issue: str
+    base_sha: str
+    patch_sha256: str
+    build_status: str  # pass | fail | not_run | excused
+    test_results: list[dict[str, Any]]  # command, exit_code, duration_seconds: Atlas test-N gates
+    gates: dict[str, dict[str, Any]]  # name -> verdict, reason, exit_code, duration, checked
+    verification_status: str  # pass | fail
+    tree: str | None
+    files: list[str]
+    summary: dict[str, str]
+    patch: str | None = None
+    stage: str | None = None
+    reason: str | None = None
+    changes: list[dict[str, str]] = field(default_factory=list)
+    verified_by: dict[str, str] | None = None  # issue 17: the cluster worker that verified
+
+    @classmethod
+    def from_json(cls, data: Any, stage: str = "VERIFY") -> Result:
+        try:
+            validate(data, RESULT_SCHEMA, stage, "result.json")
+        except PatchgateError as err:
+            raise PatchgateError(
+                err.stage, f"{err.message}; verify the patch again to rewrite it"
+            ) from None
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("patch", "verified_by"):  # absent, never null (the schema says a string)
+            if data[key] is None:
+                del data[key]
         return data
 
 
@@ -101,6 +144,9 @@ class Workspace:
 
     def read_meta(self) -> Meta:
         return Meta.from_json(read_json(self.meta))
+
+    def read_result(self) -> Result:
+        return Result.from_json(read_json(self.result))
 
 
 def is_intact(ws: Workspace) -> bool:

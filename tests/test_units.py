@@ -15,7 +15,7 @@ from patchgate.errors import PatchgateError
 from patchgate.jail import JailSpec, jail_spec, step_env
 from patchgate.settings import RULES as SETTINGS_RULES
 from patchgate.settings import Settings, settings_of
-from patchgate.workspace import Workspace
+from patchgate.workspace import Meta, Result, Workspace
 
 # --- scope.judge: what the patch changed against what it declared -------------------------------
 
@@ -358,3 +358,88 @@ def test_a_steps_jail_comes_from_the_settings(tmp_path: Path) -> None:
     env = step_env(got, {"COVERAGE_FILE": "/c"})
     assert env["PATH"].startswith(f"{got.tool_env}/bin:") and env["COVERAGE_FILE"] == "/c"
     assert env["HOME"] == "/tmp" and env["PYTHONDONTWRITEBYTECODE"] == "1"
+
+
+# --- typed records: meta.json and result.json, validated where they are read ---------------------
+
+
+def meta_json() -> dict[str, Any]:
+    return {
+        "issue": "i1",
+        "live_repo": "/live",
+        "base_sha": "a" * 40,
+        "base_tree": "b" * 40,
+        "attempt": 2,
+        "patch": "/p/patches/x.py",
+        "patch_sha256": "c" * 64,
+        "created": "2026-01-01T00:00:00+00:00",
+    }
+
+
+def result_json() -> dict[str, Any]:
+    return {
+        "patch_id": "i1@cccccccccccc",
+        "issue": "i1",
+        "patch": "/p/patches/x.py",
+        "base_sha": "a" * 40,
+        "patch_sha256": "c" * 64,
+        "build_status": "not_run",
+        "test_results": [],
+        "gates": {"ruff": {"verdict": "pass", "reason": "", "exit_code": 0}},
+        "verification_status": "pass",
+        "stage": None,
+        "reason": None,
+        "tree": "d" * 40,
+        "files": ["x.py"],
+        "changes": [{"path": "x.py", "status": "M", "mode": "100644", "blob": "e" * 40}],
+        "summary": {"RESULT": "SUCCESS", "FILES": "x.py"},
+    }
+
+
+@pytest.mark.parametrize("message", [None, "calc: add mul"])
+def test_meta_round_trips_to_the_same_json(message: str | None) -> None:
+    data = meta_json() | ({"message": message} if message else {})
+    meta = Meta.from_json(data)
+    assert (meta.base_sha, meta.attempt, meta.message) == ("a" * 40, 2, message)
+    assert meta.to_json() == data  # no "message": null when there is none
+    assert pickle.loads(pickle.dumps(meta)) == meta
+
+
+def test_result_round_trips_to_the_same_json() -> None:
+    result = Result.from_json(result_json())
+    assert result.to_json() == result_json()
+    worker = dataclasses.replace(result, verified_by={"executor": "dask", "worker": "w"})
+    assert worker.to_json() == result_json() | {"verified_by": {"executor": "dask", "worker": "w"}}
+    assert "patch" not in dataclasses.replace(result, patch=None).to_json()
+    assert pickle.loads(pickle.dumps(result)) == result
+
+
+@pytest.mark.parametrize(
+    ("record", "change", "where"),
+    [
+        (Meta, {"base_sha": "HEAD"}, "base_sha"),
+        (Meta, {"attempt": 0}, "attempt"),
+        (Meta, {"patch": None}, "patch"),
+        (Result, {"verification_status": "maybe"}, "verification_status"),
+        (Result, {"gates": {"ruff": {}}}, "gates.ruff"),
+        (Result, {"tree": "short"}, "tree"),
+    ],
+)
+def test_a_bad_meta_or_result_is_one_error_naming_the_key(
+    record: type[Meta] | type[Result], change: dict[str, Any], where: str
+) -> None:
+    data = (meta_json() if record is Meta else result_json()) | change
+    with pytest.raises(PatchgateError) as err:
+        record.from_json(data)
+    assert err.value.stage == ("WORKSPACE" if record is Meta else "VERIFY")
+    assert f"meta.json: {where}:" in err.value.message or f"result.json: {where}:" in (
+        err.value.message
+    )
+    assert err.value.message.endswith("; verify the patch again to rewrite it")
+
+
+def test_a_missing_key_of_meta_is_refused() -> None:
+    data = meta_json()
+    del data["base_tree"]
+    with pytest.raises(PatchgateError, match="base_tree"):
+        Meta.from_json(data)
