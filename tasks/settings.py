@@ -18,7 +18,7 @@ class Settings:
 
     Built once by ``from_config`` (the values as the configuration holds them: a timeout of
     ``600`` stays an int, as messages print it); picklable for doit -P process. ``to_json`` is
-    the same values as a dict (the digests of gate_digest and doit's config_changed hash it).
+    the same values as a dict of JSON values (the apply step's config_changed hashes a part).
     """
 
     jail: str  # "bwrap" | "none"
