@@ -162,10 +162,10 @@ def wanted(cfg: config.Config, ws: Workspace, carry: dict[str, Any] | None = Non
 def verified_elsewhere(result_path: str) -> bool:
     """Whether a workspace's result.json says a cluster worker verified it."""
     try:
-        by = read_json(result_path).get("verified_by")
-    except (OSError, ValueError, AttributeError):
+        by = Result.from_json(read_json(result_path)).verified_by
+    except (OSError, ValueError, PatchgateError):
         return False
-    return isinstance(by, dict) and by.get("executor") == "dask"
+    return by is not None and by.get("executor") == "dask"
 
 
 def worker_settings(cfg: config.Config) -> dict[str, Any]:
@@ -371,8 +371,8 @@ def up_to_date(job: Job) -> bool:
     """The workspace already holds this very job's records (doit will skip its step)."""
     ws = Workspace(job.root, job.issue)
     try:
-        by = read_json(ws.result).get("verified_by") or {}
-    except (OSError, ValueError):
+        by = ws.read_result().verified_by or {}
+    except (OSError, ValueError, PatchgateError):
         return False
     return by.get("key") == job.key and os.path.exists(ws.archive)
 
