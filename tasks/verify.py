@@ -30,6 +30,7 @@ from . import (
     seal,
     steps,
     verdicts,
+    workspace,
 )
 from .apply import (
     STRIP_MEMO,
@@ -40,22 +41,13 @@ from .apply import (
     script_files,
     unpack_zip,
 )
-from .config import Gate
 from .errors import PatchgateError
 from .gates import GateInputs, run_gate
 from .issue import check_issue
 from .scope import check_scope, judge
 from .settings import RULES, settings_of
 from .steps import failed_creator, read_json, sha256_file, step, write_json
-from .workspace import (
-    LIVE_GUARD,
-    RESULT_SCHEMA,
-    Result,
-    Workspace,
-    ensure,
-    is_intact,
-    wait_live_capture,
-)
+from .workspace import LIVE_GUARD, Workspace, ensure, is_intact, wait_live_capture
 from .workspace import capture_live as capture_live  # the chains' before_first_step
 
 NEEDS_PATCH = (
@@ -188,7 +180,7 @@ def status_entries(status: str, skip: set[str]) -> list[str]:
     return sorted(out)
 
 
-def final_changes(ws: Workspace, gates: list[Gate]) -> dict[str, Any]:
+def final_changes(ws: Workspace, gates: list[config.Gate]) -> dict[str, Any]:
     """The last source of truth for the workspace content: the last fixer that ran, else apply."""
     source: dict[str, Any] = read_json(ws.step_file("apply"))
     for gate in gates:
@@ -198,7 +190,9 @@ def final_changes(ws: Workspace, gates: list[Gate]) -> dict[str, Any]:
     return source
 
 
-def build_result(ws: Workspace, gates: list[Gate], stage: str = "", reason: str = "") -> Result:
+def build_result(
+    ws: Workspace, gates: list[config.Gate], stage: str = "", reason: str = ""
+) -> workspace.Result:
     meta = ws.read_meta()
     gate_results: dict[str, Any] = {}
     for gate in gates:
@@ -232,7 +226,7 @@ def build_result(ws: Workspace, gates: list[Gate], stage: str = "", reason: str 
         summary["NOTE"] = moved
     if not stage:  # issue 11: what a fixer changed, what the baseline excused
         summary.update(verdicts.summary_lines([g.name for g in gates], ws.gate_file))
-    return Result(
+    return workspace.Result(
         patch_id=patch_id(ws.issue, meta.patch_sha256),
         issue=ws.issue,
         patch=meta.patch,
@@ -264,9 +258,9 @@ def patch_id(issue: str, patch_sha256: str) -> str:
     return f"{issue}@{patch_sha256[:12]}"
 
 
-def record_verdict(ws: Workspace, result: Result) -> None:
+def record_verdict(ws: Workspace, result: workspace.Result) -> None:
     """result.json (sealed) and its verify event; a cluster's result names its worker."""
-    write_json(ws.result, result.to_json(), RESULT_SCHEMA)
+    write_json(ws.result, result.to_json(), workspace.RESULT_SCHEMA)
     seal.seal(ws.root, ws.result)  # issue 12: promote lands only what verify wrote
     faults.point("verify-result-written")
     event: dict[str, Any] = {
@@ -301,7 +295,7 @@ def conclude_failure(ws_dir: str, stage: str, reason: str) -> None:
     record_verdict(ws, build_result(ws, gates, stage, reason))
 
 
-def conclude(ws_dir: str, gates: list[Gate], rules: dict[str, bool], log: str) -> None:
+def conclude(ws_dir: str, gates: list[config.Gate], rules: dict[str, bool], log: str) -> None:
     """Action of the final step: the live guard, the scope of fixer edits, result.json."""
     ws = Workspace.at(ws_dir)
     check_live_guard(ws, ws.read_meta().live_repo)
