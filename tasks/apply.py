@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 from . import faults, git, jail, live_changed, proc, report
 from .errors import PatchgateError
 from .liveguard import wait_live_capture
+from .settings import Settings
 from .steps import write_json
 from .workspace import Workspace, attempt, mark_tree
 
@@ -132,48 +133,6 @@ def script_files(path: str) -> list[str]:
     )
 
 
-def jail_spec(
-    settings: dict[str, Any], ws: Workspace, readonly: Sequence[str] = ()
-) -> jail.JailSpec:
-    return jail.JailSpec(
-        mode=settings["jail"],
-        workdir=ws.repo,
-        extra_writable=tuple(settings.get("writable", ())),
-        readonly=(settings["tool_env"], *settings["jail_binds"], *readonly),
-        uid=settings["jail_uid"],
-        max_processes=settings["max_processes"],
-        max_memory_mb=settings["max_memory_mb"],
-        workdir_readonly=bool(settings.get("repo_readonly")),
-        workdir_source=settings.get("workdir_source"),  # issue 11: a build gate's copy
-    )
-
-
-def jail_env(settings: dict[str, Any], extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = proc.clean_env(extra)
-    env["PATH"] = f"{settings['tool_env']}/bin:/usr/local/bin:/usr/bin:/bin"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["HOME"] = "/tmp"
-    return env
-
-
-def run_jailed(
-    settings: dict[str, Any],
-    ws: Workspace,
-    argv: Sequence[str],
-    *,
-    timeout: float,
-    readonly: Sequence[str] = (),
-    env: dict[str, str] | None = None,
-) -> proc.Completed:
-    return jail.run(
-        argv,
-        jail_spec(settings, ws, readonly),
-        env=jail_env(settings, env),
-        timeout=timeout,
-        output_cap=int(settings["output_cap_mb"] * 1024 * 1024),
-    )
-
-
 def _logged(log: str, title: str, argv: Sequence[str], done: proc.Completed) -> None:
     report.log(
         log,
@@ -186,16 +145,16 @@ def _last_line(output: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def run_script(settings: dict[str, Any], ws: Workspace, patch: str, log: str) -> None:
-    python = os.path.join(settings["tool_env"], "bin", "python")
-    done = run_jailed(
-        settings, ws, (python, patch), timeout=settings["patch_timeout"], readonly=(patch,)
+def run_script(settings: Settings, ws: Workspace, patch: str, log: str) -> None:
+    python = os.path.join(settings.tool_env, "bin", "python")
+    done = jail.run_jailed(
+        settings, ws.repo, (python, patch), timeout=settings.patch_timeout, readonly=(patch,)
     )
     _logged(log, "patch script", (python, os.path.relpath(patch, ws.root)), done)
     if done.timed_out:
         raise PatchgateError(
             "APPLY",
-            f"patch script timed out after {settings['patch_timeout']}s and was killed; "
+            f"patch script timed out after {settings.patch_timeout}s and was killed; "
             "fix the patch or raise patch_timeout",
         )
     if done.returncode != 0:
@@ -206,12 +165,12 @@ def run_script(settings: dict[str, Any], ws: Workspace, patch: str, log: str) ->
         )
 
 
-def _git_apply(settings: dict[str, Any], ws: Workspace, diff: str, *flags: str) -> proc.Completed:
-    return run_jailed(
+def _git_apply(settings: Settings, ws: Workspace, diff: str, *flags: str) -> proc.Completed:
+    return jail.run_jailed(
         settings,
-        ws,
+        ws.repo,
         git.apply_argv(diff, *flags),
-        timeout=settings["patch_timeout"],
+        timeout=settings.patch_timeout,
         readonly=(diff,),
     )
 
@@ -338,11 +297,11 @@ def check_diff_paths(diff: str, stage: str) -> None:
             )
 
 
-def infer_strip(settings: dict[str, Any], ws: Workspace, diff: str, log: str) -> int:
+def infer_strip(settings: Settings, ws: Workspace, diff: str, log: str) -> int:
     """The -p level at which the diff applies; ambiguity is an error naming strip=N."""
     name = os.path.basename(diff)
-    if settings["strip"] is not None:
-        return int(settings["strip"])
+    if settings.strip is not None:
+        return int(settings.strip)
     tried = {n: _git_apply(settings, ws, diff, "--check", f"-p{n}") for n in range(MAX_STRIP + 1)}
     fits = [n for n, done in tried.items() if done.returncode == 0]
     if len(fits) > 1 and 1 in fits and _has_ab_prefixes(diff):
@@ -384,14 +343,14 @@ def corrupt_advice(name: str, output: str) -> str:
     )
 
 
-def diff_files(settings: dict[str, Any], ws: Workspace, diff: str, strip: int) -> list[str]:
+def diff_files(settings: Settings, ws: Workspace, diff: str, strip: int) -> list[str]:
     done = _git_apply(settings, ws, diff, "--numstat", "-z", f"-p{strip}")
     paths = [p for p in done.output.split("\0") if p]
     names = [p.split("\t", 2)[2] if p.count("\t") >= 2 else p for p in paths]
     return check_declared([n for n in names if n], f"diff {os.path.basename(diff)}")
 
 
-def apply_diff(settings: dict[str, Any], ws: Workspace, diff: str, log: str) -> list[str]:
+def apply_diff(settings: Settings, ws: Workspace, diff: str, log: str) -> list[str]:
     check_diff_paths(diff, "APPLY")
     strip = infer_strip(settings, ws, diff, log)
     files = diff_files(settings, ws, diff, strip)
@@ -571,7 +530,7 @@ def apply_patch(
     ws_dir: str,
     patch: str,
     declared: list[str],
-    settings: dict[str, Any],
+    settings: Settings,
     log: str,
     carry: dict[str, Any] | None = None,
 ) -> None:
@@ -602,9 +561,9 @@ def apply_patch(
         if carry is not None:  # live moved since the last verification: nothing landed undone
             live_changed.check_kept(ws.repo, carry, tree, changes)
     mark_tree(ws, tree)
-    if settings["strip"] is not None and kind in ("diff", "zip"):
+    if settings.strip is not None and kind in ("diff", "zip"):
         # Later commands on this workspace (promote issue=ID) apply it with the same level.
-        memo = {"patch_sha256": ws.read_meta()["patch_sha256"], "strip": int(settings["strip"])}
+        memo = {"patch_sha256": ws.read_meta().patch_sha256, "strip": int(settings.strip)}
         write_json(ws.path(STRIP_MEMO), memo)
     report.log(log, f"apply: {len(changes)} changed path(s)")
     if ignored:

@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from . import config
 from .apply import check_declared
@@ -70,27 +69,24 @@ def read_claims(patch: str) -> Claims | None:
     return Claims(check_declared(files, name), [list(c) for c in commands])
 
 
-def extra_gates(patch: str, cfg: config.Config) -> list[dict[str, Any]]:
+def extra_gates(patch: str, cfg: config.Config) -> list[config.Gate]:
     """The claimed test commands as gates model-test-1, ...: only when the jail is on."""
     claims = read_claims(patch) if os.path.splitext(patch)[1] in (".diff", ".patch") else None
     if claims is None or cfg["jail"] != "bwrap":
         return []
     return [
-        {
-            "name": f"model-test-{i}",
-            "command": command,
-            "files": ["*"],
-            "atlas": "test",
-            "fixes": False,
-            "junit": False,
-            "env": {},
-            "timeout": cfg["gate_timeout"],
-        }
+        config.Gate(
+            name=f"model-test-{i}",
+            command=tuple(command),
+            files=("*",),
+            atlas="test",
+            timeout=cfg["gate_timeout"],
+        )
         for i, command in enumerate(claims.test_commands, start=1)
     ]
 
 
-def gates_of(cfg: config.Config, patch: str | None) -> list[dict[str, Any]]:
+def gates_of(cfg: config.Config, patch: str | None) -> list[config.Gate]:
     """The gates a patch is verified with: the configured ones, then its claimed tests."""
     gates = config.effective_gates(cfg)
     if patch:

@@ -37,7 +37,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from doit.tools import config_changed
@@ -45,7 +45,7 @@ from doit.tools import config_changed
 from . import config, git, jail, lock, proc, report
 from .errors import PatchgateError
 from .steps import read_json, sha256_file, step, write_json
-from .workspace import Workspace, forget_tree
+from .workspace import META_SCHEMA, Meta, Result, Workspace, forget_tree
 
 EXECUTORS = ("local", "dask")
 BUNDLES_DIR = os.path.join("patches", ".state", "bundles")
@@ -162,10 +162,10 @@ def wanted(cfg: config.Config, ws: Workspace, carry: dict[str, Any] | None = Non
 def verified_elsewhere(result_path: str) -> bool:
     """Whether a workspace's result.json says a cluster worker verified it."""
     try:
-        by = read_json(result_path).get("verified_by")
-    except (OSError, ValueError, AttributeError):
+        by = Result.from_json(read_json(result_path)).verified_by
+    except (OSError, ValueError, PatchgateError):
         return False
-    return isinstance(by, dict) and by.get("executor") == "dask"
+    return by is not None and by.get("executor") == "dask"
 
 
 def worker_settings(cfg: config.Config) -> dict[str, Any]:
@@ -204,7 +204,7 @@ def verify_timeout(cfg: config.Config) -> float:
     """How long one verification may take on a worker: every step's own timeout, plus git."""
     gates = config.effective_gates(cfg)
     return float(
-        cfg["patch_timeout"] + sum(g["timeout"] for g in gates) + 4 * cfg["git_timeout"] + 120
+        cfg["patch_timeout"] + sum(g.timeout for g in gates) + 4 * cfg["git_timeout"] + 120
     )
 
 
@@ -366,8 +366,8 @@ def up_to_date(job: Job) -> bool:
     """The workspace already holds this very job's records (doit will skip its step)."""
     ws = Workspace(job.root, job.issue)
     try:
-        by = read_json(ws.result).get("verified_by") or {}
-    except (OSError, ValueError):
+        by = ws.read_result().verified_by or {}
+    except (OSError, ValueError, PatchgateError):
         return False
     return by.get("key") == job.key and os.path.exists(ws.archive)
 
@@ -519,21 +519,20 @@ def land_records(ws_dir: str, job: Job, outcome: Outcome) -> None:
             os.unlink(name)
     os.makedirs(ws.dir, exist_ok=True)
     forget_tree(ws)
-    previous = read_json(ws.meta) if os.path.exists(ws.meta) else {}
-    write_json(
-        ws.meta,
-        {
-            "issue": job.issue,
-            "live_repo": job.live,
-            "base_sha": job.base,
-            "base_tree": git.tree_of(job.live, job.base),
-            "attempt": int(previous.get("attempt", 0)) + 1,
-            "patch": job.patch,
-            "patch_sha256": job.patch_sha256,
-            "created": previous.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
-        },
-        "workspace-meta.schema.json",
+    previous = None  # an earlier attempt's; one no longer readable is rewritten
+    with contextlib.suppress(OSError, ValueError, PatchgateError):
+        previous = ws.read_meta()
+    meta = Meta(
+        issue=job.issue,
+        live_repo=job.live,
+        base_sha=job.base,
+        base_tree=git.tree_of(job.live, job.base),
+        attempt=previous.attempt + 1 if previous else 1,
+        patch=job.patch,
+        patch_sha256=job.patch_sha256,
+        created=previous.created if previous else time.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
     )
+    write_json(ws.meta, meta.to_json(), META_SCHEMA)
     by = {"executor": "dask", "worker": outcome.worker, "key": job.key}
     odd = sorted(rel for rel in outcome.files if not RECORD_NAME.match(rel))
     if odd:  # a worker names only the workspace's own records: nothing lands elsewhere
@@ -546,7 +545,7 @@ def land_records(ws_dir: str, job: Job, outcome: Outcome) -> None:
             "another worker; check the workers (doit verify again resubmits)"
         )
         result = worker_failure(job, reason)
-        record(job, {**result, "verified_by": by})
+        record(job, replace(result, verified_by=by))
         raise PatchgateError("WORKER", reason)
     for rel, data in outcome.files.items():
         if rel in ("result.json", "meta.json"):
@@ -555,34 +554,35 @@ def land_records(ws_dir: str, job: Job, outcome: Outcome) -> None:
         os.makedirs(os.path.dirname(full), exist_ok=True)
         with open(full, "wb") as fh:
             fh.write(data)
-    result = json.loads(outcome.files["result.json"])
-    result.update(patch=job.patch, verified_by=by)
+    sent = json.loads(outcome.files["result.json"])
+    result = Result.from_json(sent, "WORKER")
+    result = replace(result, patch=job.patch, verified_by=by)
     record(job, result)
-    if result["verification_status"] != "pass":
-        raise PatchgateError(result.get("stage") or "VERIFY", result.get("reason") or "failed")
+    if result.verification_status != "pass":
+        raise PatchgateError(result.stage or "VERIFY", result.reason or "failed")
 
 
-def worker_failure(job: Job, reason: str) -> dict[str, Any]:
-    return {
-        "patch_id": f"{job.issue}@{job.patch_sha256[:12]}",
-        "issue": job.issue,
-        "patch": job.patch,
-        "base_sha": job.base,
-        "patch_sha256": job.patch_sha256,
-        "build_status": "not_run",
-        "test_results": [],
-        "gates": {},
-        "verification_status": "fail",
-        "stage": "WORKER",
-        "reason": reason,
-        "tree": None,
-        "files": [],
-        "changes": [],
-        "summary": {"RESULT": "FAIL", "STAGE": "WORKER", "REASON": reason},
-    }
+def worker_failure(job: Job, reason: str) -> Result:
+    return Result(
+        patch_id=f"{job.issue}@{job.patch_sha256[:12]}",
+        issue=job.issue,
+        patch=job.patch,
+        base_sha=job.base,
+        patch_sha256=job.patch_sha256,
+        build_status="not_run",
+        test_results=[],
+        gates={},
+        verification_status="fail",
+        stage="WORKER",
+        reason=reason,
+        tree=None,
+        files=[],
+        changes=[],
+        summary={"RESULT": "FAIL", "STAGE": "WORKER", "REASON": reason},
+    )
 
 
-def record(job: Job, result: dict[str, Any]) -> None:
+def record(job: Job, result: Result) -> None:
     """result.json and its verify event, as a local run records them; they name the worker."""
     from .verify import record_verdict  # verify declares this module's step
 
@@ -747,8 +747,8 @@ def recheck(ws_dir: str, log: str) -> None:
     puts those objects into live's object store, from which promote lands them.
     """
     ws = Workspace.at(ws_dir)
-    result = read_json(ws.result)
-    by = result.get("verified_by")
+    result = ws.read_result()
+    by = result.verified_by
     if not isinstance(by, dict) or by.get("executor") != "dask":
         return
     from .apply import apply_patch
@@ -758,9 +758,9 @@ def recheck(ws_dir: str, log: str) -> None:
     from .workspace import ensure
 
     meta = ws.read_meta()
-    patch, live = meta["patch"], meta["live_repo"]
+    patch, live = meta.patch, meta.live_repo
     worker = by.get("worker", "?")
-    if not os.path.exists(patch) or sha256_file(patch) != result["patch_sha256"]:
+    if not os.path.exists(patch) or sha256_file(patch) != result.patch_sha256:
         raise PatchgateError(
             "PROMOTE",
             f"the patch of issue {ws.issue} is not the one worker {worker} verified; "
@@ -774,13 +774,13 @@ def recheck(ws_dir: str, log: str) -> None:
     scratch = Workspace(scratch_root, ws.issue)
     report.log(log, f"promote: recomputing the tree verified by {worker} from base and patch")
     try:
-        ensure(scratch.dir, live, result["base_sha"], patch, result["patch_sha256"], log)
+        ensure(scratch.dir, live, result.base_sha, patch, result.patch_sha256, log)
         apply_patch(scratch.dir, patch, declared_files(patch), settings, log)
         source = scratch.step_file("apply")
-        fixers = [g for g in config.effective_gates(cfg) if g["fixes"]]
+        fixers = [g for g in config.effective_gates(cfg) if g.fixes]
         for gate in fixers:
             run_gate(scratch.dir, gate, source, settings, log)
-            source = scratch.gate_file(gate["name"])
+            source = scratch.gate_file(gate.name)
         mine = final_changes(scratch, fixers)
     except PatchgateError as err:
         raise PatchgateError(
@@ -793,10 +793,10 @@ def recheck(ws_dir: str, log: str) -> None:
         with lock.worktrees(ws.root):  # see lock.worktrees
             git.remove_worktree(live, scratch.repo)
         shutil.rmtree(scratch_root, ignore_errors=True)
-    if mine["tree"] != result["tree"] or mine["changes"] != result["changes"]:
+    if mine["tree"] != result.tree or mine["changes"] != result.changes:
         raise PatchgateError(
             "PROMOTE",
-            f"the tree worker {worker} reports for issue {ws.issue} ({str(result['tree'])[:12]}) "
+            f"the tree worker {worker} reports for issue {ws.issue} ({str(result.tree)[:12]}) "
             f"is not the tree base and patch give here ({mine['tree'][:12]}); refusing to land "
             f"it: check that worker, then verify again (doit verify issue={ws.issue})",
         )

@@ -10,7 +10,7 @@ import re
 import shlex
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from . import report
@@ -56,6 +56,110 @@ DEFAULT_GATES: list[dict[str, Any]] = [
         "junit": True,
     },
 ]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One gate as verify runs it, every default filled in: a ``gates:`` entry, a detected
+    gate, an Atlas ``build``/``test-N`` or a claimed ``model-test-N`` (claims.py). Built once
+    by ``from_json`` (like pre-commit's ``Hook.create``); picklable for doit -P process.
+    ``to_json`` is the dict the gate was before it was a record: the digests of a gate's
+    up-to-date check and of its baseline cache hash it.
+    """
+
+    name: str
+    command: tuple[str, ...]
+    files: tuple[str, ...] = ("*",)
+    timeout: float = 600
+    env: dict[str, str] = field(default_factory=dict)
+    fixes: bool = False
+    junit: bool = False
+    build: bool = False  # issue 11: a writable, throwaway view of the worktree
+    atlas: str | None = None  # "build" | "test": an Atlas build_command / test_commands gate
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], gate_timeout: float) -> Gate:
+        """The gate of a JSON/YAML mapping; a missing timeout is ``gate_timeout``. A key of the
+        wrong type, or one no gate has, is refused (CONFIG) naming the gate."""
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            raise PatchgateError("CONFIG", f"a gate has no name ({dict(data)!r}); name every gate")
+        unknown = sorted(set(data) - GATE_KEYS)
+        if unknown:
+            raise PatchgateError(
+                "CONFIG",
+                f"gate {name!r} has the unknown key {unknown[0]!r}; known keys: "
+                f"{', '.join(sorted(GATE_KEYS))}",
+            )
+        values = {k: data.get(k, GATE_DEFAULTS.get(k)) for k in GATE_KEYS - {"name"}}
+        if "timeout" not in data:
+            values["timeout"] = gate_timeout
+        problem = _gate_problem(values)
+        if problem:
+            raise PatchgateError("CONFIG", f"gate {name!r}: {problem}; fix the gate")
+        return cls(
+            name=name,
+            command=tuple(values["command"]),
+            files=tuple(values["files"]),
+            timeout=values["timeout"],
+            env=dict(values["env"]),
+            fixes=values["fixes"],
+            junit=values["junit"],
+            build=values["build"],
+            atlas=values["atlas"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "command": list(self.command),
+            "files": list(self.files),
+            "fixes": self.fixes,
+            "junit": self.junit,
+            "build": self.build,
+            "env": dict(self.env),
+            "timeout": self.timeout,
+        }
+        if self.atlas is not None:
+            data["atlas"] = self.atlas
+        return data
+
+
+GATE_KEYS = frozenset(f.name for f in fields(Gate))
+
+
+GATE_DEFAULTS: dict[str, Any] = {
+    "files": ["*"],
+    "env": {},
+    "fixes": False,
+    "junit": False,
+    "build": False,
+    "atlas": None,
+}
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+
+
+def _gate_problem(values: dict[str, Any]) -> str | None:
+    """What is wrong with a gate's values (Gate.from_json), or None."""
+    timeout, env = values["timeout"], values["env"]
+    if not _strings(values["command"]) or not values["command"]:
+        return "command must be a non-empty list of strings"
+    if not _strings(values["files"]):
+        return "files must be a list of strings"
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        return "timeout must be a number above 0"
+    if not isinstance(env, dict) or not _strings([*env, *env.values()]):
+        return "env must map names to strings"
+    for key in ("fixes", "junit", "build"):
+        if not isinstance(values[key], bool):
+            return f"{key} must be true or false"
+    if values["atlas"] not in (None, "build", "test"):
+        return "atlas must be build or test"
+    return None
+
 
 # key: (default, what it means). docs/configuration.md's reference is this table.
 DEFAULTS: dict[str, tuple[Any, str]] = {
@@ -411,7 +515,7 @@ def log_header(cfg: Config) -> str:
     return f"# effective configuration of this run (doit config; secrets redacted)\n{text}\n#"
 
 
-def effective_gates(cfg: Config) -> list[dict[str, Any]]:
+def effective_gates(cfg: Config) -> list[Gate]:
     """Configured gates plus the Atlas build/test commands as gates 'build' and 'test-N'."""
     gates = [dict(g) for g in cfg["gates"]]
     # issue 11: no `gates:` in patchgate.yaml -> the gates the live repository itself uses.
@@ -438,14 +542,7 @@ def effective_gates(cfg: Config) -> list[dict[str, Any]]:
                 "timeout": cfg.values.get("test_timeout") or cfg["gate_timeout"],
             }
         )
-    for gate in gates:
-        gate.setdefault("files", ["*"])
-        gate.setdefault("fixes", False)
-        gate.setdefault("junit", False)
-        gate.setdefault("build", False)
-        gate.setdefault("env", {})
-        gate.setdefault("timeout", cfg["gate_timeout"])
-    return gates
+    return [Gate.from_json(gate, cfg["gate_timeout"]) for gate in gates]
 
 
 def detected_gates(cfg: Config) -> list[Any]:

@@ -96,9 +96,9 @@ def gate_live(ws_dir: str, ctx: LandingContext, log: str) -> None:
     source, verdicts = ws.step_file("apply"), {}
     for gate in ctx.gates:
         run_gate(ws.dir, gate, source, ctx.settings, log)
-        verdicts[gate["name"]] = read_json(ws.gate_file(gate["name"]))["verdict"]
-        if gate["fixes"]:
-            source = ws.gate_file(gate["name"])
+        verdicts[gate.name] = read_json(ws.gate_file(gate.name))["verdict"]
+        if gate.fixes:
+            source = ws.gate_file(gate.name)
     final = read_json(source)
     write_json(
         os.path.join(ctx.state, "gates.json"),

@@ -11,10 +11,11 @@ import shutil
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from . import claims, config, faults, git, proc, report, verdicts
-from .apply import run_jailed
+from . import claims, config, faults, git, jail, proc, report, verdicts
+from .config import Gate
 from .errors import PatchgateError
 from .liveguard import wait_live_capture
+from .settings import Settings
 from .steps import NotReadable, TooBig, read_json, read_untrusted, write_json
 from .workspace import Workspace, ensure_tree, forget_tree, mark_tree
 
@@ -39,9 +40,9 @@ MAX_JUNIT_BYTES = 64 * 1024 * 1024
 # --- selection and the command ---------------------------------------------------------------
 
 
-def matching(gate: dict[str, Any], changes: list[dict[str, Any]]) -> list[str]:
+def matching(gate: Gate, changes: list[dict[str, Any]]) -> list[str]:
     """Changed paths (not deleted) that match one of the gate's globs."""
-    globs = gate["files"]
+    globs = gate.files
     return sorted(
         c["path"]
         for c in changes
@@ -93,17 +94,17 @@ def remove(path: str) -> None:
         os.unlink(path)
 
 
-def uses_files(gate: dict[str, Any]) -> bool:
-    return "{files}" in gate["command"]
+def uses_files(gate: Gate) -> bool:
+    return "{files}" in gate.command
 
 
-def expects_junit(gate: dict[str, Any]) -> bool:
+def expects_junit(gate: Gate) -> bool:
     """A gate with ``junit: true`` or a ``{junit}`` argument must leave a JUnit XML file."""
-    return bool(gate["junit"]) or any("{junit}" in arg for arg in gate["command"])
+    return bool(gate.junit) or any("{junit}" in arg for arg in gate.command)
 
 
-def looks_like_pytest(gate: dict[str, Any]) -> bool:
-    return any(os.path.basename(arg) in ("pytest", "py.test") for arg in gate["command"])
+def looks_like_pytest(gate: Gate) -> bool:
+    return any(os.path.basename(arg) in ("pytest", "py.test") for arg in gate.command)
 
 
 def _fill(text: str, values: dict[str, str]) -> str:
@@ -113,13 +114,13 @@ def _fill(text: str, values: dict[str, str]) -> str:
 
 
 def placeholders(
-    gate: dict[str, Any], ws: Workspace, settings: dict[str, Any], base: bool = False
+    gate: Gate, ws: Workspace, settings: Settings, base: bool = False
 ) -> dict[str, str]:
     """{junit} and {cache} are in the gate's own folder (the base run's own, with ``base``)."""
     return {
-        "{junit}": junit_path(ws, gate["name"], base),
-        "{cache}": cache_dir(ws, gate["name"], base),
-        "{python}": os.path.join(settings["tool_env"], "bin", "python"),
+        "{junit}": junit_path(ws, gate.name, base),
+        "{cache}": cache_dir(ws, gate.name, base),
+        "{python}": os.path.join(settings.tool_env, "bin", "python"),
     }
 
 
@@ -129,10 +130,10 @@ def file_arg(path: str) -> str:
 
 
 def expand(
-    gate: dict[str, Any],
+    gate: Gate,
     files: list[str],
     ws: Workspace,
-    settings: dict[str, Any],
+    settings: Settings,
     base: bool = False,
 ) -> list[str]:
     """The gate's argv with {files}, {junit}, {cache}, {python} filled in; tools from tool_env.
@@ -143,27 +144,25 @@ def expand(
     """
     values = placeholders(gate, ws, settings, base)
     argv: list[str] = []
-    for arg in gate["command"]:
+    for arg in gate.command:
         if arg == "{files}":
             argv.extend(file_arg(f) for f in files or ["."])
         else:
             argv.append(_fill(arg, values))
-    tool = os.path.join(settings["tool_env"], "bin", argv[0])
+    tool = os.path.join(settings.tool_env, "bin", argv[0])
     if "/" not in argv[0] and os.path.exists(tool):
         argv[0] = tool
     return argv
 
 
-def gate_env(
-    gate: dict[str, Any], ws: Workspace, settings: dict[str, Any], base: bool = False
-) -> dict[str, str]:
+def gate_env(gate: Gate, ws: Workspace, settings: Settings, base: bool = False) -> dict[str, str]:
     """The gate's own ``env:``, placeholders filled (e.g. COVERAGE_FILE: "{cache}/.coverage")."""
     values = placeholders(gate, ws, settings, base)
-    return {k: _fill(v, values) for k, v in gate["env"].items()}
+    return {k: _fill(v, values) for k, v in gate.env.items()}
 
 
 def workspace_env(
-    gate: dict[str, Any], ws: Workspace, settings: dict[str, Any], base: bool = False
+    gate: Gate, ws: Workspace, settings: Settings, base: bool = False
 ) -> dict[str, str]:
     """gate_env plus, for a gate that imports the project (imports_project), PYTHONPATH leading
     to the workspace (issue 11): after the gate's own entries, the links of plan_imports (when
@@ -174,7 +173,7 @@ def workspace_env(
     env = gate_env(gate, ws, settings, base)
     if not imports_project(gate):
         return env
-    links = imports_dir(ws, gate["name"], base)
+    links = imports_dir(ws, gate.name, base)
     extra = [links] if os.path.isdir(links) and os.listdir(links) else []
     env["PYTHONPATH"] = verdicts.python_path(ws.repo, env.get("PYTHONPATH"), extra)
     return env
@@ -185,24 +184,22 @@ def imports_dir(ws: Workspace, name: str, base: bool = False) -> str:
     return os.path.join(cache_dir(ws, name, base), ".imports")
 
 
-def import_setup(
-    ws: Workspace, gate: dict[str, Any], settings: dict[str, Any], base: bool = False
-) -> str | None:
+def import_setup(ws: Workspace, gate: Gate, settings: Settings, base: bool = False) -> str | None:
     """Before a gate that runs Python: link what editable installs map onto other folders of
     the workspace; the reason the gate must fail when a copy of the project installed into
     tool_env from live would be imported instead of the workspace (else None)."""
-    links = imports_dir(ws, gate["name"], base)
+    links = imports_dir(ws, gate.name, base)
     if not imports_project(gate):
         remove(links)
         return None
-    live = read_json(ws.meta)["live_repo"]
-    installed = verdicts.installed_from(settings["tool_env"], live)
+    live = ws.read_meta().live_repo
+    installed = verdicts.installed_from(settings.tool_env, live)
     own = gate_env(gate, ws, settings, base).get("PYTHONPATH")
     plan = verdicts.plan_imports(ws.repo, installed, live, own)
     if plan.shadowing:
-        return verdicts.shadow_reason(gate["name"], ws.repo, plan.shadowing)
+        return verdicts.shadow_reason(gate.name, ws.repo, plan.shadowing)
     if plan.mapped:
-        own_cache(ws, gate["name"], base)
+        own_cache(ws, gate.name, base)
         verdicts.link_imports(links, plan.mapped)
     else:
         remove(links)
@@ -352,27 +349,27 @@ def junit_refused(name: str, why: NotReadable) -> str:
     )
 
 
-def not_found(gate: dict[str, Any], done: proc.Completed) -> str | None:
+def not_found(gate: Gate, done: proc.Completed) -> str | None:
     """The reason when the command could not start (missing or not executable), else None."""
     if done.returncode == 127 and done.duration == 0.0:
-        return f"command {gate['command'][0]!r} not found"
+        return f"command {gate.command[0]!r} not found"
     missing = JAIL_NOT_FOUND.search(done.output)
     if missing and done.returncode != 0:
-        return f"command {gate['command'][0]!r} not found in the jail"
+        return f"command {gate.command[0]!r} not found in the jail"
     denied = JAIL_NOT_EXECUTABLE.search(done.output)
     if (denied and done.returncode != 0) or (done.returncode == 126 and done.duration == 0.0):
-        return f"command {gate['command'][0]!r} is not executable"
+        return f"command {gate.command[0]!r} is not executable"
     return None
 
 
 def verdict_of(
-    gate: dict[str, Any], done: proc.Completed, junit: str | None, repo: str | None = None
+    gate: Gate, done: proc.Completed, junit: str | None, repo: str | None = None
 ) -> tuple[str, str]:
     """(pass|fail, reason) from the exit code, the JUnit file and the output."""
-    name = gate["name"]
+    name = gate.name
     if done.timed_out:
         return "fail", (
-            f"{name} timed out after {gate['timeout']}s and was killed; "
+            f"{name} timed out after {gate.timeout}s and was killed; "
             "fix the hang or raise the gate's timeout"
         )
     missing = not_found(gate, done)
@@ -412,7 +409,7 @@ def verdict_of(
 # --- up to date --------------------------------------------------------------------------------
 
 
-def gate_digest(gate: dict[str, Any], source: str, base: str, settings: dict[str, Any]) -> str:
+def gate_digest(gate: Gate, source: str, base: str, settings: Settings) -> str:
     """What a gate's verdict depends on: its config, the base, the content of its files.
 
     Not keep_going or allow_gates_fail: they decide what a verdict does, not what it is.
@@ -421,14 +418,14 @@ def gate_digest(gate: dict[str, Any], source: str, base: str, settings: dict[str
     selected = set(matching(gate, changes))
     files = {c["path"]: c["blob"] for c in changes if c["path"] in selected}
     key = {
-        "gate": gate,
+        "gate": gate.to_json(),
         "base": base,
         "files": files,
-        "all_gates": settings["all_gates"],
-        "baseline": settings["baseline"],
-        "jail": settings["jail"],
-        "jail_binds": settings.get("jail_binds", []),
-        "tool_env": settings["tool_env"],
+        "all_gates": settings.all_gates,
+        "baseline": settings.baseline,
+        "jail": settings.jail,
+        "jail_binds": list(settings.jail_binds),
+        "tool_env": settings.tool_env,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
@@ -441,7 +438,7 @@ class GateInputs:
     record is re-derived (input + the same fixes) instead of running the gate again.
     """
 
-    def __init__(self, gate: dict[str, Any], source: str, meta: str, settings: dict[str, Any]):
+    def __init__(self, gate: Gate, source: str, meta: str, settings: Settings):
         self.gate, self.source, self.meta, self.settings = gate, source, meta, settings
         self.digest: str | None = None
 
@@ -452,20 +449,19 @@ class GateInputs:
         return {"gate_inputs": self.digest}
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
-        base = read_json(self.meta)["base_sha"] if os.path.exists(self.meta) else ""
+        ws = Workspace.at(os.path.dirname(self.meta))
+        base = ws.read_meta().base_sha if os.path.exists(self.meta) else ""
         self.digest = gate_digest(self.gate, self.source, base, self.settings)
         if values.get("gate_inputs") != self.digest:
             return False
-        if self.gate["fixes"]:
-            return refresh_fixer_record(
-                Workspace.at(os.path.dirname(self.meta)), self.gate, self.source
-            )
+        if self.gate.fixes:
+            return refresh_fixer_record(ws, self.gate, self.source)
         return True
 
 
-def refresh_fixer_record(ws: Workspace, gate: dict[str, Any], source: str) -> bool:
+def refresh_fixer_record(ws: Workspace, gate: Gate, source: str) -> bool:
     """Bring an up-to-date fixer's record onto its current input; False if it must run."""
-    target = ws.gate_file(gate["name"])
+    target = ws.gate_file(gate.name)
     if not (os.path.exists(target) and os.path.exists(source)):
         return False
     record: dict[str, Any] = read_json(target)
@@ -516,9 +512,7 @@ def overlay_tree(ws: Workspace, tree: str, entries: list[dict[str, str]]) -> str
 # --- running a gate ----------------------------------------------------------------------------
 
 
-def run_gate(
-    ws_dir: str, gate: dict[str, Any], source: str, settings: dict[str, Any], log: str
-) -> None:
+def run_gate(ws_dir: str, gate: Gate, source: str, settings: Settings, log: str) -> None:
     """Action of a gate step: select, run jailed, judge, record.
 
     A fixing gate's edits become the patch's own: its record is the next step's source.
@@ -528,7 +522,7 @@ def run_gate(
     files = matching(gate, current["changes"])
     # "files"/"tree"/"changes" keep apply.json's meaning: a fixer's record is the next source.
     record: dict[str, Any] = {
-        "gate": gate["name"],
+        "gate": gate.name,
         "checked": files,
         "files": current["files"],
         "tree": current["tree"],
@@ -536,12 +530,10 @@ def run_gate(
         "input_tree": current["tree"],
         "fixed": [],
     }
-    if not files and not settings["all_gates"]:
-        why = f"no changed file matches {', '.join(gate['files'])}"
-        report.log(log, f"gate {gate['name']}: skipped ({why})")
-        write_json(
-            ws.gate_file(gate["name"]), {**record, "verdict": "skipped", "reason": why}, SCHEMA
-        )
+    if not files and not settings.all_gates:
+        why = f"no changed file matches {', '.join(gate.files)}"
+        report.log(log, f"gate {gate.name}: skipped ({why})")
+        write_json(ws.gate_file(gate.name), {**record, "verdict": "skipped", "reason": why}, SCHEMA)
         return
     ensure_tree(ws, current["tree"])
     wait_live_capture(ws.dir)  # the live guard's "before" is taken: the gate may run
@@ -550,45 +542,43 @@ def run_gate(
         record.update(verdict="fail", reason=shadowed)
         finish(ws, gate, record, settings, log)
         return
-    junit = junit_path(ws, gate["name"]) if expects_junit(gate) else None
-    cache = own_cache(ws, gate["name"])
-    remove(junit_path(ws, gate["name"]))
+    junit = junit_path(ws, gate.name) if expects_junit(gate) else None
+    cache = own_cache(ws, gate.name)
+    remove(junit_path(ws, gate.name))
     argv = expand(gate, files, ws, settings)
-    report.log(log, f"gate {gate['name']}: {' '.join(argv)}")
+    report.log(log, f"gate {gate.name}: {' '.join(argv)}")
     # A build gate (issue 11) writes a throwaway copy bound at the worktree's path: it is
     # judged like any other gate, and what it writes never lands nor reaches a later gate.
-    build = bool(gate.get("build"))
-    judge_only = not gate["fixes"] and (settings["jail"] == "bwrap" or build)
+    build = bool(gate.build)
+    judge_only = not gate.fixes and (settings.jail == "bwrap" or build)
     if not judge_only:
         forget_tree(ws)
-    scratch = build_copy(ws, gate["name"]) if build else None
+    scratch = build_copy(ws, gate.name) if build else None
     try:
-        done = run_jailed(
-            {
-                **settings,
-                "writable": (cache,),
-                "repo_readonly": judge_only and not build,
-                "workdir_source": scratch,
-            },
-            ws,
+        done = jail.run_jailed(
+            settings,
+            ws.repo,
             argv,
-            timeout=gate["timeout"],
+            timeout=gate.timeout,
             env=workspace_env(gate, ws, settings),
+            writable=(cache,),
+            workdir_readonly=judge_only and not build,
+            workdir_source=scratch,
         )
     finally:
         if scratch is not None:
             remove(scratch)
     report.log(
-        log, f"{done.output}[gate {gate['name']}: exit {done.returncode}, {done.duration:.2f}s]"
+        log, f"{done.output}[gate {gate.name}: exit {done.returncode}, {done.duration:.2f}s]"
     )
-    faults.point(f"gate-ran:{gate['name']}")
+    faults.point(f"gate-ran:{gate.name}")
     if not judge_only:
-        drop_ignored(ws, gate["name"], log)
+        drop_ignored(ws, gate.name, log)
     verdict, reason = verdict_of(gate, done, junit, ws.repo)
-    if gate["fixes"] and verdict == "pass":
-        base_tree = read_json(ws.meta)["base_tree"]
+    if gate.fixes and verdict == "pass":
+        base_tree = ws.read_meta().base_tree
         tree = git.snapshot(ws.repo, ws.index)
-        dropped = limit_fixes(ws, current["changes"], base_tree, tree, gate["name"], log)
+        dropped = limit_fixes(ws, current["changes"], base_tree, tree, gate.name, log)
         record["tree"] = git.snapshot(ws.repo, ws.index) if dropped else tree
         mark_tree(ws, record["tree"])
         diff = git.diff_trees(ws.repo, base_tree, record["tree"])
@@ -596,7 +586,7 @@ def run_gate(
         before = {c["path"]: c["blob"] for c in current["changes"]}
         fixed = sorted(c["path"] for c in record["changes"] if before.get(c["path"]) != c["blob"])
         if fixed:
-            report.log(log, f"gate {gate['name']}: fixed {', '.join(fixed)}")
+            report.log(log, f"gate {gate.name}: fixed {', '.join(fixed)}")
         record["fixed"] = fixed
         if dropped:
             record["fix_dropped"] = dropped
@@ -611,20 +601,18 @@ def run_gate(
             "output_truncated": done.truncated,
         }
     )
-    if settings["baseline"] and (verdict == "fail" or (junit and os.path.lexists(junit))):
+    if settings.baseline and (verdict == "fail" or (junit and os.path.lexists(junit))):
         record.update(judge_against_base(ws, gate, files, settings, done, junit, log))
     finish(ws, gate, record, settings, log)
 
 
-def finish(
-    ws: Workspace, gate: dict[str, Any], record: dict[str, Any], settings: dict[str, Any], log: str
-) -> None:
+def finish(ws: Workspace, gate: Gate, record: dict[str, Any], settings: Settings, log: str) -> None:
     """Write the gate's record and log its verdict; a failure stops the chain unless told not."""
     verdict, reason = record["verdict"], record["reason"]
-    write_json(ws.gate_file(gate["name"]), record, SCHEMA)
-    report.log(log, f"gate {gate['name']}: {verdict}" + (f" ({reason})" if reason else ""))
-    if verdict == "fail" and not (settings["keep_going"] or settings["allow_gates_fail"]):
-        drop_later_records(ws, gate["name"])
+    write_json(ws.gate_file(gate.name), record, SCHEMA)
+    report.log(log, f"gate {gate.name}: {verdict}" + (f" ({reason})" if reason else ""))
+    if verdict == "fail" and not (settings.keep_going or settings.allow_gates_fail):
+        drop_later_records(ws, gate.name)
         raise PatchgateError("GATES", reason)
 
 
@@ -639,18 +627,18 @@ def build_copy(ws: Workspace, name: str) -> str:
     return path
 
 
-def imports_project(gate: dict[str, Any]) -> bool:
+def imports_project(gate: Gate) -> bool:
     """The gate runs the project's code: pytest, ``{python} ...``, ``python ...``, a JUnit gate,
     a build gate, Atlas's build and test commands. Those get the workspace on PYTHONPATH (issue
     11); a linter or type checker does not (it reads files; importing the project's packages
     could replace the tool's own dependencies when the project is one of them)."""
-    first = os.path.basename(gate["command"][0])
+    first = os.path.basename(gate.command[0])
     return (
         looks_like_pytest(gate)
         or first == "{python}"
         or first.startswith("python")
         or expects_junit(gate)
-        or bool(gate.get("build") or gate.get("atlas"))
+        or bool(gate.build or gate.atlas)
     )
 
 
@@ -736,7 +724,7 @@ def drop_later_records(ws: Workspace, name: str) -> None:
     must not speak for this one (and a missing target makes doit run them next time)."""
     try:
         cfg = config.load(ws.root, {})
-        names = [g["name"] for g in claims.gates_of(cfg, ws.read_meta()["patch"])]
+        names = [g.name for g in claims.gates_of(cfg, ws.read_meta().patch)]
     except (PatchgateError, OSError, ValueError, KeyError):
         return
     for later in names[names.index(name) + 1 :] if name in names else []:
@@ -751,12 +739,12 @@ BASELINE_DIR = os.path.join("patches", ".state", "baseline")
 BASELINE_VERSION = 2
 
 
-def cache_path(ws: Workspace, gate: dict[str, Any], files: list[str], base_tree: str) -> str:
+def cache_path(ws: Workspace, gate: Gate, files: list[str], base_tree: str) -> str:
     """One cached base run per base tree, gate and (for {files} gates) the files it checks."""
     key = json.dumps(
         {
             "tree": base_tree,
-            "gate": gate,
+            "gate": gate.to_json(),
             "files": files if uses_files(gate) else None,
             "v": BASELINE_VERSION,  # 2: findings with their counts (1 kept one of each kind)
         },
@@ -782,18 +770,18 @@ def classify(base: dict[str, str], patch: dict[str, str]) -> dict[str, list[str]
 
 
 def run_on_base(
-    ws: Workspace, gate: dict[str, Any], files: list[str], settings: dict[str, Any], log: str
+    ws: Workspace, gate: Gate, files: list[str], settings: Settings, log: str
 ) -> dict[str, Any]:
     """Run the gate once on the base commit (cached by base tree, gate config and files)."""
-    meta = read_json(ws.meta)
-    cached = cache_path(ws, gate, files, meta["base_tree"])
+    meta = ws.read_meta()
+    cached = cache_path(ws, gate, files, meta.base_tree)
     if os.path.exists(cached):
-        report.log(log, f"baseline {gate['name']}: cached ({os.path.relpath(cached, ws.root)})")
+        report.log(log, f"baseline {gate.name}: cached ({os.path.relpath(cached, ws.root)})")
         result: dict[str, Any] = read_json(cached)
         return result
     current = git.snapshot(ws.repo, ws.index)
     forget_tree(ws)
-    git.restore(ws.repo, meta["base_sha"])
+    git.restore(ws.repo, meta.base_sha)
     try:
         on_base = [f for f in files if os.path.lexists(os.path.join(ws.repo, f))]
         if uses_files(gate) and files and not on_base:
@@ -801,23 +789,24 @@ def run_on_base(
             result = {"exit_code": 0, "findings": [], "tests": {}}
         else:
             # Its own folder, not the patch run's: see cache_dir.
-            cache = own_cache(ws, gate["name"], base=True)
+            cache = own_cache(ws, gate.name, base=True)
             import_setup(ws, gate, settings, base=True)  # links of editable installs
-            junit = junit_path(ws, gate["name"], base=True)
+            junit = junit_path(ws, gate.name, base=True)
             remove(junit)
-            report.log(log, f"baseline {gate['name']}: running on base {meta['base_sha'][:12]}")
-            done = run_jailed(
-                {**settings, "writable": (cache,)},
-                ws,
+            report.log(log, f"baseline {gate.name}: running on base {meta.base_sha[:12]}")
+            done = jail.run_jailed(
+                settings,
+                ws.repo,
                 expand(gate, on_base, ws, settings, base=True),
-                timeout=gate["timeout"],
+                timeout=gate.timeout,
                 env=workspace_env(gate, ws, settings, base=True),
+                writable=(cache,),
             )
-            report.log(log, f"{done.output}[baseline {gate['name']}: exit {done.returncode}]")
+            report.log(log, f"{done.output}[baseline {gate.name}: exit {done.returncode}]")
             try:
                 tests = junit_failures(junit, ws.repo)[1]
             except NotReadable as why:
-                report.log(log, f"baseline {junit_refused(gate['name'], why)}")
+                report.log(log, f"baseline {junit_refused(gate.name, why)}")
                 tests = {}
             result = {
                 "exit_code": done.returncode,
@@ -826,7 +815,7 @@ def run_on_base(
                 "timed_out": done.timed_out,
             }
     finally:
-        git.restore(ws.repo, meta["base_sha"], current)
+        git.restore(ws.repo, meta.base_sha, current)
         mark_tree(ws, current)
     if not result.get("timed_out"):
         write_json(cached, result)
@@ -835,9 +824,9 @@ def run_on_base(
 
 def judge_against_base(
     ws: Workspace,
-    gate: dict[str, Any],
+    gate: Gate,
     files: list[str],
-    settings: dict[str, Any],
+    settings: Settings,
     done: proc.Completed,
     junit: str | None,
     log: str,
@@ -848,7 +837,7 @@ def judge_against_base(
     ran is not judged against anything: it fails (verdict_of). Findings are compared as counts
     per (file, message); tests one by one, a collection error being a failure of its file.
     """
-    name = gate["name"]
+    name = gate.name
     if done.timed_out or not_found(gate, done):
         return {}  # nothing the base could excuse
     try:
@@ -917,7 +906,7 @@ def _judge_tests(
 
 def _changed_lines(ws: Workspace, files: list[str]) -> dict[str, set[int]]:
     """path -> lines the patch changed, for the files a gate checked (text files only)."""
-    base_tree = read_json(ws.meta)["base_tree"]
+    base_tree = ws.read_meta().base_tree
     out: dict[str, set[int]] = {}
     for path in files:
         try:

@@ -39,9 +39,13 @@ import stat
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import proc
 from .errors import PatchgateError
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 MODES = ("bwrap", "none")
 NONE_WARNING = "jail: none — patches and gates run unjailed"
@@ -681,3 +685,74 @@ def _sweep(parent: str) -> None:
                     os.rmdir(os.path.join(parent, name))
             except PermissionError:
                 pass
+
+
+# --- a step's jail, from the settings (apply's patch run, the gates, the live gates) ----------
+
+
+def jail_spec(
+    settings: Settings,
+    workdir: str,
+    readonly: Sequence[str] = (),
+    *,
+    writable: Sequence[str] = (),
+    workdir_readonly: bool = False,
+    workdir_source: str | None = None,
+    hidden: Sequence[str] = (),
+) -> JailSpec:
+    """The jail of a step in ``workdir``: the settings' mode and limits, tool_env and jail_binds
+    read-only (plus ``readonly``), ``writable`` besides the workdir (a gate's own folder)."""
+    return JailSpec(
+        mode=settings.jail,
+        workdir=workdir,
+        extra_writable=tuple(writable),
+        readonly=(settings.tool_env, *settings.jail_binds, *readonly),
+        uid=settings.jail_uid,
+        max_processes=settings.max_processes,
+        max_memory_mb=settings.max_memory_mb,
+        workdir_readonly=workdir_readonly,
+        hidden=tuple(hidden),
+        workdir_source=workdir_source,  # issue 11: a build gate's copy
+    )
+
+
+def step_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A step's own variables: ``extra`` (a gate's env), tool_env's bin/ first on PATH, no
+    bytecode, HOME=/tmp. run() layers them on jail_env's allowlist."""
+    env = proc.clean_env(extra)
+    env["PATH"] = f"{settings.tool_env}/bin:/usr/local/bin:/usr/bin:/bin"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["HOME"] = "/tmp"
+    return env
+
+
+def run_jailed(
+    settings: Settings,
+    workdir: str,
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    readonly: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    writable: Sequence[str] = (),
+    workdir_readonly: bool = False,
+    workdir_source: str | None = None,
+    hidden: Sequence[str] = (),
+) -> proc.Completed:
+    """Run ``argv`` in the jail of jail_spec, with step_env's variables and the output cap."""
+    spec = jail_spec(
+        settings,
+        workdir,
+        readonly,
+        writable=writable,
+        workdir_readonly=workdir_readonly,
+        workdir_source=workdir_source,
+        hidden=hidden,
+    )
+    return run(
+        argv,
+        spec,
+        env=step_env(settings, env),
+        timeout=timeout,
+        output_cap=int(settings.output_cap_mb * MIB),
+    )

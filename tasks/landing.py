@@ -18,7 +18,6 @@ from functools import partial
 from typing import Any
 
 from . import config, faults, forge, git, jail, lock, post_audit, proc, provenance, redact
-from .apply import jail_env
 from .errors import PatchgateError
 from .gates import expand, expects_junit, gate_env, junit_path, matching, verdict_of
 from .journal import (
@@ -34,14 +33,11 @@ from .journal import (
     undo,
 )
 from .live import current_branch, first_problem, remote_access, remote_url
-from .settings import settings_of
+from .settings import Settings, settings_of
 from .steps import failed_creator, read_json, write_json
 from .workspace import Workspace
 
 STATE_DIR = os.path.join("patches", ".state")
-
-
-MIB = 1024 * 1024
 
 
 def hash_tree(root: str, live: str, head: str, paths: Sequence[str]) -> str:
@@ -206,34 +202,26 @@ def run_live_gates(
     before = live_files(live, hidden)
     with live_gate_scratch(live, ctx.issue) as scratch:
         for gate in ctx.live_gates:
-            name = gate["name"]
+            name = gate.name
             files = matching(gate, changes)
-            if not files and not settings["all_gates"]:
-                why = f"no promoted file matches {', '.join(gate['files'])}"
+            if not files and not settings.all_gates:
+                why = f"no promoted file matches {', '.join(gate.files)}"
                 redact.log(log, f"live gate {name}: skipped ({why})")
                 verdicts[name] = "skipped"
                 continue
             os.makedirs(scratch.path("cache", name), exist_ok=True)
             junit = junit_path(scratch, name) if expects_junit(gate) else None
             argv = expand(gate, files, scratch, settings)
-            spec = jail.JailSpec(
-                mode=settings["jail"],
-                workdir=live,
-                extra_writable=(scratch.path("cache"),),
-                readonly=(settings["tool_env"], *settings["jail_binds"]),
-                uid=settings["jail_uid"],
-                max_processes=settings["max_processes"],
-                max_memory_mb=settings["max_memory_mb"],
+            redact.log(log, f"live gate {name}: {' '.join(argv)}")
+            done = jail.run_jailed(
+                settings,
+                live,
+                argv,
+                timeout=gate.timeout,
+                env=gate_env(gate, scratch, settings),
+                writable=(scratch.path("cache"),),
                 workdir_readonly=True,
                 hidden=hidden,
-            )
-            redact.log(log, f"live gate {name}: {' '.join(argv)}")
-            done = jail.run(
-                argv,
-                spec,
-                env=jail_env(settings, gate_env(gate, scratch, settings)),
-                timeout=gate["timeout"],
-                output_cap=int(settings["output_cap_mb"] * MIB),
             )
             redact.log(
                 log,
@@ -409,9 +397,9 @@ class LandingContext:
     operator: str | None
     operator_confirmed: bool
     co_authored_by: str | None
-    live_gates: tuple[dict[str, Any], ...]
-    gates: tuple[dict[str, Any], ...]
-    settings: dict[str, Any]
+    live_gates: tuple[config.Gate, ...]
+    gates: tuple[config.Gate, ...]
+    settings: Settings
     audit_command: tuple[str, ...]
     gate_timeout: float
     git_timeout: float
@@ -433,7 +421,7 @@ def context(
 ) -> LandingContext:
     """The landing context of ``issue``; a live gate that is no checking gate is refused."""
     gates = config.effective_gates(cfg)
-    by_name = {g["name"]: g for g in gates}
+    by_name = {g.name: g for g in gates}
     live_gates = []
     for name in cfg["live_gates"]:
         if name not in by_name:
@@ -442,7 +430,7 @@ def context(
                 f"live_gates names {name!r}, which is not a configured gate "
                 f"({', '.join(by_name) or 'none'}); fix live_gates in patchgate.yaml",
             )
-        if by_name[name]["fixes"]:
+        if by_name[name].fixes:
             raise PatchgateError(
                 "PREFLIGHT",
                 f"live gate {name} is a fixer (fixes: true) and would edit live; "

@@ -20,12 +20,15 @@ merge of it into the result changes nothing). The plan is a plain dict (an actio
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import git, report
 from .errors import PatchgateError
 from .steps import read_json
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .workspace import Meta, Result
 
 DOC = "docs/live-changed.md"
 SHOWN = 3  # commits named in a message
@@ -43,22 +46,20 @@ def landed(repo: str, old: str, new: str, paths: list[str]) -> str:
     return shown + (", …" if len(lines) > SHOWN else "") if shown else "no commit named"
 
 
-def plan(
-    live: str, meta: dict[str, Any], head: str, verified: dict[str, Any], policy: str
-) -> dict[str, Any]:
+def plan(live: str, meta: Meta, head: str, verified: Result, policy: str) -> dict[str, Any]:
     """What re-verifying a workspace verified on ``meta``'s base does now that live is ``head``."""
-    old = meta["base_sha"]
-    clash = sorted(moved_paths(live, old, head) & set(verified["files"]))
+    old = meta.base_sha
+    clash = sorted(moved_paths(live, old, head) & set(verified.files))
     record: dict[str, Any] = {
         "policy": policy,
         "old_base": old,
         "new_base": head,
-        "base_tree": meta["base_tree"],
+        "base_tree": meta.base_tree,
         "clash": clash,
         "landed": landed(live, old, head, clash),
         "mode": "rebase",
     }
-    if not clash or policy == "rebase" or (policy != "fail" and verified["tree"] is None):
+    if not clash or policy == "rebase" or (policy != "fail" and verified.tree is None):
         return record
     if policy == "fail":
         raise PatchgateError("PROMOTE", refusal(clash, record["landed"]))
@@ -66,9 +67,9 @@ def plan(
     return {
         **record,
         "mode": "keep_live" if drop else "merge",
-        "tree": verified["tree"],
+        "tree": verified.tree,
         "drop": drop,
-        "files": verified["files"],
+        "files": verified.files,
     }
 
 

@@ -109,50 +109,50 @@ def preflight(ws_dir: str, ctx: LandingContext, log: str) -> None:
     lock.acquire(ctx.root, issue, TRIGGER)
     landing.announce(ctx, log)
     result = seal.read_sealed(ws.root, ws.result, issue)  # issue 12: only what verify wrote
-    if result["verification_status"] != "pass":
+    if result.verification_status != "pass":
         raise PatchgateError(
             "PROMOTE",
-            f"the verification of issue {issue} failed ({result.get('stage')}: "
-            f"{result.get('reason')}); a failed verification is never promoted — fix the patch "
+            f"the verification of issue {issue} failed ({result.stage}: "
+            f"{result.reason}); a failed verification is never promoted — fix the patch "
             "and verify again",
         )
-    if not result["changes"] or not result["tree"]:
+    if not result.changes or not result.tree:
         raise PatchgateError(
             "PROMOTE",
             f"the verified patch of issue {issue} changes nothing; there is nothing to promote",
         )
     seal.check_result(ws, result)  # ... and the tree its step records lead to
-    failing = sorted(g for g, r in result["gates"].items() if r.get("verdict") == "fail")
+    failing = sorted(g for g, r in result.gates.items() if r.get("verdict") == "fail")
     if failing:
         redact.tell(
             log, f"promote: warning: verified with failing gates allowed: {', '.join(failing)}"
         )
     current_branch(live, ctx.branch)
     head = git.live_head(live)
-    if result["base_sha"] != head:
+    if result.base_sha != head:
         raise PatchgateError(
             "PROMOTE",
             f"the verification of issue {issue} is stale: it was verified on "
-            f"{result['base_sha'][:12]}, live is at {head[:12]} (live moved after this run "
+            f"{result.base_sha[:12]}, live is at {head[:12]} (live moved after this run "
             f"planned it); run doit promote issue={issue} again: it re-verifies on the new base",
         )
     cluster.recheck(ws.dir, log)  # issue 17: a tree verified elsewhere is recomputed here
-    paths = [c["path"] for c in result["changes"]]
+    paths = [c["path"] for c in result.changes]
     protected = scope.check_protected_landing(ctx.root, live, paths)  # issue 12
     check_clean(live, paths, f"promoting issue {issue}")
-    check_writable(live, result["changes"])
+    check_writable(live, result.changes)
     write_json(
         os.path.join(ctx.state, "preflight.json"),
         {
             "issue": issue,
             "head": head,
-            "tree": result["tree"],
-            "changes": result["changes"],
+            "tree": result.tree,
+            "changes": result.changes,
             "files": sorted(paths),
-            "patch_id": result["patch_id"],
-            "patch": ws.read_meta()["patch"],
-            "verification": result["verification_status"],
-            "gates": {g: r.get("verdict", "") for g, r in result["gates"].items()},
+            "patch_id": result.patch_id,
+            "patch": ws.read_meta().patch,
+            "verification": result.verification_status,
+            "gates": {g: r.get("verdict", "") for g, r in result.gates.items()},
             "protected": protected,
         },
     )
@@ -161,7 +161,7 @@ def preflight(ws_dir: str, ctx: LandingContext, log: str) -> None:
 
 def commit_message(ws: Workspace, ctx: LandingContext, pre: dict[str, Any]) -> str:
     issue = ctx.issue
-    meta_message = ws.read_meta().get("message") if os.path.exists(ws.meta) else None
+    meta_message = ws.read_meta().message if os.path.exists(ws.meta) else None
     subject = ctx.message or meta_message or str(ctx.commit_message).replace("{issue}", issue)
     pairs = [
         (trailers.PATCH_ID, pre["patch_id"]),
@@ -329,7 +329,7 @@ def promote_failed(ws_dir: str, stage: str, message: str) -> None:
     ws = Workspace.at(ws_dir)
     try:
         result = read_json(ws.result) if os.path.exists(ws.result) else {}
-        patch = ws.read_meta().get("patch") if os.path.exists(ws.meta) else None
+        patch = ws.read_meta().patch if os.path.exists(ws.meta) else None
         copy_patch(ws.root, patch, "unsuccessful")
         event: dict[str, Any] = {
             "event": provenance.EventKind.PROMOTE_FAIL,

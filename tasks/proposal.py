@@ -39,7 +39,7 @@ def trailer_pairs(ws_dir: str) -> list[tuple[str, str]]:
     if not state or state.get("state") != "passed" or not os.path.exists(ws.result):
         return []
     passed = [a for a in state.get("attempts", []) if a.get("verdict") == "pass"]
-    if not passed or read_json(ws.result).get("patch_id") != passed[-1].get("patch_id"):
+    if not passed or ws.read_result().patch_id != passed[-1].get("patch_id"):
         return []  # the workspace verified something else since
     score = passed[-1].get("confidence_score")
     return [

@@ -229,33 +229,33 @@ def land_revert(ws_dir: str, ctx: landing.LandingContext, log: str) -> None:
     ws = Workspace.at(ws_dir)
     rb, live, root = confirmed(ctx), ctx.live, ctx.root
     lock.acquire(root, ctx.issue, TRIGGER)
-    result = read_json(ws.result)
-    if result["verification_status"] != "pass" or not result["tree"] or not result["changes"]:
+    result = ws.read_result()
+    if result.verification_status != "pass" or not result.tree or not result.changes:
         raise PatchgateError(
             STAGE,
-            f"the verification of the revert did not pass ({result.get('stage')}: "
-            f"{result.get('reason')}); nothing was committed",
+            f"the verification of the revert did not pass ({result.stage}: "
+            f"{result.reason}); nothing was committed",
         )
     branch = current_branch(live, ctx.branch)
     head = git.live_head(live)
-    if head != rb["head"] or result["base_sha"] != head:
+    if head != rb["head"] or result.base_sha != head:
         raise PatchgateError(
             STAGE,
             f"live moved during the rollback ({rb['head'][:12]} -> {head[:12]}); nothing was "
             f"committed — plan again: doit rollback sha={rb['sha']}",
         )
-    paths = sorted(c["path"] for c in result["changes"])
+    paths = sorted(c["path"] for c in result.changes)
     check_clean(live, paths, f"the revert of {rb['sha'][:12]}", STAGE, "run the same command again")
-    check_writable(live, result["changes"])
-    gates = {g: str(r.get("verdict", "")) for g, r in result["gates"].items()}
+    check_writable(live, result.changes)
+    gates = {g: str(r.get("verdict", "")) for g, r in result.gates.items()}
     failing = sorted(g for g, v in gates.items() if v == "fail")
     if failing:
         redact.tell(log, f"rollback: warning: landing with failing gates allowed: {failing}")
-    if result["tree"] != rb["tree"]:
+    if result.tree != rb["tree"]:
         redact.tell(
             log,
             "rollback: note: a fixing gate changed the revert; what lands is the verified "
-            f"tree {result['tree'][:12]}, not the planned {rb['tree'][:12]}",
+            f"tree {result.tree[:12]}, not the planned {rb['tree'][:12]}",
         )
     record = {
         "issue": ctx.issue,
@@ -263,7 +263,7 @@ def land_revert(ws_dir: str, ctx: landing.LandingContext, log: str) -> None:
         "sha": rb["sha"],
         "files": paths,
         "old_head": head,
-        "tree": result["tree"],
+        "tree": result.tree,
         "branch": branch,
         "gates": gates,
         "failing_gates": failing,
@@ -272,7 +272,7 @@ def land_revert(ws_dir: str, ctx: landing.LandingContext, log: str) -> None:
     if ctx.live_gates:
 
         def hook() -> None:
-            landing.run_live_gates(ws, ctx, result["changes"], log)
+            landing.run_live_gates(ws, ctx, result.changes, log)
 
     try:
         commit = landing.land_changes(
@@ -280,8 +280,8 @@ def land_revert(ws_dir: str, ctx: landing.LandingContext, log: str) -> None:
             live=live,
             branch=branch,
             head=head,
-            changes=result["changes"],
-            tree=result["tree"],
+            changes=result.changes,
+            tree=result.tree,
             message=revert_message(rb, head, paths, gates),
             kind="rollback",
             label=rb["rollback_id"],

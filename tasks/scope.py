@@ -119,7 +119,7 @@ def swapped(changes: list[dict[str, Any]]) -> list[str]:
 
 
 def live_of(ws: Workspace) -> str:
-    return str(ws.read_meta()["live_repo"])
+    return ws.read_meta().live_repo
 
 
 def check_scope(ws_dir: str, source: str, rules: dict[str, bool], log: str) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from .errors import PatchgateError
 from .steps import STATE_DIR, read_json
-from .workspace import Workspace
+from .workspace import Result, Workspace
 
 KEY_FILE = os.path.join(STATE_DIR, "seal.key")
 SEAL_SUFFIX = ".seal"
@@ -70,7 +70,7 @@ def seal(root: str, path: str) -> None:
     os.replace(tmp, path + SEAL_SUFFIX)
 
 
-def read_sealed(root: str, path: str, issue: str) -> dict[str, Any]:
+def read_sealed(root: str, path: str, issue: str) -> Result:
     """``path`` parsed, read once; PatchgateError unless those bytes are what verify sealed."""
     with open(path, "rb") as fh:
         data = fh.read()
@@ -85,14 +85,13 @@ def read_sealed(root: str, path: str, issue: str) -> dict[str, Any]:
             f"the verification result of issue {issue} is not the one verify wrote (result.json "
             f"was edited, or its seal is missing); run doit verify again, then promote",
         )
-    value: dict[str, Any] = json.loads(data)
-    return value
+    return Result.from_json(json.loads(data), STAGE)
 
 
-def derived_tree(ws: Workspace, result: dict[str, Any]) -> tuple[str, list[str]]:
+def derived_tree(ws: Workspace, result: Result) -> tuple[str, list[str]]:
     """The tree and changed paths the step records lead to: apply's, then each gate's."""
     current: dict[str, Any] = read_json(ws.step_file("apply"))
-    for name in result["gates"]:
+    for name in result.gates:
         path = ws.gate_file(name)
         if not os.path.exists(path):
             continue
@@ -102,12 +101,12 @@ def derived_tree(ws: Workspace, result: dict[str, Any]) -> tuple[str, list[str]]
     return current["tree"], sorted(c["path"] for c in current["changes"])
 
 
-def check_result(ws: Workspace, result: dict[str, Any]) -> None:
+def check_result(ws: Workspace, result: Result) -> None:
     """After ``read_sealed``: ``result`` names the tree its step records lead to."""
     tree, paths = derived_tree(ws, result)
-    if tree != result["tree"] or paths != sorted(c["path"] for c in result["changes"]):
+    if tree != result.tree or paths != sorted(c["path"] for c in result.changes):
         raise PatchgateError(
             STAGE,
-            f"result.json of issue {ws.issue} names tree {str(result['tree'])[:12]}, but its "
+            f"result.json of issue {ws.issue} names tree {str(result.tree)[:12]}, but its "
             f"steps verified {tree[:12]}; run doit verify again, then promote",
         )

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import cluster, config, git, propose, report, watch
-from .steps import read_json, sha256_file, step
+from .steps import sha256_file, step
 from .workspace import WORKSPACES_DIR, Workspace, is_intact
 
 
@@ -45,13 +45,13 @@ def workspace_rows(root: str) -> list[dict[str, str]]:
         if not os.path.exists(ws.meta) or ws.issue.startswith("."):
             continue  # ".finalize": finalize's scratch worktree, not an issue
         meta = ws.read_meta()
-        verdict = read_json(ws.result)["verification_status"] if os.path.exists(ws.result) else "-"
+        verdict = ws.read_result().verification_status if os.path.exists(ws.result) else "-"
         why = []
-        if meta["base_sha"] != head:
+        if meta.base_sha != head:
             why.append("live moved")
-        if not os.path.exists(meta["patch"]):
+        if not os.path.exists(meta.patch):
             why.append("patch gone")
-        elif sha256_file(meta["patch"]) != meta["patch_sha256"]:
+        elif sha256_file(meta.patch) != meta.patch_sha256:
             why.append("patch edited")
         if not is_intact(ws) and not cluster.verified_elsewhere(ws.result):  # issue 17
             why.append("worktree damaged")
@@ -59,9 +59,9 @@ def workspace_rows(root: str) -> list[dict[str, str]]:
             {
                 "issue": ws.issue,
                 "verdict": verdict,
-                "base": meta["base_sha"][:12],
+                "base": meta.base_sha[:12],
                 "state": "stale: " + ", ".join(why) if why else "current",
-                "patch": os.path.relpath(meta["patch"], root),
+                "patch": os.path.relpath(meta.patch, root),
             }
         )
     return rows

@@ -387,15 +387,13 @@ def _editable_target(site: str, name: str, source: str) -> str | None:
 # --- the summary -------------------------------------------------------------------------------
 
 
-def summary_lines(
-    gates: Sequence[Mapping[str, object]], record_path: Callable[[str], str]
-) -> dict[str, str]:
+def summary_lines(names: Iterable[str], record_path: Callable[[str], str]) -> dict[str, str]:
     """FIXED (every file a fixer changed, with the fixer) and EXCUSED (each gate the baseline
-    excused, with its reason) for a successful verification's summary; only what applies."""
+    excused, with its reason; ``names``: the gates in order) for a successful verification's
+    summary; only what applies."""
     fixed: list[str] = []
     excused: list[str] = []
-    for gate in gates:
-        name = str(gate["name"])
+    for name in names:
         try:
             with open(record_path(name), encoding="utf-8") as fh:
                 record = json.load(fh)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from . import (
     seal,
     steps,
     verdicts,
+    workspace,
 )
 from .apply import (
     STRIP_MEMO,
@@ -86,38 +88,38 @@ def declared_files(patch: str) -> list[str]:
     return []
 
 
-def final_changes(ws: Workspace, gates: list[dict[str, Any]]) -> dict[str, Any]:
+def final_changes(ws: Workspace, gates: list[config.Gate]) -> dict[str, Any]:
     """The last source of truth for the workspace content: the last fixer that ran, else apply."""
     source: dict[str, Any] = read_json(ws.step_file("apply"))
     for gate in gates:
-        path = ws.gate_file(gate["name"])
-        if gate["fixes"] and os.path.exists(path):
+        path = ws.gate_file(gate.name)
+        if gate.fixes and os.path.exists(path):
             source = read_json(path)
     return source
 
 
 def build_result(
-    ws: Workspace, gates: list[dict[str, Any]], stage: str = "", reason: str = ""
-) -> dict[str, Any]:
+    ws: Workspace, gates: list[config.Gate], stage: str = "", reason: str = ""
+) -> workspace.Result:
     meta = ws.read_meta()
     gate_results: dict[str, Any] = {}
     for gate in gates:
-        path = ws.gate_file(gate["name"])
+        path = ws.gate_file(gate.name)
         if os.path.exists(path):
             rec = read_json(path)
-            gate_results[gate["name"]] = {
+            gate_results[gate.name] = {
                 k: rec.get(k)
                 for k in ("verdict", "reason", "exit_code", "duration_seconds", "checked")
             }
     build = gate_results.get("build", {}).get("verdict")
     tests = [
         {
-            "command": " ".join(g["command"]),
-            "exit_code": gate_results[g["name"]]["exit_code"],
-            "duration_seconds": gate_results[g["name"]]["duration_seconds"],
+            "command": " ".join(g.command),
+            "exit_code": gate_results[g.name]["exit_code"],
+            "duration_seconds": gate_results[g.name]["duration_seconds"],
         }
         for g in gates
-        if g.get("atlas") == "test" and gate_results.get(g["name"], {}).get("exit_code") is not None
+        if g.atlas == "test" and gate_results.get(g.name, {}).get("exit_code") is not None
     ]
     changes = final_changes(ws, gates) if os.path.exists(ws.step_file("apply")) else None
     status = "fail" if stage else "pass"
@@ -131,50 +133,50 @@ def build_result(
     if moved:
         summary["NOTE"] = moved
     if not stage:  # issue 11: what a fixer changed, what the baseline excused
-        summary.update(verdicts.summary_lines(gates, ws.gate_file))
-    return {
-        "patch_id": patch_id(ws.issue, meta["patch_sha256"]),
-        "issue": ws.issue,
-        "patch": meta["patch"],
-        "base_sha": meta["base_sha"],
-        "patch_sha256": meta["patch_sha256"],
-        "build_status": "not_run" if build in (None, "skipped") else build,
-        "test_results": tests,
-        "gates": gate_results,
-        "verification_status": status,
-        "stage": stage or None,
-        "reason": reason or None,
-        "tree": changes["tree"] if changes else None,
-        "files": files,
-        "changes": changes["changes"] if changes else [],
-        "summary": summary,
-    }
+        summary.update(verdicts.summary_lines([g.name for g in gates], ws.gate_file))
+    return workspace.Result(
+        patch_id=patch_id(ws.issue, meta.patch_sha256),
+        issue=ws.issue,
+        patch=meta.patch,
+        base_sha=meta.base_sha,
+        patch_sha256=meta.patch_sha256,
+        build_status="not_run" if build in (None, "skipped") else build,
+        test_results=tests,
+        gates=gate_results,
+        verification_status=status,
+        stage=stage or None,
+        reason=reason or None,
+        tree=changes["tree"] if changes else None,
+        files=files,
+        changes=changes["changes"] if changes else [],
+        summary=summary,
+    )
 
 
 def patch_id(issue: str, patch_sha256: str) -> str:
     return f"{issue}@{patch_sha256[:12]}"
 
 
-def record_verdict(ws: Workspace, result: dict[str, Any]) -> None:
+def record_verdict(ws: Workspace, result: workspace.Result) -> None:
     """result.json (sealed) and its verify event; a cluster's result names its worker."""
-    write_json(ws.result, result, "verification-result.schema.json")
+    write_json(ws.result, result.to_json(), workspace.RESULT_SCHEMA)
     seal.seal(ws.root, ws.result)  # issue 12: promote lands only what verify wrote
     faults.point("verify-result-written")
     event: dict[str, Any] = {
         "event": provenance.EventKind.VERIFY_PASS
-        if result["verification_status"] == "pass"
+        if result.verification_status == "pass"
         else provenance.EventKind.VERIFY_FAIL,
-        "patch_id": result["patch_id"],
+        "patch_id": result.patch_id,
         "issue": ws.issue,
-        "build_status": result["build_status"],
-        "test_results": result["test_results"],
-        "gates": {k: v["verdict"] for k, v in result["gates"].items()},
-        "affected_files": result["files"],
+        "build_status": result.build_status,
+        "test_results": result.test_results,
+        "gates": {k: v["verdict"] for k, v in result.gates.items()},
+        "affected_files": result.files,
     }
-    if result.get("verified_by"):  # issue 17: the worker that verified
-        event["verified_by"] = {k: result["verified_by"][k] for k in ("executor", "worker")}
-    if result["stage"]:
-        event.update(stage=result["stage"], reason=result["reason"])
+    if result.verified_by:  # issue 17: the worker that verified
+        event["verified_by"] = {k: result.verified_by[k] for k in ("executor", "worker")}
+    if result.stage:
+        event.update(stage=result.stage, reason=result.reason)
     provenance.append_event(ws.root, event)
     forge.after_verify(ws.root, ws.issue, event)  # issue 15: trigger=github:N; never fails
 
@@ -184,33 +186,33 @@ def conclude_failure(ws_dir: str, stage: str, reason: str) -> None:
     ws = Workspace.at(ws_dir)
     if not os.path.exists(ws.meta):
         return
-    live = ws.read_meta()["live_repo"]
+    live = ws.read_meta().live_repo
     try:
         check_live_guard(ws, live)
     except PatchgateError as err:
         stage, reason = err.stage, err.message
-    filing.file_failed(ws.root, ws.read_meta()["patch"])  # a copy in patches/unsuccessful/
-    gates = claims.gates_of(config.load(ws.root, {}), ws.read_meta()["patch"])
+    filing.file_failed(ws.root, ws.read_meta().patch)  # a copy in patches/unsuccessful/
+    gates = claims.gates_of(config.load(ws.root, {}), ws.read_meta().patch)
     record_verdict(ws, build_result(ws, gates, stage, reason))
 
 
-def conclude(ws_dir: str, gates: list[dict[str, Any]], rules: dict[str, bool], log: str) -> None:
+def conclude(ws_dir: str, gates: list[config.Gate], rules: dict[str, bool], log: str) -> None:
     """Action of the final step: the live guard, the scope of fixer edits, result.json."""
     ws = Workspace.at(ws_dir)
-    check_live_guard(ws, ws.read_meta()["live_repo"])
+    check_live_guard(ws, ws.read_meta().live_repo)
     final = final_changes(ws, gates)
     problems = judge(final["files"], final["changes"], rules)
     if problems:
         raise PatchgateError("SCOPE", f"after the fixing gates: {problems[0]}")
     result = build_result(ws, gates)
-    failed = [g for g, r in result["gates"].items() if r["verdict"] == "fail"]
+    failed = [g for g, r in result.gates.items() if r["verdict"] == "fail"]
     if failed:
-        first = result["gates"][failed[0]]["reason"]
+        first = result.gates[failed[0]]["reason"]
         if not result_allows_failures(rules):
             raise PatchgateError("GATES", first)
         report.log(log, f"verify: gates failed but allow_gates_fail=1: {', '.join(failed)}")
     record_verdict(ws, result)
-    report.log(log, f"verify: pass; tree {result['tree']}")
+    report.log(log, f"verify: pass; tree {result.tree}")
 
 
 def result_allows_failures(rules: dict[str, bool]) -> bool:
@@ -220,9 +222,9 @@ def result_allows_failures(rules: dict[str, bool]) -> bool:
 def build_archive(ws_dir: str, log: str) -> None:
     """patched.zip: the run log, result.json and the changed files of the verified tree."""
     ws = Workspace.at(ws_dir)
-    result = read_json(ws.result)
-    report.log(log, f"archive: {len(result['changes'])} changed path(s) of tree {result['tree']}")
-    entries = archive.tree_entries(ws.repo, result["changes"], "files/")
+    result = ws.read_result()
+    report.log(log, f"archive: {len(result.changes)} changed path(s) of tree {result.tree}")
+    entries = archive.tree_entries(ws.repo, result.changes, "files/")
     entries.append(archive.file_entry("result.json", ws.result))
     entries.append(archive.file_entry("verify.log", log))
     archive.write_zip(ws.archive, entries)
@@ -285,8 +287,8 @@ def chain(
         yield cluster.cluster_step(cfg, patch, issue, base, patch_sha, log, warning)
         return
     settings = settings_of(cfg)
-    if settings["strip"] is None:  # promote issue=ID after verify ... strip=N: the same N
-        settings["strip"] = remembered_strip(ws, patch_sha)
+    if settings.strip is None:  # promote issue=ID after verify ... strip=N: the same N
+        settings = dataclasses.replace(settings, strip=remembered_strip(ws, patch_sha))
     rules = {k: cfg[k] for k in RULES}
     gates = claims.gates_of(cfg, patch)  # + a diff's claimed model tests (issue 14)
     sidecar = [claims.sidecar_of(patch)] if os.path.isfile(claims.sidecar_of(patch)) else []
@@ -306,7 +308,7 @@ def chain(
             message is None or kept_message(ws) == message,  # verify … message=M: into meta
         ],
     )
-    apply_cfg = {k: settings[k] for k in ("strip", "jail", "tool_env", "jail_binds")}
+    apply_cfg = {k: settings.to_json()[k] for k in ("strip", "jail", "tool_env", "jail_binds")}
     # A rebase plan is no apply input of its own (meta.json's new base is): dropping it on the
     # next run must not rerun apply.
     apply_cfg["carry"] = carry if carry and carry["mode"] != "rebase" else None
@@ -339,7 +341,7 @@ def chain(
     # basename: rollback verifies its revert with this same chain, under its own task names.
     source, previous = ws.step_file("apply"), f"{basename}:{issue}-scope"
     for gate in gates:
-        name = f"{issue}-gate-{gate['name']}"
+        name = f"{issue}-gate-{gate.name}"
         yield step(
             group,
             name,
@@ -347,21 +349,21 @@ def chain(
             [ws.dir, gate, source, settings, log],
             **common,
             stage="GATES",
-            doc=f"gate {gate['name']}: {' '.join(gate['command'])}",
-            targets=[ws.gate_file(gate["name"])],
+            doc=f"gate {gate.name}: {' '.join(gate.command)}",
+            targets=[ws.gate_file(gate.name)],
             task_dep=[previous],
             uptodate=[GateInputs(gate, source, ws.meta, settings)],
             on_failure=fail_hook,
         )
         previous = f"{basename}:{name}"
-        if gate["fixes"]:
-            source = ws.gate_file(gate["name"])
-    gate_files = [ws.gate_file(g["name"]) for g in gates]
+        if gate.fixes:
+            source = ws.gate_file(gate.name)
+    gate_files = [ws.gate_file(g.name) for g in gates]
     yield step(
         group,
         issue,
         conclude,
-        [ws.dir, gates, {**rules, "allow_gates_fail": settings["allow_gates_fail"]}, log],
+        [ws.dir, gates, {**rules, "allow_gates_fail": settings.allow_gates_fail}, log],
         **common,
         stage="VERIFY",
         doc="the verification result: result.json",
@@ -370,7 +372,7 @@ def chain(
         targets=[ws.result],
         task_dep=[previous],
         on_failure=fail_hook,
-        uptodate=[config_changed({"allow_gates_fail": settings["allow_gates_fail"]})],
+        uptodate=[config_changed({"allow_gates_fail": settings.allow_gates_fail})],
     )
     yield step(
         group,
@@ -397,19 +399,18 @@ def plan_rebase(cfg: config.Config, ws: Workspace, head: str) -> tuple[str, dict
     reverts what landed on live meanwhile (live_changed.check_kept; docs/live-changed.md).
     """
     meta = ws.read_meta()
-    if head == meta["base_sha"] or not os.path.exists(ws.result):
+    if head == meta.base_sha or not os.path.exists(ws.result):
         return head, None
-    verified = read_json(ws.result)
+    verified = ws.read_result()
     return head, live_changed.plan(cfg.live_repo, meta, head, verified, cfg["live_changed"])
 
 
 def kept_message(ws: Workspace) -> str | None:
     """The commit message ``doit verify … message=M`` kept in meta.json, if any."""
     try:
-        message = ws.read_meta().get("message")
-    except (OSError, ValueError):
+        return ws.read_meta().message
+    except (OSError, ValueError, PatchgateError):
         return None
-    return str(message) if message is not None else None
 
 
 def existing_workspace(root: str, issue: str) -> Workspace:
@@ -456,7 +457,7 @@ def requested_chains(
         if issue is None:
             raise PatchgateError("PREFLIGHT", NEEDS_PATCH)
         ws = existing_workspace(root, issue)
-        patch = ws.read_meta()["patch"]
+        patch = ws.read_meta().patch
         if not os.path.exists(patch):
             raise PatchgateError(
                 "PREFLIGHT",

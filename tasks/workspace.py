@@ -2,19 +2,98 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from . import faults, git, lock, report
 from .errors import PatchgateError
+from .schema import validate
 from .steps import read_json, write_json
 
 WORKSPACES_DIR = os.path.join("patches", "workspaces")
+META_SCHEMA = "workspace-meta.schema.json"
+RESULT_SCHEMA = "verification-result.schema.json"
+
+
+@dataclass(frozen=True)
+class Meta:
+    """meta.json, the patch manifest of one workspace (schemas/workspace-meta.schema.json):
+    written by the workspace step (ensure) or for a cluster worker's verdict, read by the steps
+    after it. ``from_json`` checks the schema (a bad one: WORKSPACE, naming the key)."""
+
+    issue: str
+    live_repo: str
+    base_sha: str
+    base_tree: str
+    attempt: int
+    patch: str
+    patch_sha256: str
+    created: str
+    message: str | None = None  # verify … message=M, kept for a later promote
+
+    @classmethod
+    def from_json(cls, data: Any) -> Meta:
+        try:
+            validate(data, META_SCHEMA, "WORKSPACE", "meta.json")
+        except PatchgateError as err:
+            raise PatchgateError(
+                err.stage, f"{err.message}; verify the patch again to rewrite it"
+            ) from None
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.message is None:
+            del data["message"]
+        return data
+
+
+@dataclass(frozen=True)
+class Result:
+    """result.json, the verification result of one issue (schemas/verification-result.schema.json):
+    built by verify's build_result (or for a cluster worker's verdict), written and sealed by
+    record_verdict; read by promote (seal.read_sealed), rollback, status and the cluster.
+    ``from_json`` checks the schema; a bad one is a ``stage`` error naming the key."""
+
+    patch_id: str
+    issue: str
+    base_sha: str
+    patch_sha256: str
+    build_status: str  # pass | fail | not_run | excused
+    test_results: list[dict[str, Any]]  # command, exit_code, duration_seconds: Atlas test-N gates
+    gates: dict[str, dict[str, Any]]  # name -> verdict, reason, exit_code, duration, checked
+    verification_status: str  # pass | fail
+    tree: str | None
+    files: list[str]
+    summary: dict[str, str]
+    patch: str | None = None
+    stage: str | None = None
+    reason: str | None = None
+    changes: list[dict[str, str]] = field(default_factory=list)
+    verified_by: dict[str, str] | None = None  # issue 17: the cluster worker that verified
+
+    @classmethod
+    def from_json(cls, data: Any, stage: str = "VERIFY") -> Result:
+        try:
+            validate(data, RESULT_SCHEMA, stage, "result.json")
+        except PatchgateError as err:
+            raise PatchgateError(
+                err.stage, f"{err.message}; verify the patch again to rewrite it"
+            ) from None
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("patch", "verified_by"):  # absent, never null (the schema says a string)
+            if data[key] is None:
+                del data[key]
+        return data
 
 
 @dataclass(frozen=True)
@@ -61,9 +140,11 @@ class Workspace:
     def gate_file(self, name: str) -> str:
         return self.path("gates", f"{name}.json")
 
-    def read_meta(self) -> dict[str, Any]:
-        meta: dict[str, Any] = read_json(self.meta)
-        return meta
+    def read_meta(self) -> Meta:
+        return Meta.from_json(read_json(self.meta))
+
+    def read_result(self) -> Result:
+        return Result.from_json(read_json(self.result))
 
 
 def is_intact(ws: Workspace) -> bool:
@@ -92,10 +173,12 @@ def ensure(
     """
     ws = Workspace.at(ws_dir)
     os.makedirs(ws.dir, exist_ok=True)
-    previous = ws.read_meta() if os.path.exists(ws.meta) else {}
+    previous = None  # an earlier attempt's; one no longer readable is rewritten
+    with contextlib.suppress(OSError, ValueError, PatchgateError):
+        previous = ws.read_meta()
     fresh = False  # the worktree is exactly at base: git just wrote it
     if is_intact(ws):
-        if previous.get("base_sha") != base:
+        if previous is None or previous.base_sha != base:
             report.log(log, f"workspace: base moved to {base[:12]}; checking it out in place")
             git.restore(ws.repo, "HEAD")
             git.run(ws.repo, "checkout", "-q", "--detach", base, stage="WORKSPACE")
@@ -118,28 +201,26 @@ def ensure(
     forget_tree(ws)
     if fresh:  # apply need not reset and clean a tree git has just checked out
         mark_tree(ws, base_tree)
-    meta = {
-        "issue": ws.issue,
-        "live_repo": live_repo,
-        "base_sha": base,
-        "base_tree": base_tree,
-        "attempt": int(previous.get("attempt", 0)) + 1,
-        "patch": patch,
-        "patch_sha256": patch_sha256,
-        "created": previous.get("created") or datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    kept = message if message is not None else previous.get("message")
-    if kept is not None:
-        meta["message"] = kept
-    write_json(ws.meta, meta, "workspace-meta.schema.json")
+    meta = Meta(
+        issue=ws.issue,
+        live_repo=live_repo,
+        base_sha=base,
+        base_tree=base_tree,
+        attempt=previous.attempt + 1 if previous else 1,
+        patch=patch,
+        patch_sha256=patch_sha256,
+        created=previous.created if previous else datetime.now(UTC).isoformat(timespec="seconds"),
+        message=message if message is not None or previous is None else previous.message,
+    )
+    write_json(ws.meta, meta.to_json(), META_SCHEMA)
 
 
 @contextmanager
 def attempt(ws: Workspace) -> Iterator[str]:
     """Start from the base exactly; if anything goes wrong, put the base back (pre-commit style)."""
     meta = ws.read_meta()
-    base = meta["base_sha"]
-    if known_tree(ws) != meta["base_tree"]:  # within one run only: see known_tree
+    base = meta.base_sha
+    if known_tree(ws) != meta.base_tree:  # within one run only: see known_tree
         git.restore(ws.repo, base)
     forget_tree(ws)
     try:
@@ -154,7 +235,7 @@ def ensure_tree(ws: Workspace, tree: str) -> None:
     if known_tree(ws) == tree:
         return
     if git.snapshot(ws.repo, ws.index) != tree:
-        git.restore(ws.repo, ws.read_meta()["base_sha"], tree)
+        git.restore(ws.repo, ws.read_meta().base_sha, tree)
     mark_tree(ws, tree)
 
 

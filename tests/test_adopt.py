@@ -97,7 +97,7 @@ def test_mypy_found_in_tox_runs_with_toxs_options_on_toxs_paths(tmp_path: Path) 
     assert mypy["command"][-2:] == ["--strict", "{files}"]
     assert mypy["files"] == ["src/*.py", "src/*.pyi"]
     changes = [{"path": p, "status": "M"} for p in ("src/pkg/a.py", "tests/test_a.py")]
-    assert gates.matching(mypy, changes) == ["src/pkg/a.py"]
+    assert gates.matching(config.Gate.from_json(mypy, 600), changes) == ["src/pkg/a.py"]
     # the judged worktree is read-only: coverage data goes to the gate's own folder
     assert pytest_gate["env"] == {"COVERAGE_FILE": "{cache}/.coverage"}
 
@@ -150,7 +150,7 @@ def test_detection_is_remembered_on_disk_until_a_configuration_file_changes(
 def test_effective_gates_detect_only_without_a_gates_key(tmp_path: Path) -> None:
     write_files(tmp_path / "live", {"pyproject.toml": "[tool.black]\n"})
     (tmp_path / "patchgate.yaml").write_text("live_repo: live\n")
-    assert [g["name"] for g in config.effective_gates(config.load(str(tmp_path), {}))] == ["black"]
+    assert [g.name for g in config.effective_gates(config.load(str(tmp_path), {}))] == ["black"]
     (tmp_path / "patchgate.yaml").write_text("live_repo: live\ngates: []\n")
     assert config.effective_gates(config.load(str(tmp_path), {})) == []
 

@@ -9,6 +9,18 @@ from conftest import ADD_MUL, ROOT, Project, ProjectFactory, git, make_repo, scr
 from patchgate import config, live_changed
 from patchgate import git as pgit
 from patchgate.errors import PatchgateError
+from patchgate.workspace import Meta, Result
+
+
+def based_on(sha: str, tree: str) -> Meta:
+    """The meta.json of a workspace verified on ``sha`` (what live_changed.plan reads of it)."""
+    return Meta("i", "/live", sha, tree, 1, "patches/p.py", "0" * 64, "2026-01-01T00:00:00")
+
+
+def verified_into(files: list[str], tree: str | None) -> Result:
+    """A result.json that verified ``files`` into ``tree``."""
+    return Result("i@0", "i", "0" * 40, "0" * 64, "not_run", [], {}, "pass", tree, files, {})
+
 
 HEADER = "# live's header\n"
 # A script that writes the whole file as it was when the patch was written: re-run on a base
@@ -123,10 +135,10 @@ def test_undoes_a_file_live_deleted(blobs: tuple[str, dict[str, tuple[str, str]]
 def test_fail_refuses_naming_the_files_commits_and_the_doc(project: Project) -> None:
     live = str(project.live)
     old = git(project.live, "rev-parse", "HEAD")
-    meta = {"base_sha": old, "base_tree": git(project.live, "rev-parse", "HEAD^{tree}")}
+    meta = based_on(old, git(project.live, "rev-parse", "HEAD^{tree}"))
     new = commit_in(project.live, "calc/ops.py", "x = 1\n", "rewrite ops")
     with pytest.raises(PatchgateError) as err:
-        live_changed.plan(live, meta, new, {"files": ["calc/ops.py"], "tree": old}, "fail")
+        live_changed.plan(live, meta, new, verified_into(["calc/ops.py"], old), "fail")
     assert "calc/ops.py (" in err.value.message and "rewrite ops" in err.value.message
     assert live_changed.DOC in err.value.message
     assert "overwrite_live" in err.value.message
@@ -142,9 +154,9 @@ def test_moved_elsewhere_is_a_rebase_for_every_policy(make_project: ProjectFacto
     project = make_project()
     live = str(project.live)
     old = git(project.live, "rev-parse", "HEAD")
-    meta = {"base_sha": old, "base_tree": git(project.live, "rev-parse", "HEAD^{tree}")}
+    meta = based_on(old, git(project.live, "rev-parse", "HEAD^{tree}"))
     new = commit_in(project.live, "README.txt", "news\n")
     for policy in config.CHOICE_KEYS["live_changed"]:
-        plan = live_changed.plan(live, meta, new, {"files": ["calc/ops.py"], "tree": old}, policy)
+        plan = live_changed.plan(live, meta, new, verified_into(["calc/ops.py"], old), policy)
         assert plan["mode"] == "rebase" and plan["clash"] == []
         assert "not in the patch's files" in live_changed.note(plan)

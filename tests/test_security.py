@@ -16,7 +16,7 @@ from conftest import ADD_MUL, CALC, ROOT, Project, ProjectFactory, git, make_rep
 from patchgate import git as pg_git
 from patchgate import provenance, scope, seal
 from patchgate.errors import PatchgateError
-from patchgate.workspace import Workspace
+from patchgate.workspace import Result, Workspace
 from test_audit import audit_fails, three_patches
 from test_promote import add_remote, head
 
@@ -244,9 +244,9 @@ def test_promote_checks_the_tree_against_the_step_records(make_project: ProjectF
     assert project.run("verify", f"patch={patch}").code == 0
     ws = Workspace.at(str(project.ws("add_mul")))
     result = json.loads(Path(ws.result).read_text())
-    seal.check_result(ws, result)
+    seal.check_result(ws, Result.from_json(result))
     with pytest.raises(PatchgateError, match="but its steps verified"):
-        seal.check_result(ws, {**result, "tree": pg_git.EMPTY_TREE})
+        seal.check_result(ws, Result.from_json({**result, "tree": pg_git.EMPTY_TREE}))
 
 
 # --- 8. patchgate's own files are protected --------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from conftest import ADD_MUL, CALC, Project, git, make_repo, script
 from patchgate import audit_history, audit_report, config, filing, promote, report
 from patchgate.errors import PatchgateError
-from patchgate.workspace import Workspace
+from patchgate.workspace import Meta, Workspace
 from test_audit import land
 
 FAILING = script(["calc/ops.py"], 'raise SystemExit("the patch gave up")')
@@ -46,7 +46,8 @@ class Ctx(dict[str, Any]):
 def test_promote_message_wins_over_the_kept_one(tmp_path: Path) -> None:
     ws = Workspace(str(tmp_path), "x")
     os.makedirs(ws.dir)
-    Path(ws.meta).write_text(json.dumps({"message": "from verify"}))
+    meta = Meta("x", "/live", "0" * 40, "1" * 40, 1, "p.py", "2" * 64, "now", "from verify")
+    Path(ws.meta).write_text(json.dumps(meta.to_json()))
     pre = {"patch_id": "x@1", "head": "0" * 40, "verification": "pass", "gates": {}}
     ctx = Ctx(
         issue="x",

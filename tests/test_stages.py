@@ -89,7 +89,7 @@ def gives_a_fix(expr: ast.expr) -> bool:
 # worker's result): the finding is the message. Fixing them is a decision on the summary's
 # wording (and on test_gates' expected lines); this list only shrinks.
 VERDICT_SITES = {
-    ("tasks/cluster.py", "result.get('reason') or 'failed'"),
+    ("tasks/cluster.py", "result.reason or 'failed'"),
     ("tasks/gates.py", "reason"),
     ("tasks/scope.py", "problems[0]"),
     ("tasks/verify.py", "f'after the fixing gates: {problems[0]}'"),

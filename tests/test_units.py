@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,10 @@ from patchgate import (
     scope,
 )
 from patchgate.errors import PatchgateError
-from patchgate.workspace import Workspace
+from patchgate.jail import JailSpec, jail_spec, step_env
+from patchgate.settings import RULES as SETTINGS_RULES
+from patchgate.settings import Settings, settings_of
+from patchgate.workspace import Meta, Result, Workspace
 
 # --- scope.judge: what the patch changed against what it declared -------------------------------
 
@@ -319,3 +324,169 @@ def test_a_setup_task_in_a_worker_process_hands_its_outcome_over_in_a_file(
     os.waitpid(child, 0)
     assert os.path.exists(prepare.record_path(root, "rollback", pid))
     assert prepare.outcome(root, "rollback") == {"value": "z", "run": prepare.RUN}
+
+
+# --- typed records: the gate and the settings, built once from the configuration ----------------
+
+
+def test_a_gate_record_fills_the_defaults_and_gives_back_the_same_json(tmp_path: Path) -> None:
+    (tmp_path / "patchgate.yaml").write_text(
+        "gate_timeout: 50\nbuild_command: make\n"
+        "gates: [{name: lint, command: [ruff, '{files}'], env: {A: b}}]\n"
+    )
+    lint, build = config.effective_gates(config.load(str(tmp_path), {}))
+    assert lint == config.Gate("lint", ("ruff", "{files}"), timeout=50, env={"A": "b"})
+    # The digests of the up-to-date check and of the baseline cache hash this very dict.
+    assert lint.to_json() == {
+        "name": "lint",
+        "command": ["ruff", "{files}"],
+        "files": ["*"],
+        "fixes": False,
+        "junit": False,
+        "build": False,
+        "env": {"A": "b"},
+        "timeout": 50,
+    }
+    assert build.to_json()["atlas"] == "build" and build.build
+    for gate in (lint, build):
+        assert config.Gate.from_json(gate.to_json(), 1) == gate
+        assert pickle.loads(pickle.dumps(gate)) == gate  # doit -P process
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ({"command": ["x"]}, "a gate has no name"),
+        ({"name": "g", "command": ["x"], "shell": True}, "unknown key 'shell'"),
+        ({"name": "g"}, "command must be a non-empty list of strings"),
+        ({"name": "g", "command": []}, "command must be a non-empty list of strings"),
+        ({"name": "g", "command": "make"}, "command must be a non-empty list of strings"),
+        ({"name": "g", "command": ["x"], "files": "*.py"}, "files must be a list of strings"),
+        ({"name": "g", "command": ["x"], "timeout": 0}, "timeout must be a number above 0"),
+        ({"name": "g", "command": ["x"], "timeout": True}, "timeout must be a number above 0"),
+        ({"name": "g", "command": ["x"], "env": {"A": 1}}, "env must map names to strings"),
+        ({"name": "g", "command": ["x"], "fixes": "yes"}, "fixes must be true or false"),
+        ({"name": "g", "command": ["x"], "atlas": "lint"}, "atlas must be build or test"),
+    ],
+)
+def test_a_bad_gate_is_one_config_error_naming_it(raw: dict[str, Any], problem: str) -> None:
+    with pytest.raises(PatchgateError) as err:
+        config.Gate.from_json(raw, 600)
+    assert err.value.stage == "CONFIG" and problem in err.value.message
+    assert "\n" not in err.value.message
+
+
+def test_settings_are_the_configured_values_with_the_tool_envs_folder(tmp_path: Path) -> None:
+    (tmp_path / "patchgate.yaml").write_text("jail_binds: [/opt/tc]\npatch_timeout: 9\n")
+    cfg = config.load(str(tmp_path), {"strip": "1"})
+    got = Settings.from_config(cfg)
+    assert (got.jail_binds, got.patch_timeout, got.strip) == (("/opt/tc",), 9, 1)
+    assert got.tool_env == os.path.dirname(cfg.tool_bin)
+    data = got.to_json()
+    assert data["jail_binds"] == ["/opt/tc"] and data["tool_env"] == got.tool_env
+    assert set(data) == {*SETTINGS_RULES, *(f.name for f in dataclasses.fields(got))}
+    assert pickle.loads(pickle.dumps(got)) == got
+
+
+def test_a_steps_jail_comes_from_the_settings(tmp_path: Path) -> None:
+    (tmp_path / "patchgate.yaml").write_text("jail_binds: [/opt/tc]\nmax_processes: 64\n")
+    got = settings_of(config.load(str(tmp_path), {}))
+    spec = jail_spec(got, "/w/repo", ("/p.diff",), writable=("/w/cache",), hidden=("/h",))
+    assert spec == JailSpec(
+        mode=got.jail,
+        workdir="/w/repo",
+        extra_writable=("/w/cache",),
+        readonly=(got.tool_env, "/opt/tc", "/p.diff"),
+        uid=got.jail_uid,
+        max_processes=64,
+        max_memory_mb=got.max_memory_mb,
+        hidden=("/h",),
+    )
+    env = step_env(got, {"COVERAGE_FILE": "/c"})
+    assert env["PATH"].startswith(f"{got.tool_env}/bin:") and env["COVERAGE_FILE"] == "/c"
+    assert env["HOME"] == "/tmp" and env["PYTHONDONTWRITEBYTECODE"] == "1"
+
+
+# --- typed records: meta.json and result.json, validated where they are read ---------------------
+
+
+def meta_json() -> dict[str, Any]:
+    return {
+        "issue": "i1",
+        "live_repo": "/live",
+        "base_sha": "a" * 40,
+        "base_tree": "b" * 40,
+        "attempt": 2,
+        "patch": "/p/patches/x.py",
+        "patch_sha256": "c" * 64,
+        "created": "2026-01-01T00:00:00+00:00",
+    }
+
+
+def result_json() -> dict[str, Any]:
+    return {
+        "patch_id": "i1@cccccccccccc",
+        "issue": "i1",
+        "patch": "/p/patches/x.py",
+        "base_sha": "a" * 40,
+        "patch_sha256": "c" * 64,
+        "build_status": "not_run",
+        "test_results": [],
+        "gates": {"ruff": {"verdict": "pass", "reason": "", "exit_code": 0}},
+        "verification_status": "pass",
+        "stage": None,
+        "reason": None,
+        "tree": "d" * 40,
+        "files": ["x.py"],
+        "changes": [{"path": "x.py", "status": "M", "mode": "100644", "blob": "e" * 40}],
+        "summary": {"RESULT": "SUCCESS", "FILES": "x.py"},
+    }
+
+
+@pytest.mark.parametrize("message", [None, "calc: add mul"])
+def test_meta_round_trips_to_the_same_json(message: str | None) -> None:
+    data = meta_json() | ({"message": message} if message else {})
+    meta = Meta.from_json(data)
+    assert (meta.base_sha, meta.attempt, meta.message) == ("a" * 40, 2, message)
+    assert meta.to_json() == data  # no "message": null when there is none
+    assert pickle.loads(pickle.dumps(meta)) == meta
+
+
+def test_result_round_trips_to_the_same_json() -> None:
+    result = Result.from_json(result_json())
+    assert result.to_json() == result_json()
+    worker = dataclasses.replace(result, verified_by={"executor": "dask", "worker": "w"})
+    assert worker.to_json() == result_json() | {"verified_by": {"executor": "dask", "worker": "w"}}
+    assert "patch" not in dataclasses.replace(result, patch=None).to_json()
+    assert pickle.loads(pickle.dumps(result)) == result
+
+
+@pytest.mark.parametrize(
+    ("record", "change", "where"),
+    [
+        (Meta, {"base_sha": "HEAD"}, "base_sha"),
+        (Meta, {"attempt": 0}, "attempt"),
+        (Meta, {"patch": None}, "patch"),
+        (Result, {"verification_status": "maybe"}, "verification_status"),
+        (Result, {"gates": {"ruff": {}}}, "gates.ruff"),
+        (Result, {"tree": "short"}, "tree"),
+    ],
+)
+def test_a_bad_meta_or_result_is_one_error_naming_the_key(
+    record: type[Meta] | type[Result], change: dict[str, Any], where: str
+) -> None:
+    data = (meta_json() if record is Meta else result_json()) | change
+    with pytest.raises(PatchgateError) as err:
+        record.from_json(data)
+    assert err.value.stage == ("WORKSPACE" if record is Meta else "VERIFY")
+    assert f"meta.json: {where}:" in err.value.message or f"result.json: {where}:" in (
+        err.value.message
+    )
+    assert err.value.message.endswith("; verify the patch again to rewrite it")
+
+
+def test_a_missing_key_of_meta_is_refused() -> None:
+    data = meta_json()
+    del data["base_tree"]
+    with pytest.raises(PatchgateError, match="base_tree"):
+        Meta.from_json(data)

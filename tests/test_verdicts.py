@@ -21,7 +21,7 @@ import pytest
 from conftest import ADD_MUL, CALC, Project, ProjectFactory, git, make_repo, script
 from patchgate import jail, proc, provenance, trailers, verdicts
 from patchgate.audit_history import commit_of
-from patchgate.config import DEFAULT_GATES, effective_gates, load
+from patchgate.config import DEFAULT_GATES, Gate, effective_gates, load
 from patchgate.errors import PatchgateError
 from patchgate.gates import findings, imports_project, parse_findings, parse_junit, verdict_of
 
@@ -109,7 +109,7 @@ def junit_file(tmp_path: Path, body: str) -> str:
 
 def judged(tmp_path: Path, body: str, code: int) -> tuple[str, str]:
     done = proc.Completed(("pytest",), code, "", 0.1)
-    return verdict_of(gate("pytest"), done, junit_file(tmp_path, body), None)
+    return verdict_of(Gate.from_json(gate("pytest"), 600), done, junit_file(tmp_path, body), None)
 
 
 def test_a_collection_error_is_a_failure_of_its_file_with_the_import_error() -> None:
@@ -135,7 +135,7 @@ def test_an_empty_junit_run_never_passes_even_with_exit_0(tmp_path: Path) -> Non
 def test_an_empty_junit_run_that_failed_says_what_the_tool_said(tmp_path: Path) -> None:
     done = proc.Completed(("pytest",), 4, "ERROR: file or directory not found: nope\n", 0.1)
     junit = junit_file(tmp_path, "<testsuites><testsuite/></testsuites>")
-    assert verdict_of(gate("pytest"), done, junit, None) == (
+    assert verdict_of(Gate.from_json(gate("pytest"), 600), done, junit, None) == (
         "fail",
         "pytest: no test ran; exit 4: ERROR: file or directory not found: nope",
     )
@@ -213,7 +213,7 @@ def test_a_verification_value_without_gates_parses() -> None:
 # --- configuration: timeouts and build gates ---------------------------------------------------
 
 
-def configured(tmp_path: Path, text: str) -> list[dict[str, Any]]:
+def configured(tmp_path: Path, text: str) -> list[Gate]:
     (tmp_path / "patchgate.yaml").write_text(text)
     return effective_gates(load(str(tmp_path), {}))
 
@@ -224,7 +224,7 @@ def test_build_and_test_timeouts_apply_to_the_atlas_gates(tmp_path: Path) -> Non
         "gates: []\ngate_timeout: 100\nbuild_timeout: 7\ntest_timeout: 9\n"
         "build_command: make -j4\ntest_commands: [make check, make lint]\n",
     )
-    assert [(g["name"], g["timeout"], g["build"]) for g in gates] == [
+    assert [(g.name, g.timeout, g.build) for g in gates] == [
         ("build", 7, True),
         ("test-1", 9, False),
         ("test-2", 9, False),
@@ -233,7 +233,7 @@ def test_build_and_test_timeouts_apply_to_the_atlas_gates(tmp_path: Path) -> Non
 
 def test_without_build_and_test_timeouts_gate_timeout_applies(tmp_path: Path) -> None:
     gates = configured(tmp_path, "gates: []\ngate_timeout: 100\nbuild_command: make\n")
-    assert gates[0]["timeout"] == 100
+    assert gates[0].timeout == 100
 
 
 @pytest.mark.parametrize(
@@ -291,12 +291,12 @@ def test_pythonpath_puts_the_gates_own_entries_then_src_then_the_root(tmp_path: 
 
 
 def test_only_gates_that_run_the_projects_code_get_the_workspace_on_pythonpath() -> None:
-    runs = {g["name"]: imports_project({"junit": False, **g}) for g in DEFAULT_GATES}
+    runs = {g["name"]: imports_project(Gate.from_json(g, 600)) for g in DEFAULT_GATES}
     assert runs == {"ruff-format": False, "ruff": False, "mypy": False, "pytest": True}
-    assert imports_project({"command": ["make"], "build": True, "junit": False})
-    assert imports_project({"command": ["./run-tests"], "atlas": "test", "junit": False})
-    assert imports_project({"command": ["python3", "-m", "unittest"], "junit": False})
-    assert not imports_project({"command": ["flake8", "{files}"], "junit": False})
+    assert imports_project(Gate("b", ("make",), build=True))
+    assert imports_project(Gate("t", ("./run-tests",), atlas="test"))
+    assert imports_project(Gate("u", ("python3", "-m", "unittest")))
+    assert not imports_project(Gate("f", ("flake8", "{files}")))
 
 
 def fake_install(env: Path, name: str, source: Path, editable: bool) -> None:
@@ -410,7 +410,7 @@ def test_fixed_and_excused_summary_lines(tmp_path: Path) -> None:
     for name, record in records.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
     (tmp_path / "broken.json").write_text("{")
-    gates = [{"name": n} for n in [*records, "broken", "missing"]]
+    gates = [*records, "broken", "missing"]
     assert verdicts.summary_lines(gates, lambda n: str(tmp_path / f"{n}.json")) == {
         "FIXED": "a.py, b.py (black); (none) (ruff-format; its edits off the patch's lines "
         "undone in c.py)",
