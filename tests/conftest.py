@@ -6,7 +6,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
-DODO = ROOT / "dodo.py"
+from doitcmd import DODO as DODO  # re-exported: the tests import it from here
+from doitcmd import ROOT as ROOT
+from doitcmd import doit_argv
 
 CALC = {
     "calc/__init__.py": '"""calc."""\n',
@@ -140,9 +139,8 @@ class Project:
     live: Path
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Result:
-        argv = [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(self.path), *args]
         done = subprocess.run(
-            argv,
+            doit_argv(self.path, *args),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import DODO, Project, Result, git, run_env, script
+from conftest import Project, Result, git, run_env, script
+from doitcmd import doit_argv
 from test_faults import add_remote, assert_chain, assert_no_debris, doit, new_project
 
 N_PATCHES = 8
@@ -31,9 +31,12 @@ def note(i: int) -> str:
 
 
 def start(project: Project, *args: str) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(project.path), *args]
     return subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env()
+        doit_argv(project.path, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=run_env(),
     )
 
 
