@@ -6,11 +6,12 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cpuprofile
 import pytest
 import yaml
 from doitcmd import DODO as DODO  # re-exported: the tests import it from here
@@ -113,6 +114,17 @@ def run_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 PYCACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "patchgate-test-pycache"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """With PATCHGATE_TEST_CPU=FILE, each test's CPU seconds are appended to FILE
+    (tests/cpuprofile.py: how to read them)."""
+    log = os.environ.get("PATCHGATE_TEST_CPU")
+    meter = cpuprofile.Meter(log) if log else None
+    yield
+    if meter is not None:
+        meter.stop(item.nodeid)
 
 
 @dataclass

@@ -58,7 +58,7 @@ class Cluster:
     worker_dir: Path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A real LocalCluster: 2 worker processes, one thread each, retries ours (no allowed
     failures), the worker cache in a folder of its own."""
@@ -85,7 +85,7 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
         lc.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def process_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """``dask scheduler`` and two ``dask worker`` processes, as on separate machines."""
     from distributed import Client
