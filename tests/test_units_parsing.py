@@ -1,16 +1,19 @@
 """The parsing the gates and the apply step do, tested directly (milliseconds, no doit run).
 
-JUnit files as pytest writes them, the before/after classification of a baseline, and the
-headers of a diff: what `doit verify` reads from a gate's output or a patch, case by case. The
-end-to-end tests in test_gates.py and test_verify.py show the same verdicts through doit.
+JUnit files as pytest writes them, the before/after classification of a baseline, the headers
+of a diff, and how a file a jailed step wrote is read (never followed, never blocking): what
+`doit verify` reads from a gate's output or a patch, case by case. The end-to-end tests in
+test_gates.py and test_verify.py show the same verdicts through doit.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from patchgate import apply, gates
+from patchgate import apply, gates, steps
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest">
@@ -151,3 +154,47 @@ def test_a_corrupt_diff_is_told_apart_from_a_stale_one() -> None:
     advice = apply.corrupt_advice("p.diff", "checking\n" + said)
     assert advice.startswith("diff p.diff is not a valid unified diff (error: corrupt patch")
     assert "not stale" in advice and "\n" not in advice
+
+
+# --- a file a jailed step wrote, read from outside the jail ---------------------------------------
+
+
+def test_read_untrusted_reads_a_plain_file_and_nothing_as_none(tmp_path: Path) -> None:
+    (tmp_path / "j.xml").write_bytes(b"<testsuite/>")
+    assert steps.read_untrusted(str(tmp_path / "j.xml"), 100) == b"<testsuite/>"
+    assert steps.read_untrusted(str(tmp_path / "missing.xml"), 100) is None
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        pytest.param(lambda p: os.symlink("/etc/passwd", p), "a symbolic link", id="symlink"),
+        pytest.param(os.mkfifo, "a FIFO", id="fifo"),  # opened without blocking: no hang
+        pytest.param(os.mkdir, "a directory", id="directory"),
+    ],
+)
+def test_read_untrusted_refuses_what_is_no_plain_file(
+    tmp_path: Path, make: Callable[[str], object], why: str
+) -> None:
+    path = str(tmp_path / "junit.xml")
+    make(path)
+    with pytest.raises(steps.NotReadable) as err:
+        steps.read_untrusted(path, 1 << 20)
+    assert str(err.value) == why and not isinstance(err.value, steps.TooBig)
+    assert gates.junit_refused("pytest", err.value) == (
+        f"pytest: the gate's JUnit file is not a regular file ({why}); it was not read; "
+        "the gate must write {junit} as a plain file"
+    )
+
+
+def test_read_untrusted_refuses_a_file_over_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "junit.xml"
+    with open(path, "wb") as fh:
+        fh.truncate(gates.MAX_JUNIT_BYTES + 1)  # sparse: no 64 MiB written
+    with pytest.raises(steps.TooBig) as err:
+        steps.read_untrusted(str(path), gates.MAX_JUNIT_BYTES)
+    assert str(err.value) == "larger than 64 MiB"
+    said = gates.junit_refused("pytest", err.value)
+    assert said.startswith("pytest: the gate's JUnit file is larger than 64 MiB; it was not read")
+    path.write_bytes(b"x" * 10)
+    assert steps.read_untrusted(str(path), 10) == b"x" * 10  # the limit itself is allowed
