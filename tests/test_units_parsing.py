@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from patchgate import apply, gates, steps
+from patchgate import apply, config, gates, steps, yamllimits
+from patchgate.errors import PatchgateError
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest">
@@ -156,7 +158,7 @@ def test_a_corrupt_diff_is_told_apart_from_a_stale_one() -> None:
     assert "not stale" in advice and "\n" not in advice
 
 
-# --- a file a jailed step wrote, read from outside the jail ---------------------------------------
+# --- a file a jailed step wrote, read from outside the jail -------------------------------------
 
 
 def test_read_untrusted_reads_a_plain_file_and_nothing_as_none(tmp_path: Path) -> None:
@@ -198,3 +200,38 @@ def test_read_untrusted_refuses_a_file_over_the_limit(tmp_path: Path) -> None:
     assert said.startswith("pytest: the gate's JUnit file is larger than 64 MiB; it was not read")
     path.write_bytes(b"x" * 10)
     assert steps.read_untrusted(str(path), 10) == b"x" * 10  # the limit itself is allowed
+
+
+# --- patchgate.yaml: the limits of the YAML parse --------------------------------------------
+
+
+def refused_config(raw: bytes) -> str:
+    with pytest.raises(PatchgateError) as err:
+        config.parse(raw)
+    assert err.value.stage == "CONFIG" and "\n" not in err.value.message
+    return err.value.message
+
+
+def test_yaml_nested_past_the_limit_is_refused_before_it_is_composed() -> None:
+    deep = b"gates: " + b"[" * 5000 + b"]" * 5000 + b"\n"  # 10 KB; recursion would crash
+    assert refused_config(deep) == (
+        "patchgate.yaml: nested deeper than 32 levels; write it out plainly"
+    )
+    # the limit itself is allowed: the mapping is level 1, 31 lists below it
+    value: list[Any] = []
+    for _ in range(30):
+        value = [value]
+    assert yamllimits.load(b"a: " + b"[" * 31 + b"]" * 31, 100, 32, 1000) == {"a": value}
+    with pytest.raises(yamllimits.TooBig):
+        yamllimits.load(b"a: " + b"[" * 32 + b"]" * 32, 100, 32, 1000)
+
+
+def test_yaml_aliases_are_counted_and_expanded() -> None:
+    many = b"a: &a x\nb: [" + b", ".join([b"*a"] * 101) + b"]\n"
+    assert "too many aliases (more than 100)" in refused_config(many)
+    assert yamllimits.load(b"a: &a [1, 2]\nb: *a\n", 100, 32, 1000) == {"a": [1, 2], "b": [1, 2]}
+    bomb = b"a: &a [x, x, x, x, x, x, x, x, x, x]\n" + b"".join(
+        b"%c: &%c [%s]\n" % (ord("b") + i, ord("b") + i, b", ".join([b"*%c" % (ord("a") + i)] * 10))
+        for i in range(5)
+    )
+    assert "expands to more than 100000 values" in refused_config(bomb)
