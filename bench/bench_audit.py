@@ -44,8 +44,8 @@ from patchgate import provenance  # noqa: E402
 from patchgate import trailers as tr  # noqa: E402
 
 from bench.common import summary  # noqa: E402
+from tests.doitcmd import doit_argv  # noqa: E402
 
-DODO = os.path.join(ROOT, "dodo.py")
 REPEAT = 5
 ROLLBACK_EVERY = 200
 GIT_ENV = {
@@ -231,7 +231,7 @@ PYTHON_ENV = dict(os.environ)
 
 
 def doit(root: str, *args: str) -> tuple[float, str]:
-    argv = [sys.executable, "-m", "doit", "-f", DODO, "-d", root, *args]
+    argv = doit_argv(root, *args)
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, check=False, env=PYTHON_ENV)
     elapsed = time.perf_counter() - start

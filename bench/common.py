@@ -21,7 +21,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,8 +30,9 @@ from typing import Any
 
 import yaml
 
+from tests.doitcmd import doit_argv
+
 ROOT = Path(__file__).resolve().parent.parent
-DODO = ROOT / "dodo.py"
 FILESYSTEMS = {"disk": "/tmp", "shm": "/dev/shm"}
 FILES_PER_PACKAGE = 20
 GIT_ENV = {
@@ -143,7 +143,7 @@ class Bench:
         return f"patches/{name}"
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(self.path), *args]
+        return doit_argv(self.path, *args)
 
     def run(self, *args: str, check: bool = True) -> str:
         done = subprocess.run(self.argv(*args), capture_output=True, text=True, check=False)

@@ -6,17 +6,17 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cpuprofile
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
-DODO = ROOT / "dodo.py"
+from doitcmd import DODO as DODO  # re-exported: the tests import it from here
+from doitcmd import ROOT as ROOT
+from doitcmd import doit_argv
 
 CALC = {
     "calc/__init__.py": '"""calc."""\n',
@@ -116,6 +116,17 @@ def run_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 PYCACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "patchgate-test-pycache"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """With PATCHGATE_TEST_CPU=FILE, each test's CPU seconds are appended to FILE
+    (tests/cpuprofile.py: how to read them)."""
+    log = os.environ.get("PATCHGATE_TEST_CPU")
+    meter = cpuprofile.Meter(log) if log else None
+    yield
+    if meter is not None:
+        meter.stop(item.nodeid)
+
+
 @dataclass
 class Result:
     code: int
@@ -140,9 +151,8 @@ class Project:
     live: Path
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Result:
-        argv = [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(self.path), *args]
         done = subprocess.run(
-            argv,
+            doit_argv(self.path, *args),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ADD_MUL, Project, ProjectFactory, Result, git, run_env, script
+from doitcmd import doit_argv
 from patchgate import cluster, seal
 
 pytest.importorskip("distributed")
@@ -57,7 +58,7 @@ class Cluster:
     worker_dir: Path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A real LocalCluster: 2 worker processes, one thread each, retries ours (no allowed
     failures), the worker cache in a folder of its own."""
@@ -84,7 +85,7 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
         lc.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def process_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """``dask scheduler`` and two ``dask worker`` processes, as on separate machines."""
     from distributed import Client
@@ -361,9 +362,8 @@ def test_worker_killed_mid_task_is_retried_on_another(
 ) -> None:
     project = make_project(gates=GATES, executor="dask", scheduler=process_cluster.address)
     patch = project.patch("slow.py", SLOW_ADD)
-    argv = [sys.executable, "-m", "doit", "-f", str(Path(__file__).parent.parent / "dodo.py")]
     run = subprocess.Popen(
-        [*argv, "-d", str(project.path), "verify", f"patch={patch}"],
+        doit_argv(project.path, "verify", f"patch={patch}"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

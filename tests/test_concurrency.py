@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import DODO, Project, Result, git, run_env, script
+from conftest import Project, Result, git, run_env, script
+from doitcmd import doit_argv
 from test_faults import add_remote, assert_chain, assert_no_debris, doit, new_project
 
 N_PATCHES = 8
@@ -31,9 +31,12 @@ def note(i: int) -> str:
 
 
 def start(project: Project, *args: str) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(project.path), *args]
     return subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env()
+        doit_argv(project.path, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=run_env(),
     )
 
 
@@ -119,9 +122,23 @@ def test_two_promotions_started_together_one_lands_the_other_fails_fast(
     assert_no_debris(project)
 
 
-def slow_gate(seconds: float) -> dict[str, object]:
-    """A gate that takes a while, for slow.txt only (other patches skip it)."""
-    return {"name": "slow", "command": ["sleep", str(seconds)], "files": ["slow.txt"]}
+HOLD = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]):\n    time.sleep(0.02)\n"
+
+
+def hold_gate(project: Project) -> Path:
+    """Configure a gate for slow.txt only (other patches skip it) that runs until the test
+    releases it: ``release(go)`` with the path returned. The test does its part while the gate
+    runs, however slowly a loaded machine starts the next doit process."""
+    signal = project.path.parent / "signal"
+    signal.mkdir(exist_ok=True)
+    go = signal / "go"
+    slow = {"name": "slow", "command": ["{python}", "-c", HOLD, str(go)], "files": ["slow.txt"]}
+    project.configure(gates=[{**slow, "timeout": 120}], jail_binds=[str(signal)])
+    return go
+
+
+def release(go: Path) -> None:
+    go.touch()
 
 
 def wait_for_gate(project: Project, issue: str, run: subprocess.Popen[str]) -> None:
@@ -138,12 +155,13 @@ def test_a_promotion_landing_during_a_verify_does_not_fail_it(remote_project: Pr
     project = remote_project
     project.patch("landed.py", script(["landed.txt"], 'Path("landed.txt").write_text("l\\n")'))
     assert doit(project, "verify", "patch=patches/landed.py").code == 0
-    project.configure(gates=[slow_gate(3)])
+    go = hold_gate(project)
     project.patch("slow.py", script(["slow.txt"], 'Path("slow.txt").write_text("s\\n")'))
     verifying = start(project, "verify", "patch=patches/slow.py")
     wait_for_gate(project, "slow", verifying)
     promoted = doit(project, "promote", "issue=landed")
     assert promoted.code == 0, promoted.out
+    release(go)
     res = finish(verifying)
     assert res.code == 0, res.out  # live's HEAD moved, but by patchgate's own landing
     assert res.summary["RESULT"] == "SUCCESS"
@@ -156,12 +174,13 @@ def test_anything_else_moving_live_during_a_verify_still_fails_it(
     remote_project: Project,
 ) -> None:
     project = remote_project
-    project.configure(gates=[slow_gate(2)])
+    go = hold_gate(project)
     project.patch("slow.py", script(["slow.txt"], 'Path("slow.txt").write_text("s\\n")'))
     verifying = start(project, "verify", "patch=patches/slow.py")
     wait_for_gate(project, "slow", verifying)
     (project.live / "README.txt").write_text("edited behind patchgate's back\n")
     git(project.live, "commit", "-q", "-am", "not a patchgate landing")
+    release(go)
     res = finish(verifying)
     assert res.code != 0
     assert res.summary["STAGE"] == "VERIFY"
@@ -172,7 +191,7 @@ def test_one_command_at_a_time_works_in_an_issues_workspace(remote_project: Proj
     """A second verify of an issue being promoted would apply its own patch in the same worktree:
     the promotion's gates would judge one tree and land the other. It is refused at once."""
     project = remote_project
-    project.configure(gates=[slow_gate(3)])
+    go = hold_gate(project)
     project.patch("slow.py", script(["slow.txt"], 'Path("slow.txt").write_text("s\\n")'))
     project.patch("other.py", script(["slow.txt"], 'Path("slow.txt").write_text("other\\n")'))
     before = project.state()
@@ -183,6 +202,7 @@ def test_one_command_at_a_time_works_in_an_issues_workspace(remote_project: Proj
     assert second.summary["STAGE"] == "PREFLIGHT"
     reason = second.summary["REASON"]
     assert f"issue z is busy: pid {promoting.pid} (doit verify" in reason, reason
+    release(go)
     res = finish(promoting)
     assert res.code == 0, res.out
     assert project.state() != before

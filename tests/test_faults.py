@@ -28,7 +28,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -36,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CALC, DODO, Project, Result, git, run_env, script, write_files
+from conftest import CALC, Project, Result, git, run_env, script, write_files
+from doitcmd import doit_argv
 from patchgate import journal, provenance, schema
 
 # --- running patchgate as users do ------------------------------------------------------------
@@ -48,9 +48,13 @@ def doit(project: Project, *args: str, fault: str | None = None, timeout: float 
     env.pop("PATCHGATE_FAULT", None)
     if fault:
         env["PATCHGATE_FAULT"] = fault
-    argv = [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(project.path), *args]
     done = subprocess.run(
-        argv, capture_output=True, text=True, env=env, timeout=timeout, check=False
+        doit_argv(project.path, *args),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
     )
     return Result(done.returncode, done.stdout + done.stderr)
 
@@ -294,7 +298,7 @@ PROMOTE_KILLS = [
 def start_doit(project: Project, *args: str) -> subprocess.Popen[str]:
     """A patchgate command in the background, in its own process group (for Ctrl-C)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(project.path), *args],
+        doit_argv(project.path, *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

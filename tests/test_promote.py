@@ -28,6 +28,7 @@ from conftest import (
     parsed_trailers,
     script,
 )
+from doitcmd import doit_argv
 from patchgate import config, journal, landing, promote, provenance, redact
 from test_bad_input import twin_files
 
@@ -528,10 +529,6 @@ def test_promote_needs_an_issue_with_a_workspace(project: Project) -> None:
 # --- one promotion at a time ------------------------------------------------------------------
 
 
-def doit_argv(project: Project, *args: str) -> list[str]:
-    return [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(project.path), *args]
-
-
 def test_second_promote_fails_fast_naming_the_holder_then_lands_after_reverify(
     remote_project: tuple[Project, Path],
 ) -> None:
@@ -540,7 +537,7 @@ def test_second_promote_fails_fast_naming_the_holder_then_lands_after_reverify(
     verified(project)
     verified(project, "readme", script(["README.txt"], 'Path("README.txt").write_text("r\\n")'))
     first = subprocess.Popen(
-        doit_argv(project, "promote", "issue=add_mul"),
+        doit_argv(project.path, "promote", "issue=add_mul"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import ADD_MUL, DODO, Project, ProjectFactory, git, run_env, script
+from doitcmd import doit_argv
 from fastapi.testclient import TestClient
 from patchgate import lock, provenance
 from patchgate.errors import PatchgateError
@@ -573,10 +573,7 @@ def test_a_cli_promote_and_a_console_promote_at_once_land_once(
     base = git(project.live, "rev-parse", "HEAD")
     (signal_dir / "arm").touch()  # from now on the hold gate waits for "go"
     cli = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(project.path)),
-            *("promote", "issue=good", "operator=cli-user"),
-        ],
+        doit_argv(project.path, "promote", "issue=good", "operator=cli-user"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -617,7 +614,7 @@ def test_doit_ui_prints_the_login_token_serves_and_logs_no_secret(
 
     project = make_project(ui={"port": 0})
     child = subprocess.Popen(
-        [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(project.path), "ui"],
+        doit_argv(project.path, "ui"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -6,13 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DODO, Project, ProjectFactory, git, run_env
+from conftest import Project, ProjectFactory, git, run_env
+from doitcmd import doit_argv
 from fakegithub import FakeGitHub, fake_github  # noqa: F401 - the fixture `github`
 from patchgate import config, forge, provenance, watch
 from patchgate.errors import PatchgateError
@@ -339,7 +339,7 @@ def test_a_watch_killed_mid_poll_resumes_and_proposes_once(
     github.add_pull(5, "alice", [sha])
     github.add_check_run(sha, "tests", "failure")
     github.script("GET", "/check-runs$", 200, {}, delay=30, times=1)  # the poll hangs
-    argv = [sys.executable, "-m", "doit", "-f", str(DODO), "-d", str(watched.path), "watch"]
+    argv = doit_argv(watched.path, "watch")
     proc = subprocess.Popen(
         argv,
         env=run_env({TOKEN_ENV: TOKEN}),
