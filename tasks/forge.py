@@ -27,8 +27,9 @@ Sticky comments: one comment per pull request or issue and purpose, found again 
 marker ``<!-- patchgate:KEY -->`` and edited in place. Nothing is remembered locally, so a crash
 between the POST and anything after it cannot lead to a second comment: the rerun finds it.
 
-Annotations (``after_landing``, ``after_rollback``, ``annotate_proposal``) never fail what
-called them: a forge error becomes one ``WARNING: forge: …`` line.
+Annotations (``after_finish``, every landing's: ``after_landing``, ``after_rollback``; and
+``annotate_proposal``) never fail what called them: a forge error becomes one
+``WARNING: forge: …`` line.
 """
 
 from __future__ import annotations
@@ -745,6 +746,17 @@ def push_branch(ctx: LandingContext) -> str:
     if ctx.kind == "promote" and landing_mode(ctx.root) == "pull_request":
         return f"{PR_PREFIX}{ctx.issue}"
     return ctx.branch
+
+
+def after_finish(
+    ctx: LandingContext, landed: Mapping[str, Any], pushed: Mapping[str, Any], log: str
+) -> None:
+    """Every landing's forge hook (``landing.finish_landing``): a promotion annotates its
+    trigger, a rollback the original PRs; finalize has none. Never raises."""
+    if ctx.kind == "promote":
+        after_landing(ctx, landed, pushed, log)
+    elif ctx.kind == "rollback":
+        after_rollback(ctx, str(landed["commit"]), log)
 
 
 def after_landing(

@@ -568,7 +568,9 @@ def finish_landing(
 
     A step that every landing runs after it lands (a notification, a watch) goes here, once.
     """
+    landed, pushed = read_json(ctx.land_file), read_json(ctx.push_file)  # finish may clean up
     result = finish(ws_dir, ctx, log)
+    forge.after_finish(ctx, landed, pushed, log)  # issue 15: annotate; never fails the landing
     summary = result["summary"]
     commit, push_state = summary["COMMIT"], summary["PUSH"]
     post_audit.after_landing(  # audit_command, then (a promotion) doit audit's check: issue 11

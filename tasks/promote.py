@@ -34,7 +34,6 @@ from . import (
     config,
     faults,
     filing,
-    forge,
     git,
     jail,
     landing,
@@ -314,7 +313,6 @@ def finish(ws_dir: str, ctx: LandingContext, log: str) -> dict[str, Any]:
             },
         },
     )
-    forge.after_landing(ctx, landed, pushed, log)  # issue 15: annotate; never fails the landing
     redact.log(
         log,
         f"promote: done: {commit} (push {pushed['push']}); archive "

@@ -41,7 +41,6 @@ from . import (
     config,
     doitapi,
     faults,
-    forge,
     git,
     jail,
     journal,
@@ -359,7 +358,6 @@ def finish(ws_dir: str, ctx: landing.LandingContext, log: str) -> dict[str, Any]
     shutil.rmtree(ctx.state, ignore_errors=True)
     if not ctx.keep and os.path.exists(ws.dir):
         landing.remove_workspace(live, ws, log)
-    forge.after_rollback(ctx, commit, log)  # issue 15: annotate; never fails the rollback
     redact.log(log, f"rollback: done: {rb['rollback_id']} in {commit} (push {pushed['push']})")
     return {"summary": summary}
 
