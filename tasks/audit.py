@@ -205,14 +205,10 @@ def _commit_in_live(live: str, rev: str) -> str:
         f"last_good={rev} is not a commit in live repository "
         f"{live}; find it with git log --oneline -n 20",
     )
-    if rev.startswith("-"):
+    sha = git.commit_of(live, rev)
+    if sha is None:
         raise bad
-    done = git.run(
-        live, "rev-parse", "--verify", "-q", "--end-of-options", f"{rev}^{{commit}}", check=False
-    )
-    if done.returncode != 0:
-        raise bad
-    return done.output.strip()
+    return sha
 
 
 def task_record() -> dict[str, Any]:

@@ -89,11 +89,7 @@ def messages(live: str, shas: Sequence[str]) -> dict[str, str]:
     """Full commit messages of existing commits ``shas``, in one git call."""
     if not shas:
         return {}
-    done = git.run(
-        live, "log", "--no-walk=unsorted", "-z", "--format=%H%x00%B", *shas, "--", stage=STAGE
-    )
-    fields = done.output.split("\x00")
-    return {sha.strip(): body for sha, body in zip(fields[0::2], fields[1::2], strict=False)}
+    return git.commit_messages(live, shas, STAGE)
 
 
 def walk(live: str, rev: str) -> list[Commit]:
@@ -109,27 +105,25 @@ def branch_tip(live: str, branch: str | None) -> str:
     head = git.live_head(live)
     if not branch:
         return head
-    ref = f"refs/heads/{branch}^{{commit}}"
-    done = git.run(live, "rev-parse", "--verify", "-q", ref, check=False)
-    if done.returncode != 0:
+    tip = git.branch_commit(live, branch)
+    if tip is None:
         raise PatchgateError(
             "PREFLIGHT",
             f"branch {branch!r} does not exist in live repository {live}; "
             "set branch in patchgate.yaml to a branch of live",
         )
-    return done.output.strip()
+    return tip
 
 
 def branch_name(live: str, branch: str | None) -> str:
     if branch:
         return branch
-    done = git.run(live, "symbolic-ref", "-q", "--short", "HEAD", check=False)
-    return done.output.strip() if done.returncode == 0 else "HEAD"
+    name = git.branch_name(live)
+    return name if name is not None else "HEAD"
 
 
 def is_ancestor(live: str, commit: str, tip: str) -> bool:
-    done = git.run(live, "merge-base", "--is-ancestor", commit, tip, check=False)
-    return done.returncode == 0
+    return git.is_ancestor(live, commit, tip)
 
 
 def resolve(live: str, names: Iterable[str]) -> dict[str, str]:
@@ -137,16 +131,8 @@ def resolve(live: str, names: Iterable[str]) -> dict[str, str]:
     wanted = sorted({n for n in names if HEX.match(n)})
     if not wanted:
         return {}
-    done = git.run(
-        live,
-        "cat-file",
-        "--batch-check=%(objectname) %(objecttype)",
-        input_bytes="".join(f"{n}\n" for n in wanted).encode(),
-        stage=STAGE,
-    )
     found = {}
-    for name, line in zip(wanted, done.output.splitlines(), strict=False):
-        sha, _, kind = line.partition(" ")
+    for name, (sha, kind) in zip(wanted, git.object_kinds(live, wanted, STAGE), strict=False):
         if kind == "commit":
             found[name] = sha
     return found
@@ -198,11 +184,7 @@ def landing_times(live: str, shas: Sequence[str]) -> dict[str, str]:
     """When each commit landed: its committer time (promote's commit-tree sets it), UTC."""
     if not shas:
         return {}
-    done = git.run(live, "log", "--no-walk=unsorted", "--format=%H %ct", *shas, "--", stage=STAGE)
-    times = {}
-    for line in done.output.splitlines():
-        sha, _, stamp = line.partition(" ")
-        if stamp.strip().isdigit():
-            when = datetime.fromtimestamp(int(stamp), UTC)
-            times[sha] = when.strftime("%Y-%m-%d %H:%M:%S")
-    return times
+    return {
+        sha: datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        for sha, stamp in git.commit_times(live, shas, STAGE).items()
+    }

@@ -490,20 +490,9 @@ def refresh_fixer_record(ws: Workspace, gate: Gate, source: str) -> bool:
 def overlay_tree(ws: Workspace, tree: str, entries: list[dict[str, str]]) -> str:
     """The tree id of ``tree`` with ``entries`` (path, mode, blob) written over it."""
     index = ws.path("overlay.index")
-    env = git.git_env({"GIT_INDEX_FILE": index})
+    rows = [(entry["mode"], entry["blob"], entry["path"]) for entry in entries]
     try:
-        git.run(ws.repo, "read-tree", tree, env=env, stage="GATES")
-        for entry in entries:
-            git.run(
-                ws.repo,
-                "update-index",
-                "--add",
-                "--cacheinfo",
-                f"{entry['mode']},{entry['blob']},{entry['path']}",
-                env=env,
-                stage="GATES",
-            )
-        return git.out(ws.repo, "write-tree", env=env, stage="GATES")
+        return git.tree_with_entries(ws.repo, index, tree, rows, stage="GATES")
     finally:
         if os.path.exists(index):
             os.unlink(index)

@@ -561,6 +561,91 @@ def publish_first_commit(
         run(repo, *args, stage=stage)
 
 
+# --- patchgate init (init.py) ------------------------------------------------------------------
+
+
+def toplevel(folder: str) -> str | None:
+    """The top folder of the repository ``folder`` is in, as git gives it; None outside one."""
+    done = run(folder, "rev-parse", "--show-toplevel", check=False)
+    return done.output.strip() if done.returncode == 0 else None
+
+
+# --- a workspace's worktree of live (workspace.py) --------------------------------------------
+
+
+def checkout_detached(repo: str, commit: str, stage: str) -> None:
+    """Check ``commit`` out in ``repo`` on a detached HEAD."""
+    run(repo, "checkout", "-q", "--detach", commit, stage=stage)
+
+
+def prune_worktrees(repo: str, stage: str) -> None:
+    """Forget the worktrees of ``repo`` whose folders are gone."""
+    run(repo, "worktree", "prune", stage=stage)
+
+
+def add_worktree(repo: str, path: str, commit: str, stage: str) -> None:
+    """A new worktree of ``repo`` at ``path`` with ``commit`` on a detached HEAD."""
+    run(repo, "worktree", "add", "-q", "--detach", path, commit, stage=stage)
+
+
+# --- a gate's rewritten files laid over a tree (gates.py) -------------------------------------
+
+
+def tree_with_entries(
+    repo: str, index: str, tree: str, entries: Sequence[tuple[str, str, str]], stage: str
+) -> str:
+    """The tree id of ``tree`` with ``entries`` (mode, blob, path) written over it, built in
+    the private index file ``index`` (the caller removes it)."""
+    env = git_env({"GIT_INDEX_FILE": index})
+    run(repo, "read-tree", tree, env=env, stage=stage)
+    for mode, blob, path in entries:
+        cacheinfo = f"{mode},{blob},{path}"
+        run(repo, "update-index", "--add", "--cacheinfo", cacheinfo, env=env, stage=stage)
+    return out(repo, "write-tree", env=env, stage=stage)
+
+
+# --- the audit's walk of live's history (audit_history.py) ------------------------------------
+
+
+def branch_commit(repo: str, branch: str) -> str | None:
+    """The commit the local branch ``branch`` points at; None when there is no such branch."""
+    done = run(repo, "rev-parse", "--verify", "-q", f"refs/heads/{branch}^{{commit}}", check=False)
+    return done.output.strip() if done.returncode == 0 else None
+
+
+def commit_messages(repo: str, shas: Sequence[str], stage: str) -> dict[str, str]:
+    """The full message (``%B``) of each of the existing commits ``shas``, in one call."""
+    done = run(
+        repo, "log", "--no-walk=unsorted", "-z", "--format=%H%x00%B", *shas, "--", stage=stage
+    )
+    fields = done.output.split("\x00")
+    return {sha.strip(): body for sha, body in zip(fields[0::2], fields[1::2], strict=False)}
+
+
+def object_kinds(repo: str, names: Sequence[str], stage: str) -> list[tuple[str, str]]:
+    """(object id, type) of each of ``names`` in order, as ``git cat-file --batch-check``
+    answers (a name that is no object: (name, "missing"))."""
+    done = run(
+        repo,
+        "cat-file",
+        "--batch-check=%(objectname) %(objecttype)",
+        input_bytes="".join(f"{n}\n" for n in names).encode(),
+        stage=stage,
+    )
+    return [(sha, kind) for sha, _, kind in (ln.partition(" ") for ln in done.output.splitlines())]
+
+
+def commit_times(repo: str, shas: Sequence[str], stage: str) -> dict[str, int]:
+    """The committer time (Unix seconds) of each of the existing commits ``shas``."""
+    done = run(repo, "log", "--no-walk=unsorted", "--format=%H %ct", *shas, "--", stage=stage)
+    times = {}
+    for line in done.output.splitlines():
+        sha, _, stamp = line.partition(" ")
+        if stamp.strip().isdigit():
+            times[sha] = int(stamp)
+    return times
+
+
 # --- what moved live's HEAD (the live guard, liveguard.py) -------------------------------------
 
 

@@ -118,12 +118,12 @@ def update_gitignore(top: str) -> Outcome:
 def init(folder: str) -> list[Outcome]:
     """Set patchgate up in the git repository whose top folder is ``folder``."""
     folder = os.path.abspath(folder)
-    done = git.run(folder, "rev-parse", "--show-toplevel", check=False, stage="INIT")
-    if done.returncode != 0:
+    shown = git.toplevel(folder)
+    if shown is None:
         raise PatchgateError(
             "INIT", f"{folder} is not a git repository; run patchgate init in your repository"
         )
-    top = os.path.realpath(done.output.strip())
+    top = os.path.realpath(shown)
     if top != os.path.realpath(folder):
         raise PatchgateError(
             "INIT", f"{folder} is inside the repository {top}; run patchgate init in {top}"

@@ -181,7 +181,7 @@ def ensure(
         if previous is None or previous.base_sha != base:
             report.log(log, f"workspace: base moved to {base[:12]}; checking it out in place")
             git.restore(ws.repo, "HEAD")
-            git.run(ws.repo, "checkout", "-q", "--detach", base, stage="WORKSPACE")
+            git.checkout_detached(ws.repo, base, stage="WORKSPACE")
             fresh = True
     else:
         if os.path.lexists(ws.repo):
@@ -189,10 +189,8 @@ def ensure(
             shutil.rmtree(ws.repo)
         report.log(log, f"workspace: git worktree add {ws.repo} at {base[:12]}")
         with lock.worktrees(ws.root):  # another issue's prune must not run in between
-            git.run(live_repo, "worktree", "prune", stage="WORKSPACE")
-            git.run(
-                live_repo, "worktree", "add", "-q", "--detach", ws.repo, base, stage="WORKSPACE"
-            )
+            git.prune_worktrees(live_repo, stage="WORKSPACE")
+            git.add_worktree(live_repo, ws.repo, base, stage="WORKSPACE")
         faults.point("workspace-added")
         fresh = True
     if os.path.exists(ws.index):

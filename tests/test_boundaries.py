@@ -200,16 +200,9 @@ def test_git_commands_are_started_by_git_py_only() -> None:
     assert raw_git_commands(ast.parse(source)) == [1]
 
 
-# git.run/git.out calls left outside git.py, per module: each is to become a named function in
-# git.py (issue 13, item 4). Lower a number when you convert calls, drop a module at zero;
-# never raise one: a new git command is a named function in git.py.
-GIT_RUN_LEFT = {
-    "tasks/audit.py": 1,
-    "tasks/audit_history.py": 6,
-    "tasks/gates.py": 3,
-    "tasks/init.py": 1,
-    "tasks/workspace.py": 3,
-}
+# git.run/git.out calls left outside git.py, per module (issue 13, item 4): none are left.
+# Never add one: a new git command is a named function in git.py.
+GIT_RUN_LEFT: dict[str, int] = {}
 
 
 def git_run_calls(tree: ast.Module) -> int:

@@ -1,13 +1,17 @@
-"""The named git commands of git.py that the live guard, the rollback plan and propose use,
-on real repositories, in process (a fraction of a second each)."""
+"""The named git commands of git.py that the live guard, the rollback plan, propose, the
+workspace, the gates and the audit use, on real repositories, in process (a fraction of a
+second each)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pytest
 from conftest import git, make_repo
 from patchgate import git as pgit
 from patchgate import liveguard, lock
+from patchgate.errors import PatchgateError
 
 
 def commit(repo: Path, files: dict[str, str], message: str) -> str:
@@ -148,3 +152,69 @@ def test_publish_first_commit_to_a_new_bare_remote(tmp_path: Path) -> None:
     assert git(live, "log", "--format=%an <%ae> %s") == "M <m@x.invalid> one"
     assert git(remote, "rev-parse", "main") == git(live, "rev-parse", "HEAD")
     assert git(remote, "symbolic-ref", "HEAD") == "refs/heads/main"
+
+
+def test_toplevel_and_a_workspace_worktree(tmp_path: Path) -> None:
+    live = make_repo(tmp_path / "live", {"a.py": "a\n", "d/b.py": "b\n"})
+    first = git(live, "rev-parse", "HEAD")
+    second = commit(live, {"a.py": "A\n"}, "edit a")
+    assert pgit.toplevel(str(live / "d")) == git(live, "rev-parse", "--show-toplevel")
+    (tmp_path / "plain").mkdir()
+    assert pgit.toplevel(str(tmp_path / "plain")) is None
+    tree = tmp_path / "ws" / "repo"
+    pgit.add_worktree(str(live), str(tree), first, stage="WORKSPACE")
+    assert (tree / "a.py").read_text() == "a\n"
+    assert git(tree, "rev-parse", "HEAD") == first
+    pgit.checkout_detached(str(tree), second, stage="WORKSPACE")
+    assert (tree / "a.py").read_text() == "A\n"
+    assert git(tree, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"  # detached
+    with pytest.raises(PatchgateError) as err:
+        pgit.add_worktree(str(live), str(tree), first, stage="WORKSPACE")
+    assert err.value.stage == "WORKSPACE"
+    assert err.value.message.startswith(f"git worktree failed in {live}: ")
+    shutil.rmtree(tree)
+    assert str(tree) in git(live, "worktree", "list")
+    pgit.prune_worktrees(str(live), stage="WORKSPACE")
+    assert str(tree) not in git(live, "worktree", "list")
+
+
+def test_tree_with_entries_leaves_the_worktree_index_alone(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "live", {"a.py": "a\n", "b.py": "b\n"})
+    base = pgit.tree_of(str(repo), "HEAD")
+    blob = pgit.hash_blob(str(repo), b"fixed\n", write=True)
+    index = str(tmp_path / "overlay.index")
+    rows = [("100755", blob, "a.py"), ("100644", blob, "new/c.py")]
+    tree = pgit.tree_with_entries(str(repo), index, base, rows, stage="GATES")
+    listing = git(repo, "ls-tree", "-r", tree).splitlines()
+    assert listing == [
+        f"100755 blob {blob}\ta.py",
+        f"100644 blob {git(repo, 'rev-parse', 'HEAD:b.py')}\tb.py",
+        f"100644 blob {blob}\tnew/c.py",
+    ]
+    assert git(repo, "status", "--porcelain") == ""  # the worktree's own index is untouched
+    assert pgit.tree_with_entries(str(repo), index, base, [], stage="GATES") == base
+    with pytest.raises(PatchgateError) as err:
+        pgit.tree_with_entries(str(repo), index, "0" * 40, rows, stage="GATES")
+    assert err.value.stage == "GATES" and "git read-tree failed in" in err.value.message
+
+
+def test_the_audit_history_reads(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "live", {"a.py": "a\n"})
+    first = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "side")
+    second = commit(repo, {"a.py": "A\n"}, "edit a\n\nbody line\n\nIssue: 7")
+    assert pgit.branch_commit(str(repo), "main") == first
+    assert pgit.branch_commit(str(repo), "side") == second
+    assert pgit.branch_commit(str(repo), "nope") is None
+    messages = pgit.commit_messages(str(repo), [second, first], "AUDIT")
+    assert messages == {second: "edit a\n\nbody line\n\nIssue: 7\n", first: "first\n"}
+    tree = pgit.tree_of(str(repo), first)
+    kinds = pgit.object_kinds(str(repo), [first[:12], tree, "0" * 40], "AUDIT")
+    assert kinds == [(first, "commit"), (tree, "tree"), ("0" * 40, "missing")]
+    times = pgit.commit_times(str(repo), [second, first], "AUDIT")
+    assert times == {
+        sha: int(git(repo, "log", "-1", "--format=%ct", sha)) for sha in (first, second)
+    }
+    with pytest.raises(PatchgateError) as err:
+        pgit.commit_times(str(repo), ["0" * 40], "AUDIT")
+    assert err.value.stage == "AUDIT" and err.value.message.startswith("git log failed in")
