@@ -34,6 +34,8 @@ ISSUE_LOCKS = os.path.join("patches", ".state", "locks")
 
 # lock file (absolute) -> descriptor holding it until this process exits.
 _held: dict[str, int] = {}
+# lock file (absolute) -> a descriptor doit's own process opened while loading (``share``).
+_shared: dict[str, int] = {}
 
 
 def lock_path(root: str) -> str:
@@ -42,6 +44,22 @@ def lock_path(root: str) -> str:
 
 def held(root: str) -> bool:
     return lock_path(root) in _held
+
+
+def share(root: str) -> None:
+    """Open the promotion lock's file in doit's own process, before any worker is forked.
+
+    Under ``doit -P process`` a landing's setup task takes the lock in a worker, and doit ends
+    a worker once nothing is left to hand it, maybe while the landing's last step still runs in
+    another. A worker takes the lock through this descriptor (fork shares the open file, and a
+    flock belongs to the open file), so the lock lasts until doit's own process exits. Opening
+    an existing file writes nothing (loading stays side-effect free); on a first run there is
+    no file yet and the worker opens its own.
+    """
+    path = lock_path(root)
+    if path not in _shared:
+        with contextlib.suppress(OSError):
+            _shared[path] = os.open(path, os.O_RDWR | os.O_CLOEXEC)
 
 
 def _open(root: str, path: str | None = None) -> int:
@@ -133,7 +151,8 @@ def _hold(root: str, path: str, what: str, issue: str, busy: Callable[[], str]) 
     of, holds it already; a PREFLIGHT error saying ``busy()`` when anyone else does."""
     if path in _held:
         return None
-    fd = _open(root, path)
+    shared = _shared.get(path)
+    fd = os.dup(shared) if shared is not None else _open(root, path)
     if not _try_flock(fd):
         os.close(fd)
         if _parent_holds(root, path):
@@ -180,6 +199,7 @@ def acquire(root: str, issue: str, what: str) -> None:
         check_index_lock(key)
     except PatchgateError:
         del _held[path]
+        fcntl.flock(fd, fcntl.LOCK_UN)  # a shared open file would keep it locked after close
         os.close(fd)
         raise
     steps.sweep_leftovers(key)

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from doit import create_after
 
+from . import lock
 from .errors import PatchgateError
 from .steps import STATE_DIR, pid_alive, read_json, unwritable, write_json
 
@@ -54,6 +55,7 @@ def record_path(root: str, name: str, pid: int) -> str:
 def setup_task(name: str, work: Work, args: list[Any]) -> dict[str, Any]:
     """The hidden task ``_NAME``: ``work(*args)`` as its action, its result recorded."""
     root = os.getcwd()
+    lock.share(root)  # a landing's lock taken in a worker of -P process lasts the whole run
     return {
         "basename": f"_{name}",
         "actions": [(run, [name, root, os.getpid(), RUN, work, *args])],

@@ -14,6 +14,7 @@ from patchgate import (
     config,
     landing,
     liveguard,
+    lock,
     prepare,
     redact,
     report,
@@ -490,3 +491,34 @@ def test_a_missing_key_of_meta_is_refused() -> None:
     del data["base_tree"]
     with pytest.raises(PatchgateError, match="base_tree"):
         Meta.from_json(data)
+
+
+def _lock_is_free(root: str) -> bool:
+    """Whether another process could take the promotion lock now (a flock of its own)."""
+    fd = os.open(lock.lock_path(root), os.O_RDWR)
+    try:
+        return lock._try_flock(fd)
+    finally:
+        os.close(fd)
+
+
+def test_a_worker_s_promotion_lock_lasts_until_doit_s_own_process_exits(tmp_path: Path) -> None:
+    """doit -P process: _promote takes the lock in a worker, and that worker may end before the
+    landing's last step does; the lock is held until doit's own process (here: this one) exits."""
+    root = str(tmp_path)
+    os.makedirs(tmp_path / "patches" / ".state")
+    Path(lock.lock_path(root)).touch()  # an earlier run made it
+    lock.share(root)  # doit's own process, while loading
+    try:
+        child = os.fork()
+        if child == 0:  # the worker that runs _promote, then ends
+            try:
+                lock._hold(root, lock.lock_path(root), "doit promote", "7", lambda: "busy; wait")
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
+        assert not _lock_is_free(root)
+        assert lock.holder(root)["issue"] == "7"
+    finally:
+        os.close(lock._shared.pop(lock.lock_path(root)))
+    assert _lock_is_free(root)  # doit's process ended: released
