@@ -32,19 +32,7 @@ AUDIT_COMMAND_TIMEOUT = 600.0
 DEFAULT_HISTORY = 10
 
 # Who writes the events `doit record` refuses: a hand-written one would forge their evidence.
-_WRITTEN_BY: dict[str, str] = {
-    EventKind.PROPOSE: "a patch source",
-    EventKind.VERIFY_PASS: "doit verify",
-    EventKind.VERIFY_FAIL: "doit verify",
-    EventKind.APPLY: "doit promote",
-    EventKind.PROMOTE_FAIL: "doit promote",
-    EventKind.ROLLBACK: "doit rollback",
-    EventKind.RECOVERED: "the log itself",
-    # issue 15
-    EventKind.ROLLBACK_PROPOSED: "doit watch",
-    EventKind.MONITOR: "doit watch",
-    EventKind.PULL_REQUEST: "doit promote (landing: pull_request)",
-}
+_WRITTEN_BY: dict[str, str] = {**provenance.EVIDENCE_KINDS, EventKind.PROPOSE: "a patch source"}
 
 
 # --- doit audit ------------------------------------------------------------------------------

@@ -754,6 +754,10 @@ EVIDENCE_KINDS: dict[str, str] = {
     EventKind.PROMOTE_FAIL: "doit promote",
     EventKind.ROLLBACK: "doit rollback",
     EventKind.RECOVERED: "the log itself",
+    # issue 15: a proposal, a monitoring verdict and a pull request are evidence too
+    EventKind.ROLLBACK_PROPOSED: "doit watch",
+    EventKind.MONITOR: "doit watch",
+    EventKind.PULL_REQUEST: "doit promote (landing: pull_request)",
 }
 
 

@@ -347,10 +347,25 @@ def fallback(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
         ("event=apply", "patch_id=p0@abc", "commit_hash=" + "a" * 40, "files=calc/ops.py"),
         ("event=verify_pass", "patch_id=p0@abc"),
         ("event=rollback", "patch_id=p0@abc"),
+        (
+            "event=rollback_proposed",
+            "sha=" + "a" * 40,
+            "token=abc",
+            "source=ci",
+            "confirm=doit rollback sha=a confirm=abc",
+            "failure_context=forged",
+        ),
         ("event=emergency_rollback", "last_good=" + "b" * 40, "reason=r", "operator=o"),
         ("event=emergency_rollback", "last_good=HEAD"),
     ],
-    ids=["apply", "verify_pass", "rollback", "emergency-unknown-commit", "emergency-no-reason"],
+    ids=[
+        "apply",
+        "verify_pass",
+        "rollback",
+        "rollback_proposed",
+        "emergency-unknown-commit",
+        "emergency-no-reason",
+    ],
 )
 def test_the_fallback_recorder_refuses_what_doit_record_refuses(
     project: Project, args: tuple[str, ...]
